@@ -1,0 +1,127 @@
+"""The backend interface: where training jobs run.
+
+A backend creates named training jobs, reports their lifecycle
+(``InProgress`` → ``Completed`` | ``Failed`` | ``Stopped``) in the shape of SageMaker's
+``DescribeTrainingJob``, and stops them. Job names are the tuner's idempotency keys: a backend
+must refuse to create a name that already exists (:class:`~cvtune.errors.JobExistsError`) and
+must describe jobs created by an earlier process, so a resumed run can re-attach.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+IN_PROGRESS = "InProgress"
+COMPLETED = "Completed"
+FAILED = "Failed"
+STOPPING = "Stopping"
+STOPPED = "Stopped"
+TERMINAL = frozenset({COMPLETED, FAILED, STOPPED})
+
+JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+@dataclass
+class JobSpec:
+    """Everything needed to run one training job under the script-mode contract.
+
+    ``channels`` maps a channel name (``train``, ``validation``) to a directory or prefix URI;
+    ``hyperparameters`` are passed as ``--name value`` arguments and in ``SM_HPS``.
+    """
+
+    name: str
+    entry_point: str
+    hyperparameters: dict[str, Any]
+    channels: dict[str, str]
+    output_uri: str = ""  # where the model goes; "" lets the backend choose (its job directory)
+    metric_definitions: list[dict[str, str]] = field(default_factory=list)
+    max_runtime_s: int = 3600
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        return cls(**data)
+
+
+@dataclass
+class JobDescription:
+    """The part of ``DescribeTrainingJob`` the tuner needs, backend-neutral."""
+
+    name: str
+    status: str
+    failure_reason: str | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    model_artifacts: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    billable_seconds: float | None = None
+    warm_pool_status: str | None = None
+    log_uri: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobDescription:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class Backend(abc.ABC):
+    """Runs training jobs. Implementations: ``local`` (warm process pool) and ``sagemaker``."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec) -> None:
+        """Create the job. Raises ``JobExistsError`` if the name was ever used."""
+
+    @abc.abstractmethod
+    def describe(self, name: str) -> JobDescription:
+        """Current state of a job. Raises ``JobNotFoundError`` for an unknown name."""
+
+    @abc.abstractmethod
+    def stop(self, name: str) -> None:
+        """Ask the job to stop; a job that already ended is left as it is."""
+
+    def wait(self, names: list[str], timeout: float) -> list[JobDescription]:
+        """Block up to ``timeout`` seconds until at least one of ``names`` has ended.
+
+        Returns the descriptions of all of ``names`` that have ended (possibly none on
+        timeout). The default polls :meth:`describe`; backends with a cheaper signal override.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = [d for d in (self.describe(n) for n in names) if d.done]
+            if ended or time.monotonic() >= deadline:
+                return ended
+            time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
+
+    poll_interval_s: float = 1.0
+
+    @property
+    def capacity(self) -> int | None:
+        """Most jobs this backend runs at once, if it has a hard limit (``None``: no limit)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release resources (worker processes, clients). Running jobs are not stopped."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,182 @@
+"""The ``cvtune`` command line: split, tune, cv, results. JSON on stdout, logs on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from cvtune.errors import CvtuneError
+
+DEFAULT_OUT = "cvtune-artifacts"
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _backend_from_args(args: argparse.Namespace, artifact_root: str):
+    from cvtune.backends import get_backend
+
+    config: dict[str, Any] = {}
+    if getattr(args, "backend_config", None):
+        with open(args.backend_config, encoding="utf-8") as f:
+            config = json.load(f)
+    kind = args.backend or config.pop("backend", "local")
+    config.pop("backend", None)
+    if kind == "local":
+        config.setdefault("work_dir", os.path.join(artifact_root, "jobs"))
+        if getattr(args, "workers", None):
+            config["max_parallel_jobs"] = args.workers
+    return get_backend(kind, **config)
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from cvtune.folds import manifest_summary, split_dataset
+
+    manifest = split_dataset(
+        args.data,
+        args.out,
+        target=args.target,
+        folds=args.folds,
+        strategy=args.strategy,
+        group_column=args.group_column,
+        holdout=args.holdout,
+        seed=args.seed,
+        task=args.task,
+    )
+    _print({"manifest": manifest["manifest_uri"], **manifest_summary(manifest)})
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    from cvtune.config import load_config
+    from cvtune.folds import load_manifest
+
+    overrides = {
+        k: getattr(args, k, None)
+        for k in ("strategy", "max_trials", "max_parallel_trials", "max_parallel_jobs", "seed")
+    }
+    return load_config(args.config, **overrides), load_manifest(args.manifest)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from cvtune.tuner import CVTuner
+
+    config, manifest = _load(args)
+    run_id = args.run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    with _backend_from_args(args, args.out) as backend:
+        tuner = CVTuner(config, manifest, backend, run_id=run_id, artifact_root=args.out, poll_s=args.poll)
+        _print(tuner.run())
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from cvtune.tuner import cross_validate
+
+    config, manifest = _load(args)
+    try:
+        hyperparameters = json.loads(args.hyperparameters)
+    except json.JSONDecodeError as exc:
+        raise CvtuneError(f"--hyperparameters: not valid JSON ({exc}); pass e.g. '{{\"eta\": 0.1}}'") from None
+    if not isinstance(hyperparameters, dict):
+        raise CvtuneError("--hyperparameters: expected a JSON object of name: value")
+    run_id = args.run_id or f"cv-{time.strftime('%Y%m%d-%H%M%S')}"
+    with _backend_from_args(args, args.out) as backend:
+        _print(
+            cross_validate(
+                config, manifest, backend, hyperparameters, artifact_root=args.out, run_id=run_id, poll_s=args.poll
+            )
+        )
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from cvtune.ledger import RunLedger
+
+    rows = RunLedger.load(args.ledger).rows()
+    if args.format == "json":
+        _print(rows)
+        return 0
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    sys.stdout.write(buf.getvalue())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvtune", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("split", help="split a dataset into k folds and write a fold manifest")
+    p.add_argument("data", help="CSV or Parquet file (or a directory of them), local path or URI")
+    p.add_argument("--target", required=True, help="target column")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--strategy", choices=["kfold", "stratified", "group", "timeseries"])
+    p.add_argument("--group-column")
+    p.add_argument("--holdout", type=float, default=0.0, help="fraction of rows held out before folding")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", choices=["classification", "regression"])
+    p.add_argument("--out", required=True, help="artifact directory or URI for folds and manifest.json")
+    p.set_defaults(func=cmd_split)
+
+    for name, func, helptext in (
+        ("tune", cmd_tune, "run (or resume) a cross-validated tuning run"),
+        ("cv", cmd_cv, "cross-validate one hyperparameter set on every fold"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--manifest", required=True, help="manifest.json URI (or its directory)")
+        p.add_argument("--config", required=True, help="tuning config, YAML or JSON")
+        p.add_argument("--run-id", help="resume this run if it exists (default: a new timestamped id)")
+        p.add_argument("--out", default=DEFAULT_OUT, help=f"artifact root (default ./{DEFAULT_OUT})")
+        p.add_argument("--backend", choices=["local", "sagemaker"])
+        p.add_argument("--backend-config", help="JSON file with the backend settings (same keys as the connection extra)")
+        p.add_argument("--workers", type=int, help="local backend: warm worker processes")
+        p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+        if name == "tune":
+            p.add_argument("--strategy", choices=["Bayesian", "Random", "Grid"])
+            p.add_argument("--max-trials", type=int)
+            p.add_argument("--max-parallel-trials", type=int)
+            p.add_argument("--max-parallel-jobs", type=int)
+            p.add_argument("--seed", type=int)
+        else:
+            p.add_argument("--hyperparameters", required=True, help="JSON object, e.g. '{\"eta\": 0.1}'")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("results", help="one row per trial of a run ledger")
+    p.add_argument("ledger", help="ledger.json URI")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.set_defaults(func=cmd_results)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except CvtuneError as exc:
+        logging.getLogger("cvtune").error("%s", exc)
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,603 @@
+"""Split a dataset into k cross-validation folds and describe the split in a fold manifest.
+
+Every fold becomes its own training job, so each fold is materialised as files: a ``train`` and a
+``validation`` directory per fold (SageMaker channels are prefixes, so the manifest points at the
+directories, never at the files), plus ``full/train`` (every non-holdout row, for the final refit)
+and an optional ``holdout`` set that no fold ever sees.
+
+Layout under ``out_uri``::
+
+    folds/fold-{i}/train/data.{ext}
+    folds/fold-{i}/validation/data.{ext}
+    full/train/data.{ext}
+    holdout/data.{ext}            (only when holdout > 0)
+    manifest.json                 (written last: its presence means every data file is complete)
+
+The split is a pure function of the input bytes and the arguments: the same input and arguments
+give byte-identical files, and the manifest's ``fingerprint`` identifies the split independently
+of where the input and output live.
+
+pandas and scikit-learn are imported inside functions so that importing this module (e.g. while
+Airflow parses a DAG file) stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+from cvtune import store
+from cvtune.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+STRATEGIES = ("kfold", "stratified", "group", "timeseries")
+TASKS = ("classification", "regression")
+FORMATS = ("csv", "parquet")
+
+# An integer target with at most this many distinct values is taken to be a class label.
+MAX_CLASSES_FOR_INFERENCE = 20
+
+_REQUIRED_KEYS = ("version", "manifest_uri", "fingerprint", "dataset", "split", "folds", "full_train", "holdout")
+_REQUIRED_FOLD_KEYS = ("fold", "train_uri", "validation_uri", "train_rows", "validation_rows")
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------------
+
+
+def split_dataset(
+    data_uri: str,
+    out_uri: str,
+    *,
+    target: str,
+    folds: int = 5,
+    strategy: str | None = None,
+    group_column: str | None = None,
+    holdout: float = 0.0,
+    seed: int = 0,
+    task: str | None = None,
+    file_format: str | None = None,
+) -> dict:
+    """Split ``data_uri`` into ``folds`` folds under ``out_uri`` and return the manifest.
+
+    Everything is validated (arguments, data, and that ``out_uri`` holds no foreign files in the
+    channel directories) before the first byte is written, so a bad call leaves ``out_uri``
+    untouched.
+    """
+    import numpy as np
+
+    # Cheap argument checks first: a typo should not cost reading a large dataset.
+    _check_uri("data_uri", data_uri)
+    _check_uri("out_uri", out_uri)
+    if not isinstance(target, str) or not target:
+        raise ConfigError("target", f"must be a non-empty column name, got {target!r}", "pass the label column's name")
+    folds = _check_folds(folds)
+    holdout = _check_holdout(holdout)
+    seed = _check_seed(seed)
+    if task is not None and task not in TASKS:
+        raise ConfigError("task", f"unknown task {task!r}", f"use one of {', '.join(TASKS)}, or omit it to infer from the target")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ConfigError("strategy", f"unknown strategy {strategy!r}", f"use one of {', '.join(STRATEGIES)}, or omit it")
+    if file_format is not None and file_format not in FORMATS:
+        raise ConfigError("file_format", f"unsupported format {file_format!r}", f"use one of {', '.join(FORMATS)}, or omit it to keep the input's format")
+    if strategy == "group":
+        if group_column is None or group_column == "":
+            raise ConfigError("group_column", "strategy 'group' needs a group column", "pass group_column=<column whose rows must stay together>")
+        if group_column == target:
+            raise ConfigError("group_column", f"is the target column {target!r}", "group by an entity id (patient, customer...), not by the label")
+    elif group_column is not None:
+        # Silently ignoring groups would leak rows of one entity across train and validation.
+        raise ConfigError("group_column", f"is only used by strategy 'group' (strategy is {strategy!r})", "pass strategy='group', or drop group_column")
+
+    data_uri = _normalise(data_uri)
+    out_uri = _normalise(out_uri)
+    if store.is_local(out_uri) and os.path.isfile(store.local_path(out_uri)):
+        raise ConfigError("out_uri", f"{out_uri} is a file", "pass a directory (it is created if missing)")
+    df, dataset_sha, in_format = _read_dataset(data_uri)
+    out_format = file_format or in_format
+
+    n = len(df)
+    if n == 0:
+        raise DataError("data_uri", f"{data_uri} has no rows", "point data_uri at a non-empty dataset")
+    columns = [str(c) for c in df.columns]
+    if target not in df.columns:
+        raise DataError("target", f"column {target!r} not in {data_uri}; available columns: {', '.join(columns)}", "pass one of the available columns")
+    y = df[target]
+    missing = int(y.isna().sum())
+    if missing:
+        raise DataError("target", f"column {target!r} has {missing} missing value(s)", "drop or fill the rows without a label before splitting")
+    task = _resolve_task(y, task, target)
+    if strategy is None:
+        strategy = "stratified" if task == "classification" else "kfold"
+    if strategy == "stratified" and task != "classification":
+        raise DataError(
+            "strategy",
+            f"'stratified' needs a class label, but target {target!r} is a regression target",
+            "use strategy='kfold', or pass task='classification' if the target really is a class label",
+        )
+    if folds > n:
+        raise DataError("folds", f"folds={folds} is more than the {n} rows of {data_uri}", f"use folds <= {n}")
+
+    groups = None
+    if strategy == "group":
+        if group_column not in df.columns:
+            raise DataError("group_column", f"column {group_column!r} not in {data_uri}; available columns: {', '.join(columns)}", "pass one of the available columns")
+        missing = int(df[group_column].isna().sum())
+        if missing:
+            raise DataError("group_column", f"column {group_column!r} has {missing} missing value(s)", "fill in a group for every row")
+        groups = _codes(df[group_column])
+        n_groups = int(groups.max()) + 1
+        if n_groups < folds:
+            raise DataError("group_column", f"column {group_column!r} has {n_groups} distinct groups, fewer than folds={folds}", f"use folds <= {n_groups}, or a finer group column")
+
+    labels = _codes(y) if task == "classification" else None
+
+    # Positions are row numbers in file order; every later step works on sorted position arrays so
+    # each output file keeps the input's row order.
+    held = _holdout_positions(n, strategy, holdout, seed, labels, groups, folds)
+    pool = np.setdiff1d(np.arange(n), held)
+    need = folds + 1 if strategy == "timeseries" else folds  # timeseries also needs an initial train block
+    if len(pool) < need:
+        if len(held):
+            raise DataError("holdout", f"holdout={holdout} leaves {len(pool)} of {n} rows, fewer than the {need} needed for {folds} folds", "use a smaller holdout or fewer folds")
+        raise DataError("folds", f"strategy {strategy!r} with folds={folds} needs at least {need} rows, {data_uri} has {n}", f"use folds <= {n - 1}")
+    splits = _fold_positions(pool, strategy, folds, seed, labels, groups, y, holdout)
+
+    # The layout, computed and checked before anything is written.
+    ext = out_format
+    data_name = f"data.{ext}"
+    fold_dirs = [(store.join(out_uri, "folds", f"fold-{i}", "train"), store.join(out_uri, "folds", f"fold-{i}", "validation")) for i in range(folds)]
+    full_dir = store.join(out_uri, "full", "train")
+    holdout_dir = store.join(out_uri, "holdout") if len(held) else None
+    channel_dirs = [d for pair in fold_dirs for d in pair] + [full_dir] + ([holdout_dir] if holdout_dir else [])
+    _check_channel_dirs(channel_dirs, data_name)
+
+    split_config = {
+        "strategy": strategy,
+        "folds": folds,
+        "seed": seed,
+        "target": target,
+        "task": task,
+        "group_column": group_column,
+        "holdout": holdout,
+    }
+    manifest_uri = store.join(out_uri, MANIFEST_NAME)
+
+    def balance(positions: np.ndarray) -> dict[str, float] | None:
+        return _class_balance(y, positions) if task == "classification" else None
+
+    manifest: dict[str, Any] = {
+        "version": MANIFEST_VERSION,
+        "manifest_uri": manifest_uri,
+        "fingerprint": _fingerprint(dataset_sha, split_config),
+        "dataset": {"uri": data_uri, "sha256": dataset_sha, "rows": n, "columns": columns, "format": in_format},
+        "split": split_config,
+        "output_format": out_format,
+        "folds": [
+            {
+                "fold": i,
+                "train_uri": train_dir,
+                "validation_uri": valid_dir,
+                "train_rows": len(train),
+                "validation_rows": len(valid),
+                "train_class_balance": balance(train),
+                "validation_class_balance": balance(valid),
+            }
+            for i, ((train, valid), (train_dir, valid_dir)) in enumerate(zip(splits, fold_dirs, strict=True))
+        ],
+        "full_train": {"uri": full_dir, "rows": len(pool), "class_balance": balance(pool)},
+        "holdout": {"uri": holdout_dir, "rows": len(held), "class_balance": balance(held)} if holdout_dir else None,
+    }
+
+    for (train, valid), (train_dir, valid_dir) in zip(splits, fold_dirs, strict=True):
+        _write_frame(df, train, store.join(train_dir, data_name), out_format)
+        _write_frame(df, valid, store.join(valid_dir, data_name), out_format)
+    _write_frame(df, pool, store.join(full_dir, data_name), out_format)
+    if holdout_dir:
+        _write_frame(df, held, store.join(holdout_dir, data_name), out_format)
+    store.write_json(manifest_uri, manifest)
+    return manifest
+
+
+def load_manifest(uri: str) -> dict:
+    """Read and validate a fold manifest, given its ``manifest.json`` URI or the split directory."""
+    if not isinstance(uri, str) or not uri:
+        raise ConfigError("manifest", f"expected a manifest URI, got {uri!r}", "pass the split directory or its manifest.json")
+    path = uri if uri.rstrip("/").endswith(".json") else store.join(uri, MANIFEST_NAME)
+    try:
+        raw = store.read_bytes(path)
+    except FileNotFoundError:
+        raise ConfigError("manifest", f"{path} does not exist", "run the split (cvtune split / split_dataset) first, or check the path") from None
+    except OSError as exc:
+        raise ConfigError("manifest", f"cannot read {path}: {exc}") from exc
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError("manifest", f"{path} is not valid JSON: {exc}", "re-run the split to rewrite it") from None
+    if not isinstance(manifest, dict):
+        raise ConfigError("manifest", f"{path} holds a {type(manifest).__name__}, not a fold manifest", "re-run the split to rewrite it")
+    version = manifest.get("version")
+    if version != MANIFEST_VERSION:
+        raise ConfigError("manifest.version", f"{path} has version {version!r}; this cvtune reads version {MANIFEST_VERSION}", "re-run the split with this cvtune version")
+    missing = [k for k in _REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ConfigError("manifest", f"{path} lacks required key(s) {', '.join(missing)}", "re-run the split to rewrite it")
+    if not isinstance(manifest["folds"], list) or not manifest["folds"]:
+        raise ConfigError("manifest.folds", f"{path} lists no folds", "re-run the split to rewrite it")
+    for i, fold in enumerate(manifest["folds"]):
+        lacking = [k for k in _REQUIRED_FOLD_KEYS if not isinstance(fold, dict) or k not in fold]
+        if lacking:
+            raise ConfigError(f"manifest.folds[{i}]", f"{path} lacks {', '.join(lacking)}", "re-run the split to rewrite it")
+    if not isinstance(manifest["full_train"], dict) or "uri" not in manifest["full_train"]:
+        raise ConfigError("manifest.full_train", f"{path} has no full_train.uri", "re-run the split to rewrite it")
+    return manifest
+
+
+def manifest_summary(manifest: dict) -> dict:
+    """A small JSON-able view of a manifest, for CLI output and Airflow XCom."""
+    split = manifest.get("split", {})
+    holdout = manifest.get("holdout")
+    return {
+        "manifest_uri": manifest.get("manifest_uri"),
+        "fingerprint": manifest.get("fingerprint"),
+        "rows": manifest.get("dataset", {}).get("rows"),
+        "folds": len(manifest.get("folds", [])),
+        "strategy": split.get("strategy"),
+        "task": split.get("task"),
+        "train_rows": (manifest.get("full_train") or {}).get("rows"),
+        "holdout_rows": holdout["rows"] if holdout else 0,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_uri(field: str, uri: Any) -> None:
+    if not isinstance(uri, str) or not uri.strip():
+        raise ConfigError(field, f"expected a path or URI, got {uri!r}", "pass a local path or an s3:// URI")
+
+
+def _normalise(uri: str) -> str:
+    # Absolute local paths make the manifest usable from another working directory (and by the
+    # local backend's containers); remote URIs are already absolute.
+    if store.is_local(uri):
+        path = os.path.abspath(store.local_path(uri))
+        return "file://" + path if uri.startswith("file://") else path
+    return uri.rstrip("/")
+
+
+def _is_int(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_folds(folds: Any) -> int:
+    if not _is_int(folds):
+        raise ConfigError("folds", f"must be an integer, got {folds!r} ({type(folds).__name__})", "pass e.g. folds=5")
+    if folds < 2:
+        raise ConfigError("folds", f"must be at least 2, got {folds}", "cross-validation needs 2 or more folds; 5 is usual")
+    return int(folds)
+
+
+def _check_holdout(holdout: Any) -> float:
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not math.isfinite(holdout) or not 0 <= holdout < 1:
+        raise ConfigError("holdout", f"must be a fraction in [0, 1), got {holdout!r}", "pass e.g. holdout=0.2, or 0 for no holdout set")
+    return float(holdout)
+
+
+def _check_seed(seed: Any) -> int:
+    if not _is_int(seed) or not 0 <= seed < 2**32:
+        raise ConfigError("seed", f"must be an integer in [0, 2**32), got {seed!r}", "pass e.g. seed=0")
+    return int(seed)
+
+
+def _resolve_task(y: pd.Series, task: str | None, target: str) -> str:
+    import pandas as pd
+
+    categorical = isinstance(y.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(y) or pd.api.types.is_object_dtype(y) or pd.api.types.is_string_dtype(y)
+    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    if task is None:
+        if categorical:
+            return "classification"
+        if pd.api.types.is_integer_dtype(y) and y.nunique() <= MAX_CLASSES_FOR_INFERENCE:
+            return "classification"
+        if numeric:
+            return "regression"
+        raise DataError("target", f"cannot tell whether column {target!r} (dtype {y.dtype}) is a class label or a number", "pass task='classification' or task='regression'")
+    if task == "regression" and not numeric:
+        raise DataError("task", f"'regression' needs a numeric target, but column {target!r} has dtype {y.dtype}", "pass task='classification', or convert the target to numbers")
+    return task
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------------
+
+
+def _format_of(name: str) -> str | None:
+    lower = name.lower()
+    if lower.endswith(".csv"):
+        return "csv"
+    if lower.endswith(".parquet"):
+        return "parquet"
+    return None
+
+
+def _is_dir(uri: str) -> bool:
+    if store.is_local(uri):
+        return os.path.isdir(store.local_path(uri))
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.isdir(path)
+
+
+def _read_dataset(data_uri: str) -> tuple[pd.DataFrame, str, str]:
+    """The concatenated frame, the sha256 of the raw input, and the input format."""
+    import pandas as pd
+
+    try:
+        # Checked before the extension: Spark writes directories named like files ("x.parquet/").
+        is_dir = _is_dir(data_uri)
+    except Exception as exc:  # any filesystem backend error (missing s3fs, credentials...)
+        raise DataError("data_uri", f"cannot access {data_uri}: {exc}", "check the path and that it is readable") from exc
+
+    if not is_dir:
+        fmt = _format_of(data_uri)
+        if fmt is None:
+            if not store.exists(data_uri):
+                raise DataError("data_uri", f"{data_uri} does not exist", "check the path")
+            raise DataError("data_uri", f"unsupported file type {os.path.basename(data_uri)!r}", "use a .csv or .parquet file, or a directory of them")
+        raw = _read_raw(data_uri)
+        return _parse(raw, fmt, data_uri), hashlib.sha256(raw).hexdigest(), fmt
+
+    # Hidden and marker files (.crc, _SUCCESS) are skipped, as Spark and Hadoop writers expect.
+    names = [name for name in store.listdir(data_uri) if not name.startswith((".", "_")) and _format_of(name)]
+    if not names:
+        raise DataError("data_uri", f"directory {data_uri} holds no .csv or .parquet files", "point data_uri at a file or a directory of part files")
+    formats = sorted({_format_of(name) for name in names})
+    if len(formats) > 1:
+        raise DataError("data_uri", f"directory {data_uri} mixes {' and '.join(formats)} files", "keep one format per dataset directory")
+    fmt = formats[0]
+    digest = hashlib.sha256()
+    frames = []
+    for name in names:
+        uri = store.join(data_uri, name)
+        raw = _read_raw(uri)
+        # Hash names as well as contents, so renaming parts (which reorders rows) changes the hash.
+        digest.update(f"{name}\0{hashlib.sha256(raw).hexdigest()}\n".encode())
+        frame = _parse(raw, fmt, uri)
+        if frames and list(frame.columns) != list(frames[0].columns):
+            raise DataError("data_uri", f"{uri} has columns {list(frame.columns)}, but {names[0]} has {list(frames[0].columns)}", "give every part file the same columns in the same order")
+        frames.append(frame)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return df, digest.hexdigest(), fmt
+
+
+def _read_raw(uri: str) -> bytes:
+    try:
+        return store.read_bytes(uri)
+    except FileNotFoundError:
+        raise DataError("data_uri", f"{uri} does not exist", "check the path") from None
+    except Exception as exc:
+        raise DataError("data_uri", f"cannot read {uri}: {exc}", "check the path and that it is readable") from exc
+
+
+def _parse(raw: bytes, fmt: str, uri: str) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        if fmt == "csv":
+            # pandas >= 3 parses floats round-trip exactly by default, which the output relies on.
+            df = pd.read_csv(io.BytesIO(raw))
+        else:
+            df = pd.read_parquet(io.BytesIO(raw))
+    except pd.errors.EmptyDataError:
+        raise DataError("data_uri", f"{uri} is empty (no header, no rows)", "point data_uri at a non-empty dataset") from None
+    except Exception as exc:
+        raise DataError("data_uri", f"cannot parse {uri} as {fmt}: {exc}", f"check that the file is valid {fmt}") from exc
+    # Row positions, not whatever index the file carried, identify rows from here on.
+    return df.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# splitting
+# --------------------------------------------------------------------------------------------------
+
+
+def _codes(values: pd.Series) -> np.ndarray:
+    """Integer codes 0..k-1 of a label or group column, in sorted order of the values when possible."""
+    import pandas as pd
+
+    try:
+        codes, _ = pd.factorize(values, sort=True)
+    except TypeError:  # unorderable mixed types: fall back to order of first appearance
+        codes, _ = pd.factorize(values, sort=False)
+    return codes
+
+
+def _holdout_positions(n: int, strategy: str, holdout: float, seed: int, labels, groups, folds: int) -> np.ndarray:
+    """Sorted positions of the holdout rows."""
+    import numpy as np
+
+    if holdout == 0:
+        return np.array([], dtype=np.int64)
+    # ceil, like sklearn's train_test_split: any non-zero fraction holds out at least one row.
+    n_hold = math.ceil(holdout * n)
+    if n_hold >= n:
+        raise DataError("holdout", f"holdout={holdout} would hold out all {n} rows", "use a smaller holdout")
+    if strategy == "timeseries":
+        # The holdout must be the future of everything the folds train on.
+        return np.arange(n - n_hold, n)
+    rs = np.random.RandomState(seed)
+    if strategy == "group":
+        return _group_holdout(groups, holdout * n, folds, rs)
+    if labels is None:
+        return np.sort(rs.permutation(n)[:n_hold])
+    return _stratified_holdout(labels, n_hold, rs)
+
+
+def _stratified_holdout(labels: np.ndarray, n_hold: int, rs: np.random.RandomState) -> np.ndarray:
+    import numpy as np
+
+    # Largest-remainder allocation of the holdout across classes, then a seeded draw within each
+    # class. Unlike sklearn's StratifiedShuffleSplit this also accepts single-row classes.
+    counts = np.bincount(labels)
+    n = len(labels)
+    quota = counts * n_hold / n
+    alloc = np.floor(quota).astype(np.int64)
+    remainder = n_hold - int(alloc.sum())
+    # Ties on the fractional part go to the larger class, then to the lower class code.
+    order = sorted(range(len(counts)), key=lambda k: (-(quota[k] - alloc[k]), -counts[k], k))
+    for k in order:
+        if remainder == 0:
+            break
+        if alloc[k] < counts[k]:
+            alloc[k] += 1
+            remainder -= 1
+    held = []
+    for k in range(len(counts)):
+        members = np.flatnonzero(labels == k)
+        held.append(members[rs.permutation(len(members))[: alloc[k]]])
+    return np.sort(np.concatenate(held))
+
+
+def _group_holdout(groups: np.ndarray, wanted_rows: float, folds: int, rs: np.random.RandomState) -> np.ndarray:
+    import numpy as np
+
+    sizes = np.bincount(groups)
+    n_groups = len(sizes)
+    if n_groups - folds < 1:
+        raise DataError("holdout", f"a holdout needs a whole group, but holding one out leaves {n_groups - 1} groups, fewer than folds={folds}", "use holdout=0, fewer folds, or a finer group column")
+    order = rs.permutation(n_groups)
+    cumulative = np.cumsum(sizes[order])
+    # Whole groups in random order, as many as bring the holdout closest to the asked fraction,
+    # while leaving at least one group per fold.
+    candidates = cumulative[: n_groups - folds]
+    k = int(np.argmin(np.abs(candidates - wanted_rows))) + 1
+    return np.sort(np.flatnonzero(np.isin(groups, order[:k])))
+
+
+def _fold_positions(pool: np.ndarray, strategy: str, folds: int, seed: int, labels, groups, y, holdout: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, validation) sorted position arrays for each fold, drawn from ``pool``."""
+    import numpy as np
+
+    if strategy == "timeseries":
+        from sklearn.model_selection import TimeSeriesSplit
+
+        return [(pool[tr], pool[va]) for tr, va in TimeSeriesSplit(n_splits=folds).split(pool)]
+
+    if strategy == "kfold":
+        from sklearn.model_selection import KFold
+
+        assignment = np.empty(len(pool), dtype=np.int64)
+        for i, (_, va) in enumerate(KFold(n_splits=folds, shuffle=True, random_state=seed).split(pool)):
+            assignment[va] = i
+    elif strategy == "stratified":
+        from sklearn.model_selection import StratifiedKFold
+
+        pool_labels = labels[pool]
+        counts = np.bincount(pool_labels, minlength=int(labels.max()) + 1)
+        for code, count in enumerate(counts):
+            if count < folds:
+                value = y.iloc[int(np.flatnonzero(labels == code)[0])]
+                value = value.item() if isinstance(value, np.generic) else value  # repr 1, not np.int64(1)
+                where = " outside the holdout" if holdout else ""
+                raise DataError(
+                    "folds",
+                    f"class {value!r} of the target has {int(count)} row(s){where}, fewer than folds={folds}, so some validation folds would miss it",
+                    f"use folds <= {int(count)}, strategy='kfold'" + (", or a smaller holdout" if holdout else ""),
+                )
+        assignment = np.empty(len(pool), dtype=np.int64)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        for i, (_, va) in enumerate(splitter.split(np.zeros(len(pool)), pool_labels)):
+            assignment[va] = i
+    else:
+        assignment = _group_assignment(groups[pool], folds, seed)
+
+    return [(pool[assignment != i], pool[assignment == i]) for i in range(folds)]
+
+
+def _group_assignment(pool_groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold number of each row, keeping every group in one fold.
+
+    sklearn's GroupKFold balancing has changed between releases; this is its classic algorithm
+    (largest group first, into the fold with the fewest rows) written out, so the split does not
+    depend on the installed sklearn, with the seed breaking ties between equal-sized groups.
+    """
+    import numpy as np
+
+    present, local = np.unique(pool_groups, return_inverse=True)
+    sizes = np.bincount(local)
+    if len(present) < folds:
+        raise DataError("group_column", f"{len(present)} distinct groups remain outside the holdout, fewer than folds={folds}", "use fewer folds or a smaller holdout")
+    order = np.random.RandomState(seed).permutation(len(sizes))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    fold_rows = np.zeros(folds, dtype=np.int64)
+    group_fold = np.empty(len(sizes), dtype=np.int64)
+    for g in order:
+        f = int(np.argmin(fold_rows))  # lowest fold number on ties
+        group_fold[g] = f
+        fold_rows[f] += sizes[g]
+    return group_fold[local]
+
+
+def _class_balance(y: pd.Series, positions: np.ndarray) -> dict[str, float]:
+    counts = y.iloc[positions].value_counts()
+    total = len(positions)
+    try:
+        labels = sorted(counts.index)
+    except TypeError:
+        labels = sorted(counts.index, key=str)
+    return {str(label): round(int(counts[label]) / total, 6) for label in labels} if total else {}
+
+
+def _fingerprint(dataset_sha: str, split_config: dict) -> str:
+    canonical = json.dumps(split_config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"v{MANIFEST_VERSION}\n{dataset_sha}\n{canonical}".encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_channel_dirs(dirs: list[str], data_name: str) -> None:
+    # A training job reads every file in its channel, so a leftover file from an earlier split
+    # (e.g. data.csv next to a new data.parquet) would silently add rows. Our own file is fine: it
+    # is overwritten, which makes re-running (an Airflow retry) idempotent.
+    for d in dirs:
+        try:
+            if not store.exists(d):
+                continue
+            names = store.listdir(d)
+        except NotADirectoryError:
+            names = ["<a file where a directory belongs>"]
+        foreign = [name for name in names if name != data_name and not name.startswith(".")]
+        if foreign:
+            raise ConfigError("out_uri", f"{d} already holds {', '.join(foreign)} from another split", "use an empty out_uri, or delete the old split first")
+
+
+def _write_frame(df: pd.DataFrame, positions: np.ndarray, uri: str, fmt: str) -> None:
+    part = df.iloc[positions].reset_index(drop=True)
+    if fmt == "csv":
+        # repr-style float formatting round-trips exactly; "\n" keeps bytes platform-independent.
+        data = part.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    else:
+        buf = io.BytesIO()
+        part.to_parquet(buf, index=False, engine="pyarrow")
+        data = buf.getvalue()
+    store.write_bytes(uri, data)

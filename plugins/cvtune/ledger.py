@@ -1,0 +1,228 @@
+"""The run ledger: the durable record of one tuning run.
+
+One JSON document in the artifact store holds the config, every trial (its hyperparameters,
+fold job names, fold scores and states) and the best trial. The tuner saves it after every
+change, *before* it acts on the backend (a fold job is recorded as ``Launching`` before it is
+created), which is what lets a retried task resume without launching any job twice.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from cvtune import store
+from cvtune.errors import ConfigError
+
+LEDGER_VERSION = 1
+
+# trial states
+RUNNING = "Running"
+COMPLETED = "Completed"
+FAILED = "Failed"
+STOPPED = "Stopped"
+PRUNED = "Pruned"
+TRIAL_DONE = frozenset({COMPLETED, FAILED, STOPPED, PRUNED})
+
+# fold job states (besides the backend's InProgress / Completed / Failed / Stopped)
+PENDING = "Pending"
+LAUNCHING = "Launching"
+CANCELLED = "Cancelled"
+FOLD_DONE = frozenset({"Completed", "Failed", "Stopped", CANCELLED})
+
+
+def fold_job_name(run_id: str, trial: int, fold: int) -> str:
+    return f"{run_id}-t{trial:04d}-f{fold}"
+
+
+def score_stats(scores: list[float]) -> tuple[float, float]:
+    """Mean and population std (ddof=0, as scikit-learn's ``cv_results_`` reports)."""
+    return statistics.fmean(scores), statistics.pstdev(scores) if len(scores) > 1 else 0.0
+
+
+def rank_key(trial: dict[str, Any], maximize: bool) -> tuple[float, float, int]:
+    """Sort key of a completed trial: better mean first, then lower std, then earlier trial."""
+    mean = trial["mean"]
+    return (-mean if maximize else mean, trial["std"], trial["number"])
+
+
+class RunLedger:
+    """A tuning run's state, backed by ``ledger.json`` in the artifact store."""
+
+    def __init__(self, uri: str, data: dict[str, Any]) -> None:
+        self.uri = uri
+        self.data = data
+
+    @classmethod
+    def create(
+        cls,
+        uri: str,
+        *,
+        run_id: str,
+        config: dict[str, Any],
+        config_fingerprint: str,
+        manifest: dict[str, Any],
+        kind: str = "tune",
+        extra: dict[str, Any] | None = None,
+    ) -> RunLedger:
+        now = time.time()
+        data = {
+            "version": LEDGER_VERSION,
+            "run_id": run_id,
+            "kind": kind,
+            "status": "InProgress",
+            "failure_reason": None,
+            "created": now,
+            "updated": now,
+            "elapsed_s": 0.0,
+            "config": config,
+            "config_fingerprint": config_fingerprint,
+            "manifest_uri": manifest.get("manifest_uri"),
+            "manifest_fingerprint": manifest.get("fingerprint"),
+            "folds": len(manifest["folds"]),
+            "trials": [],
+            **(extra or {}),
+        }
+        ledger = cls(uri, data)
+        ledger.save()
+        return ledger
+
+    @classmethod
+    def load(cls, uri: str) -> RunLedger:
+        if not store.exists(uri):
+            raise ConfigError("ledger", f"no run ledger at {uri}", "check the run id and artifact root")
+        data = store.read_json(uri)
+        if data.get("version") != LEDGER_VERSION or "trials" not in data:
+            raise ConfigError("ledger", f"{uri} is not a cvtune run ledger (version {data.get('version')!r})")
+        return cls(uri, data)
+
+    def save(self) -> None:
+        self.data["updated"] = time.time()
+        store.write_json(self.uri, self.data)
+
+    # -- accessors -------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.data["run_id"]
+
+    @property
+    def status(self) -> str:
+        return self.data["status"]
+
+    @property
+    def trials(self) -> list[dict[str, Any]]:
+        return self.data["trials"]
+
+    @property
+    def maximize(self) -> bool:
+        return self.data["config"]["objective"]["type"] == "Maximize"
+
+    @property
+    def objective_metric(self) -> str:
+        return self.data["config"]["objective"]["metric"]
+
+    def new_trial(self, params: dict[str, Any], hyperparameters: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+        number = len(self.trials)
+        folds = self.data["folds"]
+        trial = {
+            "number": number,
+            "params": params,
+            "hyperparameters": hyperparameters,
+            "source": source,
+            "state": RUNNING,
+            "started": time.time(),
+            "ended": None,
+            "mean": None,
+            "std": None,
+            "fold_scores": [None] * folds,
+            "failure_reason": None,
+            "fold_jobs": [
+                {
+                    "fold": f,
+                    "job_name": fold_job_name(self.run_id, number, f),
+                    "state": PENDING,
+                    "objective": None,
+                    "metrics": {},
+                    "failure_reason": None,
+                    "start_time": None,
+                    "end_time": None,
+                    "billable_seconds": None,
+                    "warm_pool_status": None,
+                }
+                for f in range(folds)
+            ],
+        }
+        self.trials.append(trial)
+        return trial
+
+    def completed_trials(self) -> list[dict[str, Any]]:
+        return [t for t in self.trials if t["state"] == COMPLETED and t["mean"] is not None]
+
+    def best_trial(self) -> dict[str, Any] | None:
+        done = self.completed_trials()
+        if not done:
+            return None
+        return min(done, key=lambda t: rank_key(t, self.maximize))
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t["state"]] = out.get(t["state"], 0) + 1
+        return out
+
+    def fold_jobs_launched(self) -> int:
+        return sum(1 for t in self.trials for j in t["fold_jobs"] if j["state"] not in (PENDING, CANCELLED))
+
+    def summary(self) -> dict[str, Any]:
+        best = self.best_trial()
+        billable = [
+            j["billable_seconds"] for t in self.trials for j in t["fold_jobs"] if j.get("billable_seconds") is not None
+        ]
+        return {
+            "run_id": self.run_id,
+            "ledger": self.uri,
+            "status": self.status,
+            "objective": dict(self.data["config"]["objective"]),
+            "best": None
+            if best is None
+            else {
+                "trial": best["number"],
+                "hyperparameters": best["hyperparameters"],
+                "params": best["params"],
+                "mean": best["mean"],
+                "std": best["std"],
+                "fold_scores": best["fold_scores"],
+            },
+            "trials": self.counts(),
+            "fold_jobs": self.fold_jobs_launched(),
+            "billable_seconds": round(sum(billable), 3),
+            "warm_pool_reused": sum(
+                1 for t in self.trials for j in t["fold_jobs"] if j.get("warm_pool_status") == "Reused"
+            ),
+            "elapsed_s": round(self.data.get("elapsed_s", 0.0), 3),
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per trial, like SageMaker's ``HyperparameterTuningJobAnalytics.dataframe()``."""
+        out = []
+        folds = self.data["folds"]
+        for t in self.trials:
+            row: dict[str, Any] = {"trial": t["number"], "state": t["state"]}
+            row.update({f"param:{k}": v for k, v in t["params"].items()})
+            row["mean"] = t["mean"]
+            row["std"] = t["std"]
+            for f in range(folds):
+                row[f"fold_{f}"] = t["fold_scores"][f]
+            starts = [j["start_time"] for j in t["fold_jobs"] if j.get("start_time")]
+            ends = [j["end_time"] for j in t["fold_jobs"] if j.get("end_time")]
+            row["duration_s"] = round(t["ended"] - t["started"], 3) if t.get("ended") else None
+            row["fold_job_s"] = round(
+                sum(j["end_time"] - j["start_time"] for j in t["fold_jobs"] if j.get("start_time") and j.get("end_time")),
+                3,
+            )
+            row["first_job_start"] = min(starts) if starts else None
+            row["last_job_end"] = max(ends) if ends else None
+            row["failure_reason"] = t["failure_reason"]
+            out.append(row)
+        return out

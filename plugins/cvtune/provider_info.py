@@ -1,0 +1,27 @@
+"""What Airflow's provider discovery reads (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cvtune import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-cvtune",
+        "name": "cvtune",
+        "description": "Cross-validated hyperparameter tuning where every fold of every candidate is its own "
+        "training job on a warm pool — locally or on Amazon SageMaker.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "cvtune",
+                "external-doc-url": "https://github.com/cvtune/cvtune",
+                "tags": ["ml", "hyperparameter-tuning"],
+            }
+        ],
+        "operators": [{"integration-name": "cvtune", "python-modules": ["cvtune.operators"]}],
+        "hooks": [{"integration-name": "cvtune", "python-modules": ["cvtune.hooks.cvtune"]}],
+        "connection-types": [{"connection-type": "cvtune", "hook-class-name": "cvtune.hooks.cvtune.CvtuneHook", "hook-name": "cvtune (cross-validated tuning)"}],
+    }

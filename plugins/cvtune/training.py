@@ -1,0 +1,88 @@
+"""Single training jobs outside a tuning run: the final model on the full training set.
+
+The final job uses the same script and backend as the fold jobs. Its channels are the
+manifest's full-train set and, when the manifest has one, the holdout set as channel ``test``,
+so the script's ``test:*`` metric lines are the holdout evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cvtune.backends.base import COMPLETED, Backend, JobDescription, JobSpec
+from cvtune.errors import JobExistsError, RunFailedError
+from cvtune.metrics import default_metric_definitions
+
+log = logging.getLogger("cvtune.training")
+
+METRIC_NAMES = ("auc", "logloss", "accuracy", "f1", "rmse", "mae", "r2")
+FINAL_METRIC_DEFINITIONS = default_metric_definitions(
+    f"{channel}:{name}" for channel in ("train", "test") for name in METRIC_NAMES
+)
+
+
+def ensure_job(backend: Backend, spec: JobSpec) -> None:
+    """Create the job, or re-attach if an earlier attempt of the same task created it.
+
+    A job of that name whose tags differ belongs to someone else: that is an error, never reuse.
+    """
+    try:
+        backend.submit(spec)
+    except JobExistsError:
+        existing = backend.describe(spec.name).tags or {}
+        if any(existing.get(k) != v for k, v in spec.tags.items()):
+            raise RunFailedError(
+                f"job name {spec.name} is taken by another job (tags {existing}); refusing to reuse it"
+            ) from None
+        log.info("re-attached to existing job %s", spec.name)
+
+
+def wait_for(backend: Backend, name: str, poll_s: float = 5.0) -> JobDescription:
+    while True:
+        ended = backend.wait([name], timeout=poll_s)
+        if ended:
+            return ended[0]
+
+
+def train_final(
+    backend: Backend,
+    manifest: dict[str, Any],
+    *,
+    entry_point: str,
+    hyperparameters: dict[str, Any],
+    job_name: str,
+    metric_definitions: list[dict[str, str]] | None = None,
+    max_runtime_s: int = 3600,
+    tags: dict[str, str] | None = None,
+    poll_s: float = 5.0,
+) -> dict[str, Any]:
+    """Train on the full training set (holdout as ``test``); returns the model URI and metrics."""
+    channels = {"train": manifest["full_train"]["uri"]}
+    if manifest.get("holdout"):
+        channels["test"] = manifest["holdout"]["uri"]
+    names = {d["Name"] for d in FINAL_METRIC_DEFINITIONS}
+    definitions = FINAL_METRIC_DEFINITIONS + [d for d in metric_definitions or [] if d["Name"] not in names]
+    spec = JobSpec(
+        name=job_name,
+        entry_point=entry_point,
+        hyperparameters=hyperparameters,
+        channels=channels,
+        metric_definitions=definitions,
+        max_runtime_s=max_runtime_s,
+        tags={"cvtune:purpose": "final", **(tags or {})},
+    )
+    ensure_job(backend, spec)
+    description = wait_for(backend, job_name, poll_s)
+    if description.status != COMPLETED:
+        raise RunFailedError(f"final training job {job_name} {description.status}: {description.failure_reason}")
+    return {
+        "job_name": job_name,
+        "model_uri": description.model_artifacts,
+        "metrics": description.final_metrics,
+        "holdout_metrics": {k[len("test:") :]: v for k, v in description.final_metrics.items() if k.startswith("test:")},
+        "hyperparameters": hyperparameters,
+        "entry_point": entry_point,
+        "billable_seconds": description.billable_seconds,
+        "log_uri": description.log_uri,
+    }

@@ -1,0 +1,422 @@
+"""The CV tuner: asks candidates, fans each out into one fold job per fold, gathers fold scores.
+
+Scheduling is asynchronous: up to ``max_parallel_trials`` candidates are in flight and up to
+``max_parallel_jobs`` fold jobs run at once; the moment a trial finishes the next candidate is
+asked — there is no round barrier. Folds launch oldest trial first, fold 0 first, so every
+trial's folds run in the same order.
+
+Crash safety comes from the ledger: a fold job is written as ``Launching`` before the backend
+is asked to create it, so a resumed run either finds the job (and re-attaches) or knows it was
+never created. Job names are deterministic, so nothing is launched twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from typing import Any
+
+from cvtune import ledger as L
+from cvtune import store
+from cvtune.backends.base import COMPLETED, FAILED, STOPPED, Backend, JobDescription, JobSpec
+from cvtune.config import TuningConfig
+from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, RunFailedError
+from cvtune.proposers import FixedProposer, Proposal, make_proposer
+
+log = logging.getLogger("cvtune.tuner")
+
+RUN_ID_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,49}$")
+TAG_RUN, TAG_TRIAL, TAG_FOLD = "cvtune:run", "cvtune:trial", "cvtune:fold"
+
+
+def validate_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        raise ConfigError(
+            "run_id",
+            f"{run_id!r} is not a valid run id",
+            "use 1-50 letters, digits and hyphens, starting with a letter or digit "
+            "(fold job names `{run}-t0000-f0` must stay valid SageMaker names)",
+        )
+    return run_id
+
+
+def ledger_uri(artifact_root: str, run_id: str) -> str:
+    return store.join(artifact_root, "runs", run_id, "ledger.json")
+
+
+class CVTuner:
+    """One tuning run over a fold manifest on a backend, recorded in a ledger.
+
+    ``proposer`` defaults to the config's strategy; pass a :class:`FixedProposer` to evaluate
+    given candidates. ``on_trial_end`` is called with each finished trial (progress hooks).
+    """
+
+    def __init__(
+        self,
+        config: TuningConfig,
+        manifest: dict[str, Any],
+        backend: Backend,
+        *,
+        run_id: str,
+        artifact_root: str,
+        proposer: Any = None,
+        kind: str = "tune",
+        poll_s: float = 5.0,
+        ledger_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.manifest = manifest
+        self.backend = backend
+        self.run_id = validate_run_id(run_id)
+        self.poll_s = poll_s
+        self.uri = ledger_uri(artifact_root, run_id)
+        self.proposer = proposer or make_proposer(
+            config.space, config.strategy, config.objective.direction, config.seed, config.max_parallel_trials
+        )
+        self.kind = kind
+        self.ledger_extra = ledger_extra or {}
+        self._handles: dict[int, Proposal] = {}
+        self._exhausted = False
+        self._jobs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._session_start = time.monotonic()
+        self._elapsed_before = 0.0
+        self.ledger = self._open_ledger()
+
+    # -- ledger ----------------------------------------------------------------------------
+    def _open_ledger(self) -> L.RunLedger:
+        fingerprint = self.config.fingerprint()
+        if store.exists(self.uri):
+            ledger = L.RunLedger.load(self.uri)
+            if ledger.data["config_fingerprint"] != fingerprint:
+                raise ConfigError(
+                    "run_id",
+                    f"run {self.run_id} already exists with a different tuning config (ledger {self.uri})",
+                    "use a new run id, or restore the config (objective, ranges, static hyperparameters, script) it was started with",
+                )
+            if ledger.data["manifest_fingerprint"] != self.manifest.get("fingerprint"):
+                raise ConfigError(
+                    "run_id",
+                    f"run {self.run_id} already exists on different data (manifest fingerprint differs)",
+                    "use a new run id for new data",
+                )
+            # budget settings may change between attempts (e.g. a larger max_trials)
+            ledger.data["config"].update(
+                {k: v for k, v in self.config.to_dict().items() if k.startswith("max_")}
+            )
+            self._elapsed_before = ledger.data.get("elapsed_s", 0.0)
+            log.info("resuming run %s: %s", self.run_id, ledger.counts() or "no trials yet")
+            return ledger
+        return L.RunLedger.create(
+            self.uri,
+            run_id=self.run_id,
+            config=self.config.to_dict(),
+            config_fingerprint=fingerprint,
+            manifest=self.manifest,
+            kind=self.kind,
+            extra=self.ledger_extra,
+        )
+
+    def _save(self) -> None:
+        self.ledger.data["elapsed_s"] = self._elapsed_before + (time.monotonic() - self._session_start)
+        self.ledger.save()
+
+    # -- public ----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run (or resume) until the budget is spent; returns the run summary."""
+        if self.ledger.status == "Completed":
+            log.info("run %s already completed; nothing to do", self.run_id)
+            return self.ledger.summary()
+        inflight = self.start()
+        while inflight:
+            inflight = self.advance(self.backend.wait(inflight, timeout=self.poll_s))
+        return self.finish()
+
+    # The steps below let a deferrable operator drive the run between trigger firings:
+    # start() once per process, advance() whenever jobs ended, finish() when nothing is in flight.
+    def start(self) -> list[str]:
+        """Re-attach to the ledger's jobs, record those that ended, launch up to capacity."""
+        if self.ledger.status == "Failed":
+            raise RunFailedError(f"run {self.run_id} failed earlier: {self.ledger.data['failure_reason']}")
+        if self.ledger.status != "Completed":
+            self.ledger.data["status"] = "InProgress"
+            self._restore()
+        return self.advance([])
+
+    def advance(self, ended: list[JobDescription]) -> list[str]:
+        """Record ended jobs, ask new trials, launch; returns the job names still in flight."""
+        for description in ended:
+            self._record(description)
+        self._check_failures()
+        if self.ledger.status == "Completed":
+            return []
+        self._fill_trials()
+        self._launch()
+        inflight = self._inflight_names()
+        if not inflight and any(t["state"] == L.RUNNING for t in self.ledger.trials):
+            raise RuntimeError(f"run {self.run_id}: running trials but no job in flight")  # a bug
+        return inflight
+
+    def finish(self) -> dict[str, Any]:
+        """Mark the run Completed; returns its summary."""
+        if self.ledger.status != "Completed":
+            self.ledger.data["status"] = "Completed"
+            self.ledger.data["best"] = self.ledger.summary()["best"]
+            self._save()
+        summary = self.ledger.summary()
+        if summary["best"] is None:
+            raise RunFailedError(f"run {self.run_id} finished without a completed trial; see {self.uri}")
+        return summary
+
+    def stop(self, reason: str = "stopped by user") -> None:
+        """Stop every in-flight fold job and mark the run Stopped (used by ``on_kill``)."""
+        for name in self._inflight_names():
+            try:
+                self.backend.stop(name)
+            except JobNotFoundError:
+                pass
+        for trial in self.ledger.trials:
+            if trial["state"] == L.RUNNING:
+                self._end_trial(trial, L.STOPPED, reason)
+        self.ledger.data["status"] = "Stopped"
+        self.ledger.data["failure_reason"] = reason
+        self._save()
+
+    # -- scheduling ------------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Rebuild in-memory state from the ledger and re-attach to jobs of an earlier attempt."""
+        for trial in self.ledger.trials:
+            value = trial["mean"] if trial["state"] == L.COMPLETED else None
+            self.proposer.observe(trial["params"], value, trial["state"])
+            if trial["state"] in L.TRIAL_DONE:
+                continue
+            for job in trial["fold_jobs"]:
+                self._jobs[job["job_name"]] = (trial, job)
+                if job["state"] == L.LAUNCHING:
+                    try:
+                        self._attach(job, self.backend.describe(job["job_name"]), trial)
+                    except JobNotFoundError:
+                        job["state"] = L.PENDING  # recorded, never created: launch it later
+        for trial in self.ledger.trials:
+            for job in trial["fold_jobs"]:
+                if job["state"] == "InProgress":
+                    self._jobs[job["job_name"]] = (trial, job)
+        self._save()
+        ended = []
+        for name in self._inflight_names():
+            description = self.backend.describe(name)
+            if description.done:
+                ended.append(description)
+        for description in ended:
+            self._record(description)
+
+    def _attach(self, job: dict[str, Any], description: JobDescription, trial: dict[str, Any]) -> None:
+        tags = description.tags or {}
+        if tags.get(TAG_RUN) != self.run_id or tags.get(TAG_TRIAL) != str(trial["number"]) or tags.get(
+            TAG_FOLD
+        ) != str(job["fold"]):
+            raise RunFailedError(
+                f"job name {job['job_name']} is taken by a job that is not fold {job['fold']} of trial "
+                f"{trial['number']} of run {self.run_id} (its tags: {tags}); refusing to reuse it — pick a new run id"
+            )
+        job["state"] = "InProgress"
+        log.info("re-attached to %s", job["job_name"])
+
+    def _inflight_names(self) -> list[str]:
+        return [
+            job["job_name"]
+            for trial in self.ledger.trials
+            for job in trial["fold_jobs"]
+            if job["state"] in ("InProgress", L.LAUNCHING)
+        ]
+
+    def _capacity(self) -> int:
+        caps = [c for c in (self.config.max_parallel_jobs, self.backend.capacity) if c]
+        return min(caps) if caps else 10**9
+
+    def _fill_trials(self) -> None:
+        running = sum(1 for t in self.ledger.trials if t["state"] == L.RUNNING)
+        # trials stopped by a kill don't use up the budget: a retry replaces them
+        while running < self.config.max_parallel_trials and self._budget_used() < self.config.max_trials:
+            if self._exhausted:
+                return
+            proposal = self.proposer.ask()
+            if proposal is None:  # a grid or fixed list has nothing more to offer
+                self._exhausted = True
+                return
+            hyperparameters = self.config.space.hyperparameters(proposal.params)
+            trial = self.ledger.new_trial(proposal.params, hyperparameters, source=proposal.source)
+            self._handles[trial["number"]] = proposal
+            for job in trial["fold_jobs"]:
+                self._jobs[job["job_name"]] = (trial, job)
+            running += 1
+            self._save()
+
+    def _budget_used(self) -> int:
+        return sum(1 for t in self.ledger.trials if t["state"] != L.STOPPED)
+
+    def _pending_jobs(self):
+        for trial in self.ledger.trials:
+            if trial["state"] != L.RUNNING:
+                continue
+            for job in trial["fold_jobs"]:
+                if job["state"] == L.PENDING:
+                    yield trial, job
+
+    def _launch(self) -> None:
+        free = self._capacity() - len(self._inflight_names())
+        for trial, job in list(self._pending_jobs()):
+            if free <= 0:
+                return
+            job["state"] = L.LAUNCHING
+            self._save()  # write-ahead: a crash from here on is resolved by describe() on resume
+            spec = self._spec(trial, job)
+            try:
+                self.backend.submit(spec)
+            except JobExistsError:
+                self._attach(job, self.backend.describe(spec.name), trial)
+            job["state"] = "InProgress"
+            self._save()
+            free -= 1
+
+    def _spec(self, trial: dict[str, Any], job: dict[str, Any]) -> JobSpec:
+        fold = self.manifest["folds"][job["fold"]]
+        return JobSpec(
+            name=job["job_name"],
+            entry_point=self.config.entry_point,
+            hyperparameters=trial["hyperparameters"],
+            channels={"train": fold["train_uri"], "validation": fold["validation_uri"]},
+            metric_definitions=self.config.metric_definitions,
+            max_runtime_s=self.config.max_runtime_s,
+            tags={TAG_RUN: self.run_id, TAG_TRIAL: str(trial["number"]), TAG_FOLD: str(job["fold"])},
+        )
+
+    # -- results ---------------------------------------------------------------------------
+    def _record(self, d: JobDescription) -> None:
+        if d.name not in self._jobs:
+            return
+        trial, job = self._jobs[d.name]
+        if job["state"] in L.FOLD_DONE:
+            return
+        job.update(
+            state=d.status,
+            metrics=d.final_metrics,
+            failure_reason=d.failure_reason,
+            start_time=d.start_time,
+            end_time=d.end_time,
+            billable_seconds=d.billable_seconds,
+            warm_pool_status=d.warm_pool_status,
+        )
+        metric = self.config.objective.metric
+        if d.status == COMPLETED:
+            value = d.final_metrics.get(metric)
+            if value is None or not math.isfinite(value):
+                job["state"] = FAILED
+                job["failure_reason"] = (
+                    f"the objective metric {metric!r} was not found in the job log ({d.log_uri}); "
+                    f"check its Regex in metric_definitions"
+                )
+            else:
+                job["objective"] = value
+                trial["fold_scores"][job["fold"]] = value
+        if trial["state"] == L.RUNNING:
+            if job["state"] == FAILED:
+                self._fail_trial(trial, f"fold {job['fold']} ({d.name}) failed: {job['failure_reason']}")
+            elif job["state"] == STOPPED:
+                self._fail_trial(trial, f"fold {job['fold']} ({d.name}) was stopped", state=L.STOPPED)
+            elif all(j["state"] == COMPLETED for j in trial["fold_jobs"]):
+                mean, std = L.score_stats(trial["fold_scores"])
+                trial["mean"], trial["std"] = mean, std
+                self._end_trial(trial, L.COMPLETED)
+        self._save()
+
+    def _fail_trial(self, trial: dict[str, Any], reason: str, state: str = L.FAILED) -> None:
+        for job in trial["fold_jobs"]:
+            if job["state"] == L.PENDING:
+                job["state"] = L.CANCELLED
+            elif job["state"] in ("InProgress", L.LAUNCHING):
+                try:
+                    self.backend.stop(job["job_name"])
+                except JobNotFoundError:
+                    job["state"] = L.CANCELLED
+        self._end_trial(trial, state, reason)
+
+    def _end_trial(self, trial: dict[str, Any], state: str, reason: str | None = None) -> None:
+        trial["state"] = state
+        trial["ended"] = time.time()
+        trial["failure_reason"] = reason
+        proposal = self._handles.pop(trial["number"], None)
+        self.proposer.tell(proposal or trial["params"], trial["mean"], state)
+        self._log_progress(trial)
+
+    def _log_progress(self, trial: dict[str, Any]) -> None:
+        done = sum(1 for t in self.ledger.trials if t["state"] in L.TRIAL_DONE)
+        total = self.config.max_trials
+        elapsed = self._elapsed_before + (time.monotonic() - self._session_start)
+        eta = elapsed / done * (total - done) if done else 0.0
+        best = self.ledger.best_trial()
+        best_s = f"best {best['mean']:.4f}, trial {best['number']}" if best else "no best yet"
+        metric = self.config.objective.metric
+        if trial["state"] == L.COMPLETED:
+            what = f"complete: {metric} {trial['mean']:.4f} ± {trial['std']:.4f}"
+        else:
+            what = f"{trial['state'].lower()}: {trial['failure_reason']}"
+        log.info(
+            "trial %d/%d %s (%s) · %d fold jobs · %.1f s elapsed · ETA %.0f s",
+            trial["number"] + 1,
+            total,
+            what,
+            best_s,
+            self.ledger.fold_jobs_launched(),
+            elapsed,
+            eta,
+        )
+
+    def _check_failures(self) -> None:
+        failed = [t for t in self.ledger.trials if t["state"] == L.FAILED]
+        if len(failed) < self.config.max_failed_trials:
+            return
+        last = failed[-1]["failure_reason"]
+        reason = (
+            f"{len(failed)} trials failed (max_failed_trials={self.config.max_failed_trials}); "
+            f"last failure: {last}"
+        )
+        self.stop(reason)
+        self.ledger.data["status"] = "Failed"
+        self._save()
+        raise RunFailedError(f"run {self.run_id} stopped: {reason}")
+
+
+def cross_validate(
+    config: TuningConfig,
+    manifest: dict[str, Any],
+    backend: Backend,
+    hyperparameters: dict[str, Any],
+    *,
+    artifact_root: str,
+    run_id: str,
+    poll_s: float = 2.0,
+) -> dict[str, Any]:
+    """Evaluate one hyperparameter set on every fold; returns fold scores, mean and std."""
+    config = config.with_overrides(max_trials=1, max_parallel_trials=1, max_failed_trials=1)
+    tuner = CVTuner(
+        config,
+        manifest,
+        backend,
+        run_id=run_id,
+        artifact_root=artifact_root,
+        proposer=FixedProposer([hyperparameters], source="cv"),
+        kind="cv",
+        poll_s=poll_s,
+    )
+    summary = tuner.run()
+    best = summary["best"]
+    return {
+        "run_id": run_id,
+        "ledger": tuner.uri,
+        "hyperparameters": best["hyperparameters"],
+        "fold_scores": best["fold_scores"],
+        "mean": best["mean"],
+        "std": best["std"],
+    }
