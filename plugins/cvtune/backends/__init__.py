@@ -1,0 +1,49 @@
+"""Where training jobs run: :func:`get_backend` builds one by name.
+
+Backends are imported lazily, so importing this package costs nothing beyond the interface.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from cvtune.backends.base import Backend, JobDescription, JobSpec
+from cvtune.errors import ConfigError
+
+__all__ = ["BACKENDS", "Backend", "JobDescription", "JobSpec", "get_backend"]
+
+#: Backend kinds :func:`get_backend` knows, with whether they can be used yet.
+BACKENDS: dict[str, bool] = {"local": True, "sagemaker": False}
+
+
+def get_backend(kind: str, **config: Any) -> Backend:
+    """A new backend of ``kind`` configured with ``config``.
+
+    ``local`` takes the arguments of :class:`cvtune.backends.local.LocalBackend` (``work_dir``
+    is required). Raises :class:`~cvtune.errors.ConfigError` for an unknown kind, for
+    ``sagemaker`` (not available yet) and for options the backend does not accept.
+    """
+    normalized = kind.strip().lower() if isinstance(kind, str) else kind
+    if normalized == "sagemaker":
+        raise ConfigError(
+            "backend", "the 'sagemaker' backend is not available yet", "use backend 'local' for now"
+        )
+    if normalized != "local":
+        valid = ", ".join(f"{k!r}" + ("" if ok else " (not available yet)") for k, ok in BACKENDS.items())
+        raise ConfigError("backend", f"unknown backend {kind!r}", f"valid backends: {valid}")
+
+    from cvtune.backends.local import LocalBackend
+
+    params = inspect.signature(LocalBackend.__init__).parameters
+    accepted = [p for p in params if p != "self"]
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"backend.{unknown[0]}",
+            f"the local backend has no option {unknown[0]!r}",
+            f"accepted options: {', '.join(accepted)}",
+        )
+    if "work_dir" not in config:
+        raise ConfigError("backend.work_dir", "the local backend needs a work_dir", "set it to a local directory")
+    return LocalBackend(**config)

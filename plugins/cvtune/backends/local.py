@@ -1,0 +1,850 @@
+"""The local backend: a warm pool of worker processes that behaves like SageMaker training jobs.
+
+Each worker ("zygote", see :mod:`cvtune.backends._zygote`) is a fresh interpreter that imports the
+heavy modules once (``preload``) and then runs one job at a time, each in a fresh ``os.fork()``
+child: jobs start in milliseconds yet are as isolated as separate ``python train.py`` runs (own
+environment, cwd, argv, globals; a crash kills only the job). The pool grows on demand up to
+``max_parallel_jobs``; an idle worker retires after ``keep_alive_s``, like a SageMaker warm pool.
+
+Each job has a directory ``{work_dir}/{name}/`` laid out like ``/opt/ml``::
+
+    input/config/hyperparameters.json   values as strings, as on SageMaker
+    input/config/resourceconfig.json    {"current_host": "algo-1", "hosts": ["algo-1"]}
+    input/config/inputdataconfig.json
+    input/data/<channel>/               symlinks to a local directory's files, or a download
+    model/                              SM_MODEL_DIR; uploaded to spec.output_uri if one is given
+    output/data/                        SM_OUTPUT_DATA_DIR
+    output/failure                      a script may write its failure reason here
+    log.txt                             stdout + stderr of the job (fd level)
+    spec.json, submitted.json, dispatch.json, state.json, final.json   (job state, see _zygote)
+
+The job runs with ``cwd`` = its directory, ``sys.argv = [entry_point, "--name", "value", ...]``, the
+entry point's directory first on ``sys.path``, the submitting process's environment plus the
+``SM_*`` variables, and fds 1/2 on ``log.txt``. Workers are started with ``subprocess`` running
+``python -c`` (a fresh interpreter, like multiprocessing's spawn, but without re-importing the
+caller's ``__main__``); once preloaded they write their own errors to ``{work_dir}/.workers.log``.
+
+The files, not this object, are the source of truth: a new ``LocalBackend`` on the same
+``work_dir``, in another process, describes, waits for and stops jobs an earlier (even killed)
+process started. A job outlives the process that submitted it and records its own end.
+
+Statuses reported by :meth:`LocalBackend.describe`:
+
+* ``InProgress`` — queued in a backend, handed to a worker, or running (SageMaker's
+  ``Starting``/``Downloading``/``Training`` are all reported as ``InProgress``);
+* ``Stopping`` — :meth:`~LocalBackend.stop` recorded ``Stopped`` but the process is still exiting;
+* ``Completed``, ``Failed``, ``Stopped`` — terminal.
+
+A ``Failed`` job's ``failure_reason`` starts with ``AlgorithmError:`` (the script raised, exited
+non-zero or crashed; or the content of ``output/failure`` if the script wrote one),
+``MaxRuntimeExceeded:``, ``ClientError:`` (input channels or model upload), ``WorkerError:`` (its
+worker died) or ``job process lost`` (process and worker gone without a result, e.g. the machine
+rebooted), followed by the last 20 lines of the log.
+
+``warm_pool_status`` of a job: ``"Reused"`` (it started on an already running, fully preloaded
+worker: only a fork was paid), ``"Cold"`` (its worker was still starting, normally because it was
+started for this job), or ``None`` (it never reached a worker, e.g. stopped while queued).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cvtune import store
+from cvtune.backends import _zygote as z
+from cvtune.backends.base import (
+    FAILED,
+    IN_PROGRESS,
+    JOB_NAME_RE,
+    STOPPED,
+    STOPPING,
+    Backend,
+    JobDescription,
+    JobSpec,
+)
+from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
+from cvtune.metrics import validate_metric_definitions
+
+__all__ = ["DEFAULT_PRELOAD", "LocalBackend", "WARM_COLD", "WARM_REUSED", "WORKER_LOG"]
+
+DEFAULT_PRELOAD: tuple[str, ...] = (
+    "numpy",
+    "pandas",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.metrics",
+    "sklearn.pipeline",
+    "sklearn.compose",
+    "sklearn.preprocessing",
+    "sklearn.impute",
+    "xgboost",
+    "joblib",
+)
+
+WARM_REUSED = z.WARM_REUSED
+WARM_COLD = z.WARM_COLD
+
+CURRENT_HOST = "algo-1"
+#: Where workers write their own errors once started (jobs have their own logs).
+WORKER_LOG = ".workers.log"
+_CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Startup failures in a row after which queued work is failed instead of retried forever (e.g.
+# the worker cannot import cvtune).
+_MAX_STARTUP_FAILURES = 3
+# How long after a job's deadline (+ stop grace) the backend itself ends a job nobody ended.
+_DEADLINE_SLACK_S = 2.0
+
+# The worker's command line: a fresh interpreter given the orchestrator's sys.path (Airflow puts
+# plugins/ on it at runtime, so cvtune may only be importable that way).
+_BOOTSTRAP = (
+    "import sys, json; cfg = json.loads(sys.argv[1]); sys.path[:] = cfg['sys_path']; "
+    "from cvtune.backends._zygote import worker_main; worker_main(cfg, int(sys.argv[2]))"
+)
+
+
+@dataclass(eq=False)
+class _Worker:
+    popen: subprocess.Popen
+    conn: Any  # multiprocessing.connection.Connection
+    pid: int
+    create_time: float | None
+    ready: bool = False
+    retired: bool = False
+    job: str | None = None
+    payload: dict[str, Any] | None = None
+    job_started: bool = False
+    idle_since: float = field(default_factory=time.monotonic)
+
+
+class LocalBackend(Backend):
+    """Runs training jobs on this machine in a warm pool of worker processes.
+
+    :param work_dir: local directory holding one sub-directory per job (created if missing).
+    :param max_parallel_jobs: most jobs running at once, i.e. most workers (default: CPU count).
+    :param keep_alive_s: an idle worker exits after this many seconds (``math.inf``: never).
+    :param preload: modules each worker imports once; ones that fail to import are skipped with a
+        warning (jobs then import them themselves).
+    :param cpus_per_job: ``SM_NUM_CPUS`` and the thread-count variables (``OMP_NUM_THREADS``...)
+        of each job (default: ``max(1, cpu_count // max_parallel_jobs)``).
+    :param stop_grace_s: seconds between SIGTERM and SIGKILL when a job is stopped or exceeds
+        its max runtime.
+
+    :meth:`submit` never blocks: beyond ``max_parallel_jobs`` running jobs, jobs wait in a FIFO
+    queue in this object and start as workers free up. There is no background thread; the queue
+    and the workers' messages are processed inside :meth:`submit`, :meth:`describe`,
+    :meth:`wait`, :meth:`stop` and :attr:`stats`. All methods are thread-safe.
+    """
+
+    name = "local"
+    poll_interval_s = 0.2
+
+    def __init__(
+        self,
+        work_dir: str,
+        max_parallel_jobs: int | None = None,
+        keep_alive_s: float = 300.0,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        cpus_per_job: int | None = None,
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        if not store.is_local(work_dir):
+            raise ConfigError("work_dir", f"{work_dir!r} is not a local path", "the local backend needs a local directory")
+        cpus = os.cpu_count() or 1
+        if max_parallel_jobs is None:
+            max_parallel_jobs = cpus
+        if not isinstance(max_parallel_jobs, int) or isinstance(max_parallel_jobs, bool) or max_parallel_jobs < 1:
+            raise ConfigError("max_parallel_jobs", f"must be a positive integer, got {max_parallel_jobs!r}")
+        if cpus_per_job is None:
+            cpus_per_job = max(1, cpus // max_parallel_jobs)
+        if not isinstance(cpus_per_job, int) or isinstance(cpus_per_job, bool) or cpus_per_job < 1:
+            raise ConfigError("cpus_per_job", f"must be a positive integer, got {cpus_per_job!r}")
+        if not isinstance(keep_alive_s, (int, float)) or keep_alive_s < 0:
+            raise ConfigError("keep_alive_s", f"must be a number >= 0, got {keep_alive_s!r}")
+        if not isinstance(stop_grace_s, (int, float)) or stop_grace_s < 0:
+            raise ConfigError("stop_grace_s", f"must be a number >= 0, got {stop_grace_s!r}")
+        if isinstance(preload, str):
+            raise ConfigError("preload", "expected a list of module names, got a string", f"write [{preload!r}]")
+        self.work_dir = os.path.abspath(store.local_path(work_dir))
+        self.max_parallel_jobs = max_parallel_jobs
+        self.keep_alive_s = float(keep_alive_s)
+        self.preload = tuple(preload)
+        self.cpus_per_job = cpus_per_job
+        self.stop_grace_s = float(stop_grace_s)
+        self._lock = threading.RLock()
+        self._workers: list[_Worker] = []
+        self._queue: deque[tuple[str, dict[str, Any]]] = deque()
+        self._assigned: dict[str, _Worker] = {}
+        self._startup_failures = 0
+        self._warned: set[str] = set()
+        self._closed = False
+        # Worker pipes belong to this process; a fork of it must not talk to (or dismiss) them.
+        self._pid = os.getpid()
+        # Shutdown without a reference to self, so it can also run at exit or on garbage collection.
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._pid, self.work_dir, self._queue, self._workers
+        )
+        self._stats = {
+            "workers_started": 0,
+            "workers_retired": 0,
+            "workers_lost": 0,
+            "jobs_run": 0,
+            "warm_starts": 0,
+        }
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def capacity(self) -> int:
+        """Most jobs running at once (``max_parallel_jobs``)."""
+        return self.max_parallel_jobs
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of this backend object (after processing pending worker messages).
+
+        ``workers_started``/``workers_retired`` (idle keep-alive expiry)/``workers_lost`` (died
+        any other way), ``jobs_run`` (handed to a worker), ``warm_starts`` (of those, jobs that
+        got an already running, preloaded worker), and the current ``workers_alive``,
+        ``workers_busy`` and ``queued``.
+        """
+        with self._lock:
+            self._pump(0)
+            return {
+                **self._stats,
+                "workers_alive": len(self._workers),
+                "workers_busy": sum(1 for w in self._workers if w.job is not None),
+                "queued": len(self._queue),
+            }
+
+    def job_dir(self, name: str) -> str:
+        """The directory of job ``name`` (``{work_dir}/{name}``)."""
+        return os.path.join(self.work_dir, name)
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of this backend's live workers."""
+        with self._lock:
+            self._pump(0)
+            return [w.pid for w in self._workers]
+
+    def prestart(self, count: int | None = None, wait: bool = True, timeout: float = 120.0) -> None:
+        """Start idle workers up to ``count`` (default: ``max_parallel_jobs``) ahead of the jobs.
+
+        With ``wait``, block until they have finished preloading (or ``timeout``), so the next
+        jobs get warm starts.
+        """
+        count = self.max_parallel_jobs if count is None else min(count, self.max_parallel_jobs)
+        with self._lock:
+            self._check_open()
+            while len(self._workers) < count:
+                self._start_worker()
+        deadline = time.monotonic() + timeout
+        while wait and time.monotonic() < deadline:
+            with self._lock:
+                if all(w.ready for w in self._workers):
+                    return
+                self._pump(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def submit(self, spec: JobSpec) -> None:
+        """Create job ``spec.name`` and queue it; returns at once (never waits for a worker).
+
+        Raises :class:`~cvtune.errors.ConfigError` for an invalid name, entry point, channel,
+        hyperparameter or metric definition, and :class:`~cvtune.errors.JobExistsError` if
+        ``{work_dir}/{name}`` exists (names are never reused, even after the job ended).
+        """
+        self._check_open()
+        entry_point = self._validate(spec)
+        job_dir = self.job_dir(spec.name)
+        os.makedirs(self.work_dir, exist_ok=True)
+        try:
+            os.mkdir(job_dir)  # atomic claim of the name, also against other processes
+        except FileExistsError:
+            raise JobExistsError(
+                f"job {spec.name!r} already exists in {self.work_dir}; job names are never reused"
+            ) from None
+        payload = self._layout(spec, entry_point, job_dir)
+        with self._lock:
+            self._queue.append((spec.name, payload))
+            self._pump(0)
+
+    def describe(self, name: str) -> JobDescription:
+        """Current state of job ``name``, from its files (see the module docstring for statuses).
+
+        Raises :class:`~cvtune.errors.JobNotFoundError` if no such job exists in ``work_dir``.
+        May record a terminal state: ``Failed`` "job process lost" for a job whose process and
+        worker are gone without a result, ``Failed`` MaxRuntimeExceeded for an unsupervised job
+        past its deadline.
+        """
+        with self._lock:
+            self._pump(0)
+            return self._describe(name)
+
+    def wait(self, names: list[str], timeout: float) -> list[JobDescription]:
+        """Block up to ``timeout`` s until at least one of ``names`` ended; return all that ended.
+
+        Wakes up on worker messages, and at least every 0.2 s to also see jobs run by workers of
+        other (possibly dead) processes, which only their files reveal.
+        """
+        names = list(names)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._pump(0)
+                ended = [d for d in (self._describe(n) for n in names) if d.done]
+            remaining = deadline - time.monotonic()
+            if ended or remaining <= 0:
+                return ended
+            with self._lock:
+                self._pump(min(self.poll_interval_s, remaining))
+
+    def stop(self, name: str) -> None:
+        """Stop job ``name``: ``Stopped`` is recorded, then its process group gets SIGTERM and,
+        ``stop_grace_s`` later, SIGKILL. Returns without waiting (the job reports ``Stopping``
+        until its process is gone). A queued job is ``Stopped`` without ever running; a job that
+        already ended is left as it is.
+        """
+        with self._lock:
+            self._pump(0)
+            job_dir = self.job_dir(name)
+            if z.read_json(os.path.join(job_dir, z.SPEC)) is None:
+                raise JobNotFoundError(f"no job {name!r} in {self.work_dir}")
+            for i, (queued, _payload) in enumerate(self._queue):
+                if queued == name:
+                    del self._queue[i]
+                    z.record_end(job_dir, STOPPED, None, recorded_by="backend")
+                    return
+            if os.path.exists(os.path.join(job_dir, z.FINAL)):
+                return
+            state = z.read_json(os.path.join(job_dir, z.STATE))
+            if not z.record_end(job_dir, STOPPED, None, recorded_by="backend", state=state):
+                return  # the job (or someone) recorded its end first; leave it
+            # Read state.json again *after* recording: the job child writes state.json and then
+            # checks for final.json, so either it sees our Stopped or we see its pid.
+            state = state or z.read_json(os.path.join(job_dir, z.STATE))
+            if not state or not z.process_alive(state.get("pid"), state.get("create_time")):
+                return
+            pid, create_time = state["pid"], state.get("create_time")
+            z.kill_group(pid, signal.SIGTERM)
+            worker = self._assigned.get(name)
+            if worker is not None and _send(worker.conn, ("stop", name, self.stop_grace_s)):
+                return  # our worker escalates to SIGKILL after the grace
+            timer = threading.Timer(self.stop_grace_s, _kill_if_alive, (pid, create_time))
+            timer.daemon = True
+            timer.start()
+
+    def read_log(self, name: str, tail: int | None = None) -> str:
+        """The job's log (stdout + stderr), or its last ``tail`` lines."""
+        job_dir = self.job_dir(name)
+        if not os.path.exists(os.path.join(job_dir, z.SPEC)):
+            raise JobNotFoundError(f"no job {name!r} in {self.work_dir}")
+        return z.log_tail(os.path.join(job_dir, z.LOG), tail)
+
+    def close(self) -> None:
+        """Shut the pool down without stopping running jobs.
+
+        Idle workers are told to exit and joined. Busy workers are detached: they finish their
+        current job (which records its own end) and then exit, since their pipe is closed. Jobs
+        still queued in this object never run: they are recorded as ``Stopped``. Describing and
+        waiting still work afterwards (from the files); submitting does not. The same shutdown
+        runs at interpreter exit (an atexit hook, via :func:`weakref.finalize`) or when the object
+        is garbage collected, for backends that were not closed; it never waits for running jobs.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._pump(0)
+            except Exception:  # closing must not fail because one worker misbehaved
+                pass
+            self._closed = True
+            self._assigned.clear()
+            self._finalizer()
+
+    # ------------------------------------------------------------------ submit helpers
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this LocalBackend is closed; create a new one to submit jobs")
+        if os.getpid() != self._pid:
+            raise RuntimeError("this LocalBackend belongs to the process that created it; create a new one here")
+
+    def _validate(self, spec: JobSpec) -> str:
+        """Check ``spec`` before claiming its name; return the absolute entry point path."""
+        if not isinstance(spec.name, str) or not JOB_NAME_RE.match(spec.name):
+            raise ConfigError(
+                "name", f"invalid job name {spec.name!r}",
+                "use 1-63 letters, digits and hyphens, starting with a letter or digit",
+            )
+        if not isinstance(spec.entry_point, str) or not store.is_local(spec.entry_point):
+            raise ConfigError("entry_point", f"{spec.entry_point!r} is not a local path", "the local backend runs local scripts")
+        entry_point = os.path.abspath(store.local_path(spec.entry_point))
+        if not os.path.isfile(entry_point):
+            raise ConfigError("entry_point", f"{entry_point} does not exist or is not a file")
+        for key, value in spec.hyperparameters.items():
+            # Names become SM_HP_<NAME> variables and --name flags; NUL cannot be in either.
+            if not isinstance(key, str) or not key or any(c in key for c in "=\0") or key.split() != [key]:
+                raise ConfigError(
+                    "hyperparameters", f"invalid hyperparameter name {key!r}",
+                    "use a non-empty name without spaces, '=' or NUL",
+                )
+            if "\0" in _hp_string(value):
+                raise ConfigError(f"hyperparameters.{key}", "the value contains a NUL character")
+        for channel, uri in spec.channels.items():
+            if not isinstance(channel, str) or not _CHANNEL_NAME_RE.match(channel):
+                raise ConfigError(f"channels.{channel}", "invalid channel name", "use letters, digits, '.', '_' or '-'")
+            if not isinstance(uri, str) or not uri:
+                raise ConfigError(f"channels.{channel}", f"expected a directory or URI, got {uri!r}")
+            if store.is_local(uri) and not os.path.exists(store.local_path(uri)):
+                raise ConfigError(f"channels.{channel}", f"{uri} does not exist")
+        validate_metric_definitions(spec.metric_definitions)
+        runtime = spec.max_runtime_s
+        if not isinstance(runtime, (int, float)) or isinstance(runtime, bool) or not runtime > 0:
+            raise ConfigError("max_runtime_s", f"must be a positive number of seconds, got {runtime!r}")
+        return entry_point
+
+    def _layout(self, spec: JobSpec, entry_point: str, job_dir: str) -> dict[str, Any]:
+        """Create the /opt/ml-like tree and state files; return the payload a worker needs."""
+        paths = {
+            "input": os.path.join(job_dir, "input"),
+            "config": os.path.join(job_dir, "input", "config"),
+            "data": os.path.join(job_dir, "input", "data"),
+            "model": os.path.join(job_dir, "model"),
+            "output": os.path.join(job_dir, "output"),
+            "output_data": os.path.join(job_dir, "output", "data"),
+        }
+        for path in paths.values():
+            os.makedirs(path, exist_ok=True)
+        hp_strings = {k: _hp_string(v) for k, v in spec.hyperparameters.items()}
+        resource = {"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST], "network_interface_name": "lo"}
+        data_config = {ch: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for ch in spec.channels}
+        z.write_json(os.path.join(paths["config"], "hyperparameters.json"), hp_strings)
+        z.write_json(os.path.join(paths["config"], "resourceconfig.json"), resource)
+        z.write_json(os.path.join(paths["config"], "inputdataconfig.json"), data_config)
+        open(os.path.join(job_dir, z.LOG), "ab").close()
+        z.write_json(
+            os.path.join(job_dir, z.SUBMITTED),
+            {"owner_pid": os.getpid(), "owner_create_time": _own_create_time(), "submit_time": time.time()},
+        )
+        # Written last: spec.json is what makes the job visible to describe().
+        z.write_json(os.path.join(job_dir, z.SPEC), spec.to_dict())
+
+        channel_dirs = {ch: os.path.join(paths["data"], ch) for ch in spec.channels}
+        argv = [entry_point]
+        for key, value in hp_strings.items():
+            argv += [f"--{key}", value]
+        cpus = str(self.cpus_per_job)
+        training_env = {
+            "job_name": spec.name,
+            "hyperparameters": spec.hyperparameters,
+            "channel_input_dirs": channel_dirs,
+            "current_host": CURRENT_HOST,
+            "hosts": [CURRENT_HOST],
+            "model_dir": paths["model"],
+            "output_dir": paths["output"],
+            "output_data_dir": paths["output_data"],
+            "input_dir": paths["input"],
+            "input_config_dir": paths["config"],
+            "input_data_config": data_config,
+            "resource_config": resource,
+            "num_cpus": self.cpus_per_job,
+            "num_gpus": 0,
+            "user_entry_point": os.path.basename(entry_point),
+            "module_dir": os.path.dirname(entry_point),
+        }
+        env = dict(os.environ)  # the job inherits the submitting process's environment
+        env.update(
+            {
+                "SM_HPS": json.dumps(spec.hyperparameters, default=str),
+                "SM_CHANNELS": json.dumps(sorted(spec.channels)),
+                "SM_MODEL_DIR": paths["model"],
+                "SM_OUTPUT_DATA_DIR": paths["output_data"],
+                "SM_OUTPUT_DIR": paths["output"],
+                "SM_INPUT_DIR": paths["input"],
+                "SM_INPUT_CONFIG_DIR": paths["config"],
+                "SM_INPUT_DATA_CONFIG": json.dumps(data_config),
+                "SM_RESOURCE_CONFIG": json.dumps(resource),
+                "SM_NUM_CPUS": cpus,
+                "SM_NUM_GPUS": "0",
+                "SM_HOSTS": json.dumps([CURRENT_HOST]),
+                "SM_CURRENT_HOST": CURRENT_HOST,
+                "SM_USER_ENTRY_POINT": os.path.basename(entry_point),
+                "SM_MODULE_DIR": os.path.dirname(entry_point),
+                "SM_USER_ARGS": json.dumps(argv[1:]),
+                "SM_TRAINING_ENV": json.dumps(training_env, default=str),
+                "TRAINING_JOB_NAME": spec.name,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        for key, value in hp_strings.items():
+            env["SM_HP_" + key.upper()] = value
+        for ch, path in channel_dirs.items():
+            env["SM_CHANNEL_" + ch.upper()] = path
+        for var in _THREAD_ENV:
+            env[var] = cpus
+        return {
+            "name": spec.name,
+            "job_dir": job_dir,
+            "entry_point": entry_point,
+            "argv": argv,
+            "env": env,
+            "channels": dict(spec.channels),
+            # Absolute, since the script may chdir before the model is uploaded.
+            "output_uri": (
+                os.path.abspath(store.local_path(spec.output_uri))
+                if spec.output_uri and store.is_local(spec.output_uri)
+                else spec.output_uri
+            ),
+            "max_runtime_s": spec.max_runtime_s,
+            "stop_grace_s": self.stop_grace_s,
+        }
+
+    # ------------------------------------------------------------------ describe helpers
+
+    def _describe(self, name: str) -> JobDescription:
+        job_dir = self.job_dir(name)
+        spec = z.read_json(os.path.join(job_dir, z.SPEC))
+        if spec is None:
+            raise JobNotFoundError(f"no job {name!r} in {self.work_dir}")
+        final = z.read_json(os.path.join(job_dir, z.FINAL))
+        state = z.read_json(os.path.join(job_dir, z.STATE))
+        if final is not None:
+            desc = JobDescription.from_dict(final)
+            if desc.status == STOPPED and state and z.process_alive(state.get("pid"), state.get("create_time")):
+                desc.status = STOPPING
+            return desc
+        if state is not None:
+            child_alive = z.process_alive(state.get("pid"), state.get("create_time"))
+            # A live worker will record the end of its child itself (it may be reaping it now).
+            if child_alive or z.process_alive(state.get("worker_pid"), state.get("worker_create_time")):
+                if child_alive and self._past_deadline(state):
+                    # Nobody enforced the max runtime (its worker is stuck or gone): do it here.
+                    z.record_end(
+                        job_dir, FAILED, z.max_runtime_reason(state.get("max_runtime_s")),
+                        recorded_by="backend", spec=spec, state=state,
+                    )
+                    z.kill_group(state["pid"], signal.SIGKILL)
+                    return self._read_final(job_dir)
+                return self._in_progress(spec, state)
+            if not os.path.exists(os.path.join(job_dir, z.FINAL)):
+                z.record_end(
+                    job_dir, FAILED,
+                    f"job process lost (pid {state.get('pid')} and its worker pid {state.get('worker_pid')} "
+                    "exited without recording a result)",
+                    recorded_by="backend", spec=spec, state=state,
+                )
+            return self._read_final(job_dir)
+        # Not started yet.
+        if name in self._assigned or any(queued == name for queued, _ in self._queue):
+            return self._in_progress(spec, None)
+        submitted = z.read_json(os.path.join(job_dir, z.SUBMITTED)) or {}
+        dispatch = z.read_json(os.path.join(job_dir, z.DISPATCH)) or {}
+        owner_alive = z.process_alive(submitted.get("owner_pid"), submitted.get("owner_create_time"))
+        if owner_alive or z.process_alive(dispatch.get("worker_pid"), dispatch.get("worker_create_time")):
+            return self._in_progress(spec, None)
+        if os.path.exists(os.path.join(job_dir, z.STATE)):  # it started while we were looking
+            return self._describe(name)
+        if not os.path.exists(os.path.join(job_dir, z.FINAL)):
+            z.record_end(
+                job_dir, FAILED,
+                f"job process lost (the process pid {submitted.get('owner_pid')} that queued the job "
+                "exited before a worker started it)",
+                recorded_by="backend", spec=spec, state={},
+            )
+        return self._read_final(job_dir)
+
+    def _past_deadline(self, state: dict[str, Any]) -> bool:
+        start, runtime = state.get("start_time"), state.get("max_runtime_s")
+        if not isinstance(start, (int, float)) or not isinstance(runtime, (int, float)):
+            return False
+        grace = float(state.get("stop_grace_s") or 0.0)
+        return time.time() > start + runtime + grace + _DEADLINE_SLACK_S
+
+    def _in_progress(self, spec: dict[str, Any], state: dict[str, Any] | None) -> JobDescription:
+        state = state or {}
+        return JobDescription(
+            name=spec["name"],
+            status=IN_PROGRESS,
+            start_time=state.get("start_time"),
+            warm_pool_status=state.get("warm_pool_status"),
+            log_uri=os.path.join(self.job_dir(spec["name"]), z.LOG),
+            tags=dict(spec.get("tags") or {}),
+        )
+
+    def _read_final(self, job_dir: str) -> JobDescription:
+        final = z.read_json(os.path.join(job_dir, z.FINAL))
+        if final is None:  # pragma: no cover - write_final guarantees it exists by now
+            raise RuntimeError(f"{job_dir}: final.json vanished")
+        return JobDescription.from_dict(final)
+
+    # ------------------------------------------------------------------ the pool
+
+    def _pump(self, timeout: float) -> None:
+        """Handle worker messages and deaths (waiting up to ``timeout`` s for one), then dispatch."""
+        from multiprocessing.connection import wait
+
+        if os.getpid() != self._pid:
+            return  # a forked copy: only the files are ours to read
+        _reap_detached()
+        by_conn = {w.conn: w for w in self._workers}
+        if by_conn:
+            ready = wait(list(by_conn), timeout)
+        else:
+            if timeout > 0:
+                time.sleep(timeout)
+            ready = []
+        for conn in ready:
+            self._drain(by_conn[conn])
+        if not self._closed:
+            self._dispatch()
+
+    def _drain(self, w: _Worker) -> None:
+        while True:
+            try:
+                if not w.conn.poll():
+                    return
+                msg = w.conn.recv()
+            except (EOFError, OSError):
+                self._worker_gone(w)
+                return
+            kind = msg[0]
+            if kind == "ready":
+                w.ready = True
+                self._startup_failures = 0
+                for module, error in msg[2]:
+                    if module not in self._warned:
+                        self._warned.add(module)
+                        warnings.warn(
+                            f"cvtune local backend: preload module {module!r} could not be imported "
+                            f"({error}); skipped, jobs will import it themselves",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+            elif kind == "started":
+                w.job_started = True
+            elif kind == "ended":
+                if w.job is not None:
+                    self._assigned.pop(w.job, None)
+                w.job, w.payload, w.job_started = None, None, False
+                w.idle_since = time.monotonic()
+            elif kind == "retired":
+                w.retired = True
+
+    def _worker_gone(self, w: _Worker) -> None:
+        """A worker exited (retired, crashed or killed): account for it and for its job."""
+        if w in self._workers:
+            self._workers.remove(w)
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+        try:
+            returncode = w.popen.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # pipe closed but still alive: should not happen
+            w.popen.kill()
+            returncode = w.popen.wait()
+        if w.retired:
+            self._stats["workers_retired"] += 1
+        else:
+            self._stats["workers_lost"] += 1
+            if not w.ready:
+                self._startup_failures += 1
+        if w.job is None:
+            return
+        name, payload = w.job, w.payload
+        self._assigned.pop(name, None)
+        job_dir = self.job_dir(name)
+        state = z.read_json(os.path.join(job_dir, z.STATE))
+        how = f"signal {z.signal_name(-returncode)}" if returncode < 0 else f"exit code {returncode}"
+        if w.job_started or state is not None:
+            # Record first, then kill: the child must not be left running unsupervised.
+            z.record_end(
+                job_dir, FAILED,
+                f"WorkerError: the worker process (pid {w.pid}) running this job died ({how}); "
+                "the job was ended",
+                recorded_by="backend", state=state,
+            )
+            if state and z.process_alive(state.get("pid"), state.get("create_time")):
+                z.kill_group(state["pid"], signal.SIGKILL)
+        elif self._startup_failures >= _MAX_STARTUP_FAILURES:
+            z.record_end(
+                job_dir, FAILED,
+                f"WorkerError: {self._startup_failures} worker processes in a row exited while starting "
+                f"(last: {how}); see the orchestrator's stderr for their error",
+                recorded_by="backend", state={},
+            )
+        elif payload is not None:
+            # Never reached the worker (e.g. it retired as we handed the job over): run it again.
+            self._stats["jobs_run"] -= 1
+            if payload.get("warm_pool_status") == WARM_REUSED:
+                self._stats["warm_starts"] -= 1
+            self._queue.appendleft((name, payload))
+
+    def _start_worker(self) -> _Worker:
+        from multiprocessing.connection import Connection
+
+        import psutil
+
+        ours, theirs = socket.socketpair()
+        os.makedirs(self.work_dir, exist_ok=True)
+        config = {
+            "preload": list(self.preload),
+            "keep_alive_s": self.keep_alive_s,
+            # Not a valid job name, so it cannot collide with a job directory.
+            "worker_log": os.path.join(self.work_dir, WORKER_LOG),
+            "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
+        }
+        env = dict(os.environ)
+        # BLAS/OpenMP runtimes read these once, when the worker loads them during preload.
+        for var in _THREAD_ENV:
+            env[var] = str(self.cpus_per_job)
+        try:
+            # A fresh interpreter, not a fork of this (possibly multi-threaded) process; started
+            # directly rather than via multiprocessing's spawn so the caller's __main__ module is
+            # never re-imported in the worker (unguarded scripts, Airflow's CLI...).
+            popen = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP, json.dumps(config), str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                close_fds=True,
+            )
+        finally:
+            theirs.close()
+        try:
+            create_time = psutil.Process(popen.pid).create_time()
+        except psutil.Error:
+            create_time = None
+        w = _Worker(popen=popen, conn=Connection(ours.detach()), pid=popen.pid, create_time=create_time)
+        self._workers.append(w)
+        self._stats["workers_started"] += 1
+        return w
+
+    def _dispatch(self) -> None:
+        """Hand queued jobs to idle workers, growing the pool up to max_parallel_jobs."""
+        while self._queue:
+            name, payload = self._queue[0]
+            job_dir = self.job_dir(name)
+            if os.path.exists(os.path.join(job_dir, z.FINAL)):  # stopped while queued
+                self._queue.popleft()
+                continue
+            idle = [w for w in self._workers if w.job is None]
+            if idle:
+                # Preloaded first, then the most recently busy: the others may retire.
+                worker = max(idle, key=lambda w: (w.ready, w.idle_since))
+            elif len(self._workers) < self.max_parallel_jobs:
+                worker = self._start_worker()
+            else:
+                return
+            self._queue.popleft()
+            warm = worker.ready
+            payload = {
+                **payload,
+                "warm_pool_status": WARM_REUSED if warm else WARM_COLD,
+            }
+            z.write_json(
+                os.path.join(job_dir, z.DISPATCH),
+                {"worker_pid": worker.pid, "worker_create_time": worker.create_time, "time": time.time()},
+            )
+            if not _send(worker.conn, ("run", payload)):
+                self._queue.appendleft((name, payload))
+                self._worker_gone(worker)
+                continue
+            worker.job, worker.payload, worker.job_started = name, payload, False
+            self._assigned[name] = worker
+            self._stats["jobs_run"] += 1
+            if warm:
+                self._stats["warm_starts"] += 1
+
+
+# ---------------------------------------------------------------------- module helpers
+
+
+def _hp_string(value: Any) -> str:
+    """A hyperparameter as SageMaker passes it: strings as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _send(conn: Any, msg: tuple) -> bool:
+    try:
+        conn.send(msg)
+        return True
+    except (OSError, EOFError, ValueError):  # ValueError: the connection was closed
+        return False
+
+
+def _kill_if_alive(pid: int, create_time: float | None) -> None:
+    if z.process_alive(pid, create_time):
+        z.kill_group(pid, signal.SIGKILL)
+
+
+_create_times: dict[int, float] = {}
+
+
+def _own_create_time() -> float | None:
+    """Create time of this process (cached per pid, so a forked copy computes its own)."""
+    pid = os.getpid()
+    if pid not in _create_times:
+        import psutil
+
+        try:
+            _create_times[pid] = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return None
+    return _create_times[pid]
+
+
+# Busy workers detached by close(): still running their last job; reaped when they exit.
+_DETACHED: list[subprocess.Popen] = []
+
+
+def _reap_detached() -> None:
+    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
+
+
+def _shutdown(owner_pid: int, work_dir: str, queue: deque, workers: list[_Worker]) -> None:
+    """Record queued jobs as Stopped, dismiss idle workers, detach busy ones (see ``close``)."""
+    if os.getpid() != owner_pid:
+        return  # a forked copy exiting: the pool and the queue belong to the parent
+    while queue:
+        name, _payload = queue.popleft()
+        z.record_end(
+            os.path.join(work_dir, name), STOPPED, "the backend was closed before the job started",
+            recorded_by="backend",
+        )
+    idle = [w for w in workers if w.job is None]
+    for w in idle:
+        _send(w.conn, ("exit",))
+    for w in workers:
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+        if w.job is not None:
+            _DETACHED.append(w.popen)  # keeps the Popen referenced until it exits
+    workers.clear()
+    for w in idle:
+        try:
+            w.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            w.popen.kill()
+            w.popen.wait()
+    _reap_detached()
