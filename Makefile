@@ -25,6 +25,21 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The whole pipeline on the embedded default: local warm pool, throwaway AIRFLOW_HOME on SQLite.
+demo: export AIRFLOW_HOME := $(DEMO_HOME)/airflow
+demo: export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+demo: export AIRFLOW__CORE__LOAD_EXAMPLES := False
+demo: export AIRFLOW__LOGGING__LOGGING_LEVEL := INFO
+demo: export AIRFLOW_CONN_CVTUNE_DEFAULT := {"conn_type": "cvtune", "extra": {"backend": "local", "artifact_root": "$(DEMO_HOME)/artifacts", "workers": 2}}
+demo: install
+	rm -rf $(DEMO_HOME) && mkdir -p $(AIRFLOW_HOME)
+	@echo "==> airflow db migrate (SQLite in $(AIRFLOW_HOME))"
+	$(VENV)/bin/airflow db migrate > $(DEMO_HOME)/db-migrate.log 2>&1 || (tail -40 $(DEMO_HOME)/db-migrate.log; exit 1)
+	@echo "==> airflow dags test cv_tuning_pipeline (log: $(DEMO_HOME)/dags-test.log)"
+	$(VENV)/bin/airflow dags test cv_tuning_pipeline > $(DEMO_HOME)/dags-test.log 2>&1 || (grep -E "ERROR|Error|Traceback" -A5 $(DEMO_HOME)/dags-test.log | tail -60; exit 1)
+	@grep -E "trial [0-9]+/[0-9]+ " $(DEMO_HOME)/dags-test.log | sed -E 's/^.*\] (trial .*) \[cvtune.tuner\].*$$/  \1/' | tail -5
+	$(PY) include/demo_headline.py $(DEMO_HOME)/artifacts
+
 bench: install
 	$(PY) benchmarks/warm_pool.py
 

@@ -264,3 +264,12 @@ def test_cross_validate_one_set(tmp_path):
 def test_invalid_run_id(tmp_path):
     with pytest.raises(ConfigError, match="run_id"):
         tuner(tmp_path, ScriptedBackend(score), run_id="bad_id!")
+
+
+def test_resumed_sampler_does_not_replay_earlier_candidates(tmp_path):
+    config = make_config(tmp_path, max_trials=4, max_parallel_trials=1)
+    tuner(tmp_path, ScriptedBackend(score), config).run()
+    summary = tuner(tmp_path, ScriptedBackend(score), config.with_overrides(max_trials=8)).run()
+    trials = RunLedger.load(summary["ledger"]).trials
+    assert len(trials) == 8
+    assert len({(t["params"]["x"], t["params"]["n"]) for t in trials}) == 8

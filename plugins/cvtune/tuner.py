@@ -72,9 +72,6 @@ class CVTuner:
         self.run_id = validate_run_id(run_id)
         self.poll_s = poll_s
         self.uri = ledger_uri(artifact_root, run_id)
-        self.proposer = proposer or make_proposer(
-            config.space, config.strategy, config.objective.direction, config.seed, config.max_parallel_trials
-        )
         self.kind = kind
         self.ledger_extra = ledger_extra or {}
         self._handles: dict[int, Proposal] = {}
@@ -83,6 +80,13 @@ class CVTuner:
         self._session_start = time.monotonic()
         self._elapsed_before = 0.0
         self.ledger = self._open_ledger()
+        # A resumed sampler must not replay the random draws of the first attempt (it would
+        # re-propose the same candidates): its seed moves on with the trials already asked.
+        restored = len(self.ledger.trials)
+        seed = config.seed if restored == 0 else (config.seed * 1_000_003 + restored) % 2**31
+        self.proposer = proposer or make_proposer(
+            config.space, config.strategy, config.objective.direction, seed, config.max_parallel_trials
+        )
 
     # -- ledger ----------------------------------------------------------------------------
     def _open_ledger(self) -> L.RunLedger:
@@ -125,7 +129,7 @@ class CVTuner:
     # -- public ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run (or resume) until the budget is spent; returns the run summary."""
-        if self.ledger.status == "Completed":
+        if self.ledger.status == "Completed" and self._budget_used() >= self.config.max_trials:
             log.info("run %s already completed; nothing to do", self.run_id)
             return self.ledger.summary()
         inflight = self.start()
@@ -139,9 +143,10 @@ class CVTuner:
         """Re-attach to the ledger's jobs, record those that ended, launch up to capacity."""
         if self.ledger.status == "Failed":
             raise RunFailedError(f"run {self.run_id} failed earlier: {self.ledger.data['failure_reason']}")
-        if self.ledger.status != "Completed":
-            self.ledger.data["status"] = "InProgress"
-            self._restore()
+        if self.ledger.status == "Completed" and self._budget_used() >= self.config.max_trials:
+            return []
+        self.ledger.data["status"] = "InProgress"  # a completed run may continue with a larger budget
+        self._restore()
         return self.advance([])
 
     def advance(self, ended: list[JobDescription]) -> list[str]:

@@ -1,0 +1,3 @@
+from cvtune.hooks.cvtune import CvtuneHook
+
+__all__ = ["CvtuneHook"]

@@ -1,0 +1,19 @@
+"""cvtune operators. Each module imports only Airflow's SDK at load time; work happens in ``execute``."""
+
+from cvtune.operators.best_params import BestParamsOperator
+from cvtune.operators.registry import RegisterModelOperator
+from cvtune.operators.report import TuningReportOperator
+from cvtune.operators.split import FoldSplitOperator
+from cvtune.operators.training import TrainModelOperator
+from cvtune.operators.transform import BatchTransformOperator
+from cvtune.operators.tuning import CVTuningOperator
+
+__all__ = [
+    "BatchTransformOperator",
+    "BestParamsOperator",
+    "CVTuningOperator",
+    "FoldSplitOperator",
+    "RegisterModelOperator",
+    "TrainModelOperator",
+    "TuningReportOperator",
+]

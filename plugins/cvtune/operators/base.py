@@ -1,0 +1,54 @@
+"""What every cvtune operator shares: the connection, and timing of its own work."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+
+class CvtuneBaseOperator(BaseOperator):
+    """Base of the cvtune operators: ``cvtune_conn_id`` selects backend and artifact store."""
+
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, cvtune_conn_id: str = "cvtune_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cvtune_conn_id = cvtune_conn_id
+        self._hook = None
+
+    @property
+    def hook(self):
+        if self._hook is None:
+            from cvtune.hooks.cvtune import CvtuneHook
+
+            self._hook = CvtuneHook(self.cvtune_conn_id)
+        return self._hook
+
+    def execute(self, context: Any) -> Any:
+        started = time.monotonic()
+        result = self.run(context)
+        if isinstance(result, dict):
+            result = {**result, "elapsed_s": round(time.monotonic() - started, 3)}
+        return result
+
+    def run(self, context: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def ids(self, context: Any) -> tuple[str, str, str, int]:
+        ti = context["ti"]
+        return ti.dag_id, context["run_id"], ti.task_id, getattr(ti, "map_index", -1)
+
+    def resolve_path(self, path: str) -> str:
+        """A relative path is tried as given, then next to the DAG file and one folder up."""
+        if os.path.isabs(path) or os.path.exists(path) or "://" in path:
+            return path
+        fileloc = getattr(self.dag, "fileloc", None) if self.has_dag() else None
+        if fileloc:
+            for base in (os.path.dirname(fileloc), os.path.dirname(os.path.dirname(fileloc))):
+                candidate = os.path.join(base, path)
+                if os.path.exists(candidate):
+                    return candidate
+        return path

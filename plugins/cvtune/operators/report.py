@@ -1,0 +1,85 @@
+"""TuningReportOperator: ``summary.json`` and a self-contained HTML report of the pipeline run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cvtune.operators.base import CvtuneBaseOperator
+
+
+class TuningReportOperator(CvtuneBaseOperator):
+    """Write ``summary.json`` and ``report.html`` for one pipeline run.
+
+    :param runs: tuning run summaries or ledger URIs (skipped branches' ``None`` ignored).
+    :param best_params, final_model, registration, predictions: the outputs of those tasks.
+    :param stages: stage name → that task's output; its ``elapsed_s`` is the stage's wall time.
+    """
+
+    template_fields: Sequence[str] = (
+        "runs", "best_params", "final_model", "registration", "predictions", "stages", "output_uri", "cvtune_conn_id",
+    )
+    ui_color = "#eeeeee"
+
+    def __init__(
+        self,
+        *,
+        runs: Any,
+        best_params: dict[str, Any],
+        final_model: dict[str, Any] | None = None,
+        registration: dict[str, Any] | None = None,
+        predictions: dict[str, Any] | None = None,
+        stages: dict[str, Any] | None = None,
+        output_uri: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.runs = runs
+        self.best_params = best_params
+        self.final_model = final_model
+        self.registration = registration
+        self.predictions = predictions
+        self.stages = stages
+        self.output_uri = output_uri
+
+    def run(self, context: Any) -> dict[str, Any]:
+        from cvtune import store
+        from cvtune.best import ledger_uris
+        from cvtune.ledger import RunLedger
+        from cvtune.naming import derive_id
+        from cvtune.report import build_summary, write_report
+
+        ledgers = [RunLedger.load(uri) for uri in ledger_uris(self.runs)]
+        stage_seconds = {
+            name: out["elapsed_s"]
+            for name, out in (self.stages or {}).items()
+            if isinstance(out, dict) and out.get("elapsed_s") is not None
+        }
+        dag_id, run_id, task_id, map_index = self.ids(context)
+        summary = build_summary(
+            ledgers=ledgers,
+            best=self.best_params,
+            final_model=self.final_model,
+            registration=self.registration,
+            predictions=self.predictions,
+            stage_seconds=stage_seconds,
+            extra={"dag_id": dag_id, "dag_run_id": run_id},
+        )
+        out = self.output_uri or store.join(
+            self.hook.artifact_root, "reports", dag_id, derive_id(dag_id, run_id, task_id, map_index, prefix=run_id)
+        )
+        paths = write_report(out, summary, ledgers)
+        self.log.info("report: %s, summary: %s", paths["report"], paths["summary"])
+        return {**paths, "headline": headline(summary)}
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers the demo prints."""
+    best = summary.get("best") or {}
+    return {
+        "best_hyperparameters": best.get("hyperparameters"),
+        "cv_objective": summary.get("cv_objective"),
+        "holdout": summary.get("holdout"),
+        "model": summary.get("model"),
+        "predictions_uri": summary.get("predictions_uri"),
+    }

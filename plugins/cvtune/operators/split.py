@@ -1,0 +1,96 @@
+"""FoldSplitOperator: k-fold split into a fold manifest in the artifact store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cvtune.operators.base import CvtuneBaseOperator
+
+
+class FoldSplitOperator(CvtuneBaseOperator):
+    """Split a tabular dataset into K folds (plus full-train and holdout sets).
+
+    Returns ``{"manifest": uri, "fingerprint", "rows", "folds", ...}``. The output location
+    defaults to ``{artifact_root}/folds/{dag_id}/{id}``, the same for every retry of a run, so a
+    retried split rewrites identical files.
+
+    :param data_uri: CSV/Parquet file or directory, local path or URI (templated, e.g.
+        ``s3://bucket/raw/dt={{ ds }}/``).
+    :param target: target column.
+    :param folds: number of folds K.
+    :param strategy: ``kfold``, ``stratified`` (default for classification), ``group``,
+        ``timeseries``.
+    """
+
+    template_fields: Sequence[str] = (
+        "data_uri", "target", "folds", "strategy", "group_column", "holdout", "seed", "task", "output_uri",
+        "cvtune_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        data_uri: str,
+        target: str,
+        folds: int | str = 5,
+        strategy: str | None = None,
+        group_column: str | None = None,
+        holdout: float | str = 0.0,
+        seed: int | str = 0,
+        task: str | None = None,
+        output_uri: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # each key is its own XCom too, so downstream tasks can take split.output["manifest"]
+        kwargs.setdefault("multiple_outputs", True)
+        super().__init__(**kwargs)
+        self.data_uri = data_uri
+        self.target = target
+        self.folds = folds
+        self.strategy = strategy
+        self.group_column = group_column
+        self.holdout = holdout
+        self.seed = seed
+        self.task = task
+        self.output_uri = output_uri
+
+    def run(self, context: Any) -> dict[str, Any]:
+        from cvtune import store
+        from cvtune.errors import ConfigError
+        from cvtune.folds import manifest_summary, split_dataset
+        from cvtune.naming import derive_id
+
+        dag_id, run_id, task_id, map_index = self.ids(context)
+        out = self.output_uri or store.join(
+            self.hook.artifact_root, "folds", dag_id, derive_id(dag_id, run_id, task_id, map_index, prefix=run_id)
+        )
+
+        def number(name: str, value: Any, kind: type) -> Any:
+            try:
+                return kind(value)
+            except (TypeError, ValueError):
+                raise ConfigError(name, f"expected {kind.__name__}, got {value!r}") from None
+
+        manifest = split_dataset(
+            self.resolve_path(str(self.data_uri)),
+            out,
+            target=self.target,
+            folds=number("folds", self.folds, int),
+            strategy=self.strategy or None,
+            group_column=self.group_column or None,
+            holdout=number("holdout", self.holdout, float),
+            seed=number("seed", self.seed, int),
+            task=self.task or None,
+        )
+        summary = manifest_summary(manifest)
+        self.log.info("fold manifest %s: %s", manifest["manifest_uri"], summary)
+        holdout = manifest.get("holdout")
+        return {
+            "manifest": manifest["manifest_uri"],
+            "data_uri": str(self.data_uri),
+            "holdout_uri": holdout["uri"] if holdout else None,
+            # what batch transform scores: the holdout rows, or the training rows without one
+            "scoring_uri": holdout["uri"] if holdout else manifest["full_train"]["uri"],
+            **summary,
+        }

@@ -1,0 +1,114 @@
+"""The Airflow layer: provider discovery, DAG import, and the reference DAG end to end with dag.test()."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+DAG_FILE = os.path.join(ROOT, "dags", "cv_tuning_pipeline.py")
+HEAVY = ("optuna", "sklearn", "xgboost", "pandas", "boto3", "botocore", "numpy")
+
+
+def test_provider_info_passes_airflow_schema():
+    import jsonschema
+
+    import airflow
+
+    from cvtune.provider_info import get_provider_info
+
+    with open(os.path.join(os.path.dirname(airflow.__file__), "provider_info.schema.json")) as f:
+        schema = json.load(f)
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_provider_discovery_finds_operators_hook_and_connection_type(airflow_db):
+    code = (
+        "from airflow.providers_manager import ProvidersManager as P; p = P(); "
+        "import json; info = p.providers['airflow-provider-cvtune']; "
+        "hook = p.hooks['cvtune']; "
+        "print(json.dumps({'version': info.version, 'hook': hook.hook_class_name, 'name': hook.hook_name, "
+        "'ops': info.data.get('operators')}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=os.environ.copy())
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["hook"] == "cvtune.hooks.cvtune.CvtuneHook"
+    assert found["ops"][0]["python-modules"] == ["cvtune.operators"]
+    assert found["version"] == "0.1.0"
+
+
+def test_dag_imports_without_errors_and_without_heavy_modules(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=os.path.join(ROOT, "dags"))
+    assert bag.import_errors == {}
+    dag = bag.get_dag("cv_tuning_pipeline")
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "split_folds", "tune", "best_params", "train_final", "register", "batch_transform", "report",
+    ]
+    assert dag.catchup is False
+    params = dag.params
+    for name in ("data_uri", "target", "folds", "split_strategy", "tuning_config", "strategy", "max_trials",
+                 "max_parallel_trials", "seed", "approval_threshold", "cvtune_conn_id"):
+        assert params.get_param(name).schema.get("title"), name
+    # the trigger form's defaults validate, and a bad value is rejected
+    params.validate()
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        params["folds"] = 1
+
+    code = f"import runpy, sys; runpy.run_path({DAG_FILE!r}); print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
+def test_reference_dag_end_to_end(airflow_db, cvtune_conn):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from cvtune.best import overall_best
+    from cvtune.ledger import RunLedger
+
+    dag = DagBag(dag_folder=DAG_FILE).get_dag("cv_tuning_pipeline")
+    run = dag.test(run_conf={"max_trials": 4, "folds": 3, "max_parallel_trials": 2})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert set(states.values()) == {"success"}
+
+    [summary_path] = glob.glob(os.path.join(cvtune_conn, "reports", "cv_tuning_pipeline", "*", "summary.json"))
+    summary = json.load(open(summary_path))
+    [ledger_uri] = summary["ledgers"]
+    ledger = RunLedger.load(ledger_uri)
+
+    # summary.json agrees with the ledger
+    assert summary["trials"]["by_state"]["Completed"] == 4 == len(ledger.completed_trials())
+    assert summary["fold_jobs"] == 12 == ledger.fold_jobs_launched()
+    best = overall_best([ledger])
+    assert summary["best"]["hyperparameters"] == best["hyperparameters"]
+    assert summary["cv_objective"]["mean"] == pytest.approx(best["mean"])
+    assert set(summary["stage_seconds"]) == {"split", "tune", "best_params", "train_final", "register", "batch_transform"}
+    assert summary["holdout"]["test:auc"] > 0.9
+    assert os.path.exists(os.path.join(os.path.dirname(summary_path), "report.html"))
+
+    # the registered version carries exactly the best hyperparameters
+    versions = glob.glob(os.path.join(cvtune_conn, "registry", "breast-cancer-xgboost", "v*.json"))
+    [version] = [json.load(open(v)) for v in versions]
+    assert version["hyperparameters"] == best["hyperparameters"]
+    assert version["approval_status"] == summary["model"]["approval_status"] == "Approved"
+    assert os.path.exists(os.path.join(version["model_uri"], "model.joblib"))
+
+    # one prediction per input row
+    [out] = summary["predictions"]["files"]
+    with open(out["input"] if os.path.isfile(out["input"]) else glob.glob(out["input"] + "/*")[0]) as f:
+        rows = list(csv.reader(f))[1:]
+    predictions = open(out["output"]).read().splitlines()
+    assert len(predictions) == len(rows) == out["records"] > 0
+    assert all(0.0 <= float(p) <= 1.0 for p in predictions)
