@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +34,8 @@ def cvtune_conn(tmp_path, monkeypatch):
     root = tmp_path / "artifacts"
     monkeypatch.setenv(
         "AIRFLOW_CONN_CVTUNE_DEFAULT",
-        '{"conn_type": "cvtune", "extra": {"backend": "local", "artifact_root": "%s", "workers": 2, "keep_alive_s": 30}}'
-        % root,
+        json.dumps(
+            {"conn_type": "cvtune", "extra": {"backend": "local", "artifact_root": str(root), "workers": 2, "keep_alive_s": 30}}
+        ),
     )
     return str(root)

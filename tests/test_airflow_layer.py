@@ -18,9 +18,8 @@ HEAVY = ("optuna", "sklearn", "xgboost", "pandas", "boto3", "botocore", "numpy")
 
 
 def test_provider_info_passes_airflow_schema():
-    import jsonschema
-
     import airflow
+    import jsonschema
 
     from cvtune.provider_info import get_provider_info
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from cvtune import folds as F
 from cvtune.errors import ConfigError, DataError
 
