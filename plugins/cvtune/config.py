@@ -19,8 +19,9 @@ from typing import Any
 from cvtune.errors import ConfigError
 from cvtune.metrics import validate_metric_definitions
 from cvtune.space import SearchSpace
+from cvtune.stopping import EarlyStopping
 
-STRATEGIES = ("Bayesian", "Random", "Grid")
+STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 OBJECTIVE_TYPES = ("Maximize", "Minimize")
 KEYS = (
     "entry_point",
@@ -35,6 +36,7 @@ KEYS = (
     "max_failed_trials",
     "max_runtime_s",
     "seed",
+    "early_stopping",
 )
 
 
@@ -65,6 +67,7 @@ class TuningConfig:
     max_failed_trials: int = 3
     max_runtime_s: int = 3600
     seed: int = 0
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -86,6 +89,7 @@ class TuningConfig:
             "max_failed_trials": self.max_failed_trials,
             "max_runtime_s": self.max_runtime_s,
             "seed": self.seed,
+            "early_stopping": self.early_stopping.to_dict(),
         }
 
     def fingerprint(self) -> str:
@@ -228,6 +232,13 @@ def parse_config(data: dict[str, Any], base_dir: str | None, source: str | None 
     max_failed_trials = _int(data, "max_failed_trials", 3, 1)
     max_runtime_s = _int(data, "max_runtime_s", 3600, 1)
     seed = _int(data, "seed", 0, 0)
+    early_stopping = EarlyStopping.parse(data.get("early_stopping"))
+    if strategy == "Hyperband" and early_stopping.rule != "off":
+        raise ConfigError(
+            "early_stopping.rule",
+            f"the Hyperband strategy stops trials itself; rule {early_stopping.rule!r} would stop them twice",
+            "set rule: off (keep reduction_factor / min_folds for Hyperband) or use strategy Bayesian",
+        )
 
     return TuningConfig(
         entry_point=entry_point,
@@ -241,6 +252,7 @@ def parse_config(data: dict[str, Any], base_dir: str | None, source: str | None 
         max_failed_trials=max_failed_trials,
         max_runtime_s=max_runtime_s,
         seed=seed,
+        early_stopping=early_stopping,
         source=source,
     )
 

@@ -41,6 +41,18 @@ def score_stats(scores: list[float]) -> tuple[float, float]:
     return statistics.fmean(scores), statistics.pstdev(scores) if len(scores) > 1 else 0.0
 
 
+def running_means(fold_scores: list[float | None]) -> list[float]:
+    """Running mean after 1, 2, … folds, over the leading folds that have a score."""
+    out: list[float] = []
+    total = 0.0
+    for value in fold_scores:
+        if value is None:
+            break
+        total += value
+        out.append(total / (len(out) + 1))
+    return out
+
+
 def rank_key(trial: dict[str, Any], maximize: bool) -> tuple[float, float, int]:
     """Sort key of a completed trial: better mean first, then lower std, then earlier trial."""
     mean = trial["mean"]

@@ -24,8 +24,12 @@ class Proposer(Protocol):
     def ask(self) -> Proposal | None:
         """The next candidate, or ``None`` when the proposer has nothing more to offer."""
 
-    def tell(self, proposal_or_params: Proposal | dict[str, Any], value: float | None, state: str) -> None:
-        """Report a finished trial: ``state`` is a ledger trial state, ``value`` its mean score."""
+    def tell(
+        self, proposal_or_params: Proposal | dict[str, Any], value: float | None, state: str,
+        intermediate: list[float] | None = None,
+    ) -> None:
+        """Report a finished trial: ``state`` is a ledger trial state, ``value`` its mean score,
+        ``intermediate`` its running mean after 1, 2, … folds."""
 
 
 def _optuna_state(state: str):
@@ -57,17 +61,27 @@ class OptunaProposer:
         trial = self.study.ask(fixed_distributions=self.distributions)
         return Proposal(self.space.from_internal(trial.params), handle=trial)
 
-    def tell(self, proposal_or_params: Proposal | dict[str, Any], value: float | None, state: str) -> None:
+    def tell(
+        self, proposal_or_params: Proposal | dict[str, Any], value: float | None, state: str,
+        intermediate: list[float] | None = None,
+    ) -> None:
         import optuna
 
         ostate = _optuna_state(state)
         if isinstance(proposal_or_params, Proposal) and proposal_or_params.handle is not None:
-            self.study.tell(proposal_or_params.handle, value if ostate == optuna.trial.TrialState.COMPLETE else None, ostate)
+            trial = proposal_or_params.handle
+            if ostate == optuna.trial.TrialState.PRUNED:
+                # TPE ranks pruned trials by how far they got and their last running mean
+                for step, running in enumerate(intermediate or [], start=1):
+                    trial.report(running, step)
+            self.study.tell(trial, value if ostate == optuna.trial.TrialState.COMPLETE else None, ostate)
             return
         params = proposal_or_params.params if isinstance(proposal_or_params, Proposal) else proposal_or_params
-        self.observe(params, value, state)
+        self.observe(params, value, state, intermediate)
 
-    def observe(self, params: dict[str, Any], value: float | None, state: str) -> None:
+    def observe(
+        self, params: dict[str, Any], value: float | None, state: str, intermediate: list[float] | None = None
+    ) -> None:
         """Add a trial evaluated elsewhere (a resumed run, a warm-start parent) as history."""
         import optuna
 
@@ -83,6 +97,7 @@ class OptunaProposer:
                 distributions=self.distributions,
                 value=value if ostate == optuna.trial.TrialState.COMPLETE else None,
                 state=ostate,
+                intermediate_values=dict(enumerate(intermediate or [], start=1)),
             )
         )
 
@@ -106,10 +121,10 @@ class GridProposer:
                 return Proposal(dict(point))
         return None
 
-    def tell(self, proposal_or_params: Proposal | dict[str, Any], value: float | None, state: str) -> None:
+    def tell(self, proposal_or_params: Any, value: Any, state: str, intermediate: Any = None) -> None:
         return None
 
-    def observe(self, params: dict[str, Any], value: float | None, state: str) -> None:
+    def observe(self, params: dict[str, Any], value: Any, state: str, intermediate: Any = None) -> None:
         self.seen.add(self._key(params))
 
 
@@ -127,10 +142,10 @@ class FixedProposer:
         self.next += 1
         return Proposal(dict(self.candidates[self.next - 1]), source=self.source)
 
-    def tell(self, proposal_or_params: Proposal | dict[str, Any], value: float | None, state: str) -> None:
+    def tell(self, proposal_or_params: Any, value: Any, state: str, intermediate: Any = None) -> None:
         return None
 
-    def observe(self, params: dict[str, Any], value: float | None, state: str) -> None:
+    def observe(self, params: dict[str, Any], value: Any, state: str, intermediate: Any = None) -> None:
         self.next += 1
 
 

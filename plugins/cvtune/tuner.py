@@ -24,6 +24,7 @@ from cvtune.backends.base import COMPLETED, FAILED, STOPPED, Backend, JobDescrip
 from cvtune.config import TuningConfig
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, RunFailedError
 from cvtune.proposers import FixedProposer, Proposal, make_proposer
+from cvtune.stopping import make_stopper
 
 log = logging.getLogger("cvtune.tuner")
 
@@ -84,6 +85,7 @@ class CVTuner:
         # re-propose the same candidates): its seed moves on with the trials already asked.
         restored = len(self.ledger.trials)
         seed = config.seed if restored == 0 else (config.seed * 1_000_003 + restored) % 2**31
+        self.stopper = make_stopper(config.strategy, config.early_stopping, len(manifest["folds"]))
         self.proposer = proposer or make_proposer(
             config.space, config.strategy, config.objective.direction, seed, config.max_parallel_trials
         )
@@ -193,7 +195,7 @@ class CVTuner:
         """Rebuild in-memory state from the ledger and re-attach to jobs of an earlier attempt."""
         for trial in self.ledger.trials:
             value = trial["mean"] if trial["state"] == L.COMPLETED else None
-            self.proposer.observe(trial["params"], value, trial["state"])
+            self.proposer.observe(trial["params"], value, trial["state"], L.running_means(trial["fold_scores"]))
             if trial["state"] in L.TRIAL_DONE:
                 continue
             for job in trial["fold_jobs"]:
@@ -265,8 +267,9 @@ class CVTuner:
         for trial in self.ledger.trials:
             if trial["state"] != L.RUNNING:
                 continue
+            limit = self.stopper.launch_limit(trial)  # folds wait for the early-stopping decision
             for job in trial["fold_jobs"]:
-                if job["state"] == L.PENDING:
+                if job["state"] == L.PENDING and job["fold"] < limit:
                     yield trial, job
 
     def _launch(self) -> None:
@@ -334,6 +337,12 @@ class CVTuner:
                 mean, std = L.score_stats(trial["fold_scores"])
                 trial["mean"], trial["std"] = mean, std
                 self._end_trial(trial, L.COMPLETED)
+            elif job["state"] == COMPLETED:
+                reason = self.stopper.decide(
+                    trial, self.ledger.trials, self.ledger.best_trial(), self.config.objective.type == "Maximize"
+                )
+                if reason:
+                    self._fail_trial(trial, reason, state=L.PRUNED)
         self._save()
 
     def _fail_trial(self, trial: dict[str, Any], reason: str, state: str = L.FAILED) -> None:
@@ -351,8 +360,11 @@ class CVTuner:
         trial["state"] = state
         trial["ended"] = time.time()
         trial["failure_reason"] = reason
+        if state == L.PRUNED:
+            trial["partial_mean"] = L.running_means(trial["fold_scores"])[-1]
         proposal = self._handles.pop(trial["number"], None)
-        self.proposer.tell(proposal or trial["params"], trial["mean"], state)
+        # pruned trials still inform the sampler, through their running means per fold
+        self.proposer.tell(proposal or trial["params"], trial["mean"], state, L.running_means(trial["fold_scores"]))
         self._log_progress(trial)
 
     def _log_progress(self, trial: dict[str, Any]) -> None:
@@ -365,6 +377,8 @@ class CVTuner:
         metric = self.config.objective.metric
         if trial["state"] == L.COMPLETED:
             what = f"complete: {metric} {trial['mean']:.4f} ± {trial['std']:.4f}"
+        elif trial["state"] == L.PRUNED:
+            what = f"pruned: {trial['failure_reason']}"
         else:
             what = f"{trial['state'].lower()}: {trial['failure_reason']}"
         log.info(
