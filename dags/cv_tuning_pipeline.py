@@ -24,7 +24,7 @@ from cvtune.operators import (
     TuningReportOperator,
 )
 
-INCLUDE = os.environ.get("CVTUNE_INCLUDE") or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "include")
+INCLUDE = os.environ.get("CVTUNE_INCLUDE") or os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "include")
 SAMPLE_DATA = os.path.join(INCLUDE, "data", "breast_cancer.csv")
 SAMPLE_CONFIG = os.path.join(INCLUDE, "configs", "breast_cancer_xgboost.yaml")
 CONN = "{{ params.cvtune_conn_id }}"

@@ -13,7 +13,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _HOME = tempfile.mkdtemp(prefix="cvtune-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _HOME
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(ROOT, "dags")
+# dag.test() only runs DAGs of the configured bundle: the reference DAG is linked in, and tests
+# that need DAGs of their own write them here (see write_dag).
+DAGS_FOLDER = os.path.join(_HOME, "dags")
+os.makedirs(DAGS_FOLDER)
+os.symlink(os.path.join(ROOT, "dags", "cv_tuning_pipeline.py"), os.path.join(DAGS_FOLDER, "cv_tuning_pipeline.py"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = DAGS_FOLDER
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.setdefault("CVTUNE_HOME", os.path.join(_HOME, "cvtune-artifacts"))
@@ -39,3 +44,11 @@ def cvtune_conn(tmp_path, monkeypatch):
         ),
     )
     return str(root)
+
+
+def write_dag(name: str, source: str) -> str:
+    """Put a test DAG file into the session's DAG folder; returns its path."""
+    path = os.path.join(DAGS_FOLDER, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(source)
+    return path
