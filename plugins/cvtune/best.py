@@ -26,14 +26,18 @@ def overall_best(ledgers: list[RunLedger]) -> dict[str, Any]:
                 "compare runs with the same objective only",
             )
     maximize = objective["type"] == "Maximize"
-    candidates = [
-        (rank_key(t, maximize)[:2] + (i, t["number"]), ledger, t)
-        for i, ledger in enumerate(ledgers)
-        for t in ledger.completed_trials()
-    ]
+    candidates, seen = [], set()
+    for i, ledger in enumerate(ledgers):
+        # a warm-started run's inherited trials are its parents' (same folds): rank them too
+        pool = [(t.get("run_id", ledger.run_id), t.get("ledger", ledger.uri), t) for t in ledger.inherited_trials()]
+        pool += [(ledger.run_id, ledger.uri, t) for t in ledger.completed_trials()]
+        for run_id, uri, t in pool:
+            if (run_id, t["number"]) not in seen:
+                seen.add((run_id, t["number"]))
+                candidates.append((rank_key(t, maximize)[:2] + (i, t["number"]), ledger, run_id, uri, t))
     if not candidates:
         raise RunFailedError(f"no completed trial in runs {[ledger.run_id for ledger in ledgers]}")
-    _, ledger, trial = min(candidates, key=lambda c: c[0])
+    _, ledger, run_id, uri, trial = min(candidates, key=lambda c: c[0])
     return {
         "hyperparameters": trial["hyperparameters"],
         "params": trial["params"],
@@ -41,9 +45,9 @@ def overall_best(ledgers: list[RunLedger]) -> dict[str, Any]:
         "std": trial["std"],
         "fold_scores": trial["fold_scores"],
         "objective": dict(objective),
-        "run_id": ledger.run_id,
+        "run_id": run_id,
         "trial": trial["number"],
-        "ledger": ledger.uri,
+        "ledger": uri,
         "entry_point": ledger.data["config"]["entry_point"],
         "metric_definitions": ledger.data["config"]["metric_definitions"],
         "manifest_uri": ledger.data.get("manifest_uri"),

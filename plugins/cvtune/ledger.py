@@ -171,11 +171,18 @@ class RunLedger:
     def completed_trials(self) -> list[dict[str, Any]]:
         return [t for t in self.trials if t["state"] == COMPLETED and t["mean"] is not None]
 
+    def inherited_trials(self) -> list[dict[str, Any]]:
+        """Warm-start parents' completed trials on the same folds (IDENTICAL_DATA_AND_ALGORITHM)."""
+        return self.data.get("inherited") or []
+
     def best_trial(self) -> dict[str, Any] | None:
-        done = self.completed_trials()
+        """The best completed trial, the parents' inherited ones included; ties: lower std, earlier."""
+        own = [(0, t["number"], t) for t in self.completed_trials()]
+        inherited = [(-1, i, t) for i, t in enumerate(self.inherited_trials())]
+        done = inherited + own
         if not done:
             return None
-        return min(done, key=lambda t: rank_key(t, self.maximize))
+        return min(done, key=lambda c: rank_key(c[2], self.maximize)[:2] + (c[0], c[1]))[2]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -200,6 +207,7 @@ class RunLedger:
             if best is None
             else {
                 "trial": best["number"],
+                "run_id": best.get("run_id", self.run_id),
                 "hyperparameters": best["hyperparameters"],
                 "params": best["params"],
                 "mean": best["mean"],

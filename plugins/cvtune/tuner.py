@@ -21,7 +21,7 @@ from typing import Any
 from cvtune import ledger as L
 from cvtune import store
 from cvtune.backends.base import COMPLETED, FAILED, STOPPED, Backend, JobDescription, JobSpec
-from cvtune.config import TuningConfig
+from cvtune.config import TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, RunFailedError
 from cvtune.proposers import FixedProposer, Proposal, make_proposer
 from cvtune.stopping import make_stopper
@@ -66,6 +66,7 @@ class CVTuner:
         kind: str = "tune",
         poll_s: float = 5.0,
         ledger_extra: dict[str, Any] | None = None,
+        warm_start: Any = None,
     ) -> None:
         self.config = config
         self.manifest = manifest
@@ -80,6 +81,15 @@ class CVTuner:
         self._jobs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._session_start = time.monotonic()
         self._elapsed_before = 0.0
+        if warm_start is not None:
+            from cvtune import warmstart
+
+            warmstart.validate(config, manifest, warm_start)
+            self.ledger_extra = {
+                **self.ledger_extra,
+                "warm_start": warm_start.to_dict(),
+                "inherited": warmstart.inherited_trials(warm_start),
+            }
         self.ledger = self._open_ledger()
         # A resumed sampler must not replay the random draws of the first attempt (it would
         # re-propose the same candidates): its seed moves on with the trials already asked.
@@ -89,6 +99,16 @@ class CVTuner:
         self.proposer = proposer or make_proposer(
             config.space, config.strategy, config.objective.direction, seed, config.max_parallel_trials
         )
+        if warm_start is not None and proposer is None:
+            from cvtune import warmstart
+
+            for params, value, state, intermediate in warmstart.history(warm_start, config.space):
+                self.proposer.observe(params, value, state, intermediate)
+            self.proposer = warmstart.WarmStartProposer(self.proposer, warmstart.first_candidates(warm_start, config.space))
+            log.info(
+                "warm start (%s) from %d parent run(s): %s", warm_start.type, len(warm_start.parents),
+                ", ".join(p.run_id for p in warm_start.parents),
+            )
 
     # -- ledger ----------------------------------------------------------------------------
     def _open_ledger(self) -> L.RunLedger:
@@ -121,7 +141,7 @@ class CVTuner:
             config_fingerprint=fingerprint,
             manifest=self.manifest,
             kind=self.kind,
-            extra=self.ledger_extra,
+            extra={"entry_point_sha256": entry_point_sha256(self.config.entry_point), **self.ledger_extra},
         )
 
     def _save(self) -> None:
