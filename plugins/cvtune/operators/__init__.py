@@ -7,13 +7,16 @@ from cvtune.operators.split import FoldSplitOperator
 from cvtune.operators.training import TrainModelOperator
 from cvtune.operators.transform import BatchTransformOperator
 from cvtune.operators.tuning import CVTuningOperator
+from cvtune.operators.warm_start import RefinementDecisionOperator, WarmStartTuningOperator
 
 __all__ = [
     "BatchTransformOperator",
     "BestParamsOperator",
     "CVTuningOperator",
     "FoldSplitOperator",
+    "RefinementDecisionOperator",
     "RegisterModelOperator",
     "TrainModelOperator",
     "TuningReportOperator",
+    "WarmStartTuningOperator",
 ]

@@ -21,9 +21,13 @@ class RegisterModelOperator(CvtuneBaseOperator):
     :param model_package_group: group name (letters, digits, hyphens).
     :param holdout_metric: metric name without channel prefix (``auc``, ``rmse`` …).
     :param approval_threshold: minimum (or, for minimized metrics, maximum) holdout value.
+    :param runs: the tuning runs behind the model (summaries or ledger URIs); recorded in the
+        version so the next run can warm-start from them.
     """
 
-    template_fields: Sequence[str] = ("model", "model_package_group", "holdout_metric", "approval_threshold", "cvtune_conn_id")
+    template_fields: Sequence[str] = (
+        "model", "model_package_group", "holdout_metric", "approval_threshold", "runs", "cvtune_conn_id",
+    )
     ui_color = "#eadcf8"
 
     def __init__(
@@ -34,9 +38,11 @@ class RegisterModelOperator(CvtuneBaseOperator):
         holdout_metric: str = "auc",
         approval_threshold: float | str | None = None,
         maximize: bool | None = None,
+        runs: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.runs = runs
         self.model = model
         self.model_package_group = model_package_group
         self.holdout_metric = holdout_metric
@@ -44,6 +50,7 @@ class RegisterModelOperator(CvtuneBaseOperator):
         self.maximize = maximize
 
     def run(self, context: Any) -> dict[str, Any]:
+        from cvtune.best import ledger_uris
         from cvtune.errors import ConfigError
         from cvtune.registry import LocalModelRegistry, decide_approval
 
@@ -75,7 +82,12 @@ class RegisterModelOperator(CvtuneBaseOperator):
             approval_status=status,
             approval_reason=reason,
             idempotency_key=f"{dag_id}/{run_id}/{task_id}/{map_index}",
-            metadata={"entry_point": self.model.get("entry_point"), "training_job": self.model.get("job_name")},
+            metadata={
+                "entry_point": self.model.get("entry_point"),
+                "training_job": self.model.get("job_name"),
+                "tuning_ledgers": ledger_uris(self.runs),
+                "dag_run_id": run_id,
+            },
         )
         self.log.info("registered %s version %s: %s (%s)", group, version["version"], version["approval_status"], version["approval_reason"])
         return {
