@@ -72,8 +72,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     config, manifest = _load(args)
     run_id = args.run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+    warm = None
+    if args.warm_start_from:
+        from cvtune.warmstart import WarmStart, load_parents
+
+        warm = WarmStart(
+            args.warm_start_type, load_parents(args.warm_start_from, args.transitive, "--warm-start-from"),
+            uris=args.warm_start_from,
+        )
     with _backend_from_args(args, args.out) as backend:
-        tuner = CVTuner(config, manifest, backend, run_id=run_id, artifact_root=args.out, poll_s=args.poll)
+        tuner = CVTuner(
+            config, manifest, backend, run_id=run_id, artifact_root=args.out, poll_s=args.poll, warm_start=warm
+        )
         _print(tuner.run())
     return 0
 
@@ -147,11 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, help="local backend: warm worker processes")
         p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
         if name == "tune":
-            p.add_argument("--strategy", choices=["Bayesian", "Random", "Grid"])
+            p.add_argument("--strategy", choices=["Bayesian", "Random", "Grid", "Hyperband"])
             p.add_argument("--max-trials", type=int)
             p.add_argument("--max-parallel-trials", type=int)
             p.add_argument("--max-parallel-jobs", type=int)
             p.add_argument("--seed", type=int)
+            p.add_argument("--warm-start-from", action="append", metavar="LEDGER",
+                           help="parent run ledger (repeat for several parents)")
+            p.add_argument("--warm-start-type", default="IDENTICAL_DATA_AND_ALGORITHM",
+                           choices=["IDENTICAL_DATA_AND_ALGORITHM", "TRANSFER_LEARNING"])
+            p.add_argument("--transitive", action="store_true", help="also take the parents' own parents")
         else:
             p.add_argument("--hyperparameters", required=True, help="JSON object, e.g. '{\"eta\": 0.1}'")
         p.set_defaults(func=func)
