@@ -405,8 +405,8 @@ def test_duplicate_invalid_and_unknown_names(make_backend, tmp_path):
 
 
 def test_get_backend_factory(tmp_path):
-    with pytest.raises(ConfigError, match="not available yet"):
-        get_backend("sagemaker")
+    with pytest.raises(ConfigError, match="backend.role_arn: is required"):
+        get_backend("sagemaker")  # validated before any client is made
     with pytest.raises(ConfigError, match="'local'"):
         get_backend("kubernetes")
     with pytest.raises(ConfigError, match="accepted options"):

@@ -22,15 +22,34 @@ def _print(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def _backend_config(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """(backend kind, settings) from ``--backend`` and ``--backend-config``."""
+    config: dict[str, Any] = {}
+    if getattr(args, "backend_config", None):
+        try:
+            with open(args.backend_config, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise CvtuneError(f"--backend-config: cannot read {args.backend_config} as JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise CvtuneError(f"--backend-config: {args.backend_config} must hold a JSON object of settings")
+    kind = args.backend or config.pop("backend", "local")
+    config.pop("backend", None)
+    return kind, config
+
+
+def _sagemaker_settings(config: dict[str, Any]):
+    from cvtune.settings import Settings
+
+    return Settings.from_extra({**config, "backend": "sagemaker"}, source="--backend-config")
+
+
 def _backend_from_args(args: argparse.Namespace, artifact_root: str):
     from cvtune.backends import get_backend
 
-    config: dict[str, Any] = {}
-    if getattr(args, "backend_config", None):
-        with open(args.backend_config, encoding="utf-8") as f:
-            config = json.load(f)
-    kind = args.backend or config.pop("backend", "local")
-    config.pop("backend", None)
+    kind, config = _backend_config(args)
+    if kind == "sagemaker":
+        return _sagemaker_settings(config).make_backend()
     if kind == "local":
         config.setdefault("work_dir", os.path.join(artifact_root, "jobs"))
         if getattr(args, "workers", None):
@@ -80,11 +99,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
             args.warm_start_type, load_parents(args.warm_start_from, args.transitive, "--warm-start-from"),
             uris=args.warm_start_from,
         )
+    if args.dry_run:
+        return _dry_run(args, config, manifest, run_id, warm)
     with _backend_from_args(args, args.out) as backend:
         tuner = CVTuner(
             config, manifest, backend, run_id=run_id, artifact_root=args.out, poll_s=args.poll, warm_start=warm
         )
         _print(tuner.run())
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, config: Any, manifest: dict[str, Any], run_id: str, warm: Any) -> int:
+    """Print the requests the run would send (validated against the API model); send nothing."""
+    from cvtune.aws.config import SageMakerConfig
+    from cvtune.aws.dryrun import dry_run
+
+    kind, options = _backend_config(args)
+    if kind != "sagemaker":
+        raise CvtuneError("--dry-run: only the sagemaker backend has requests to show; pass --backend sagemaker")
+    settings = _sagemaker_settings(options)
+    sm = SageMakerConfig.from_options(settings.options, source="--backend-config")
+    _print(dry_run(config, manifest, sm, run_id=run_id, warm_start=warm))
     return 0
 
 
@@ -167,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--warm-start-type", default="IDENTICAL_DATA_AND_ALGORITHM",
                            choices=["IDENTICAL_DATA_AND_ALGORITHM", "TRANSFER_LEARNING"])
             p.add_argument("--transitive", action="store_true", help="also take the parents' own parents")
+            p.add_argument("--dry-run", action="store_true",
+                           help="sagemaker: print the first trial's CreateTrainingJob requests and the run's "
+                                "plan as JSON, validated against the API model; nothing is sent or uploaded")
         else:
             p.add_argument("--hyperparameters", required=True, help="JSON object, e.g. '{\"eta\": 0.1}'")
         p.set_defaults(func=func)

@@ -2,7 +2,9 @@
 
 The same keys work in the connection extra (Airflow), in ``--backend-config file.json`` (CLI)
 and as Python keyword arguments. Unknown keys are errors, so a typo never silently falls back
-to a default.
+to a default. The ``sagemaker`` backend's keys are the fields of
+:class:`cvtune.aws.config.SageMakerConfig` (``role_arn`` and ``s3_prefix`` required); its
+``artifact_root`` defaults to ``{s3_prefix}/artifacts``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ class Settings:
         backend = extra.pop("backend", "local")
         if backend not in BACKENDS:
             raise ConfigError(f"{source}.backend", f"unknown backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
-        root = extra.pop("artifact_root", None) or default_artifact_root()
+        root = extra.pop("artifact_root", None)
+        if backend == "sagemaker":
+            from cvtune.aws.config import SageMakerConfig
+
+            config = SageMakerConfig.from_options(extra, source=source)  # raises on a bad key
+            extra["s3_prefix"] = config.s3_prefix  # normalized (no trailing slash)
+            return cls(backend=backend, artifact_root=root or f"{config.s3_prefix}/artifacts", options=extra, source=source)
+        root = root or default_artifact_root()
         if backend == "local":
             unknown = sorted(set(extra) - LOCAL_KEYS)
             if unknown:
@@ -64,4 +73,6 @@ class Settings:
         options = {**self.options, **{k: v for k, v in overrides.items() if v is not None}}
         if self.backend == "local":
             options.setdefault("work_dir", os.path.join(self.artifact_root, "jobs"))
+        if self.backend == "sagemaker":
+            options.setdefault("source", self.source)
         return get_backend(self.backend, **options)

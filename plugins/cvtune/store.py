@@ -1,9 +1,11 @@
 """The artifact store: one small path API over local directories and object stores.
 
 Local paths (``/data/x``, ``file:///data/x``) use the OS directly, with atomic writes (write to a
-temporary sibling, then rename) so a ledger is never seen half-written. Anything else
-(``s3://bucket/key``) goes through fsspec, so the same calls work once ``s3fs`` or the
-SageMaker backend's S3 support is installed.
+temporary sibling, then rename) so a ledger is never seen half-written. ``s3://bucket/key`` uses
+boto3 directly (s3fs is not installable next to the pinned botocore); an object PUT is atomic, so
+a ledger is never seen half-written there either. The client comes from :func:`use_s3_client`
+(the SageMaker backend registers its own, so the store uses the same AWS connection) or else
+boto3's default credential chain. Any other scheme goes through fsspec.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 
@@ -38,6 +41,60 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
+_s3_factory: Callable[[], Any] | None = None
+_s3_default: Any = None
+
+
+def use_s3_client(factory: Callable[[], Any] | None) -> None:
+    """Make ``s3://`` calls use ``factory()``'s client (``None``: boto3's default chain again)."""
+    global _s3_factory, _s3_default
+    _s3_factory = factory
+    _s3_default = None
+
+
+def forget_s3_client(factory: Callable[[], Any]) -> None:
+    """Undo :func:`use_s3_client` if ``factory`` is still the one in use."""
+    if _s3_factory is factory:
+        use_s3_client(None)
+
+
+def _is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def _s3(uri: str) -> tuple[Any, str, str]:
+    """(client, bucket, key) of an ``s3://`` URI."""
+    global _s3_default
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if _s3_factory is not None:
+        return _s3_factory(), bucket, key
+    if _s3_default is None:
+        import boto3
+
+        _s3_default = boto3.client("s3")
+    return _s3_default, bucket, key
+
+
+def _s3_missing(exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+def _s3_keys(uri: str, delimiter: bool) -> tuple[list[str], list[str]]:
+    """(object keys, common prefixes) under the prefix ``uri`` (as a directory)."""
+    client, bucket, key = _s3(uri)
+    prefix = key.rstrip("/") + "/" if key else ""
+    keys: list[str] = []
+    prefixes: list[str] = []
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    if delimiter:
+        kwargs["Delimiter"] = "/"
+    for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+    return keys, prefixes
+
+
 def _fs(uri: str):
     import fsspec
 
@@ -48,6 +105,17 @@ def _fs(uri: str):
 def exists(uri: str) -> bool:
     if is_local(uri):
         return os.path.exists(local_path(uri))
+    if _is_s3(uri):
+        client, bucket, key = _s3(uri)
+        if key and not key.endswith("/"):
+            try:
+                client.head_object(Bucket=bucket, Key=key)
+                return True
+            except Exception as exc:
+                if not _s3_missing(exc):
+                    raise
+        keys, prefixes = _s3_keys(uri, delimiter=True)  # a "directory": anything under it
+        return bool(keys or prefixes)
     fs, path = _fs(uri)
     return fs.exists(path)
 
@@ -62,6 +130,13 @@ def listdir(uri: str) -> list[str]:
     """Names (not paths) of the entries directly under ``uri``, sorted."""
     if is_local(uri):
         return sorted(os.listdir(local_path(uri)))
+    if _is_s3(uri):
+        keys, prefixes = _s3_keys(uri, delimiter=True)
+        names = {k.rstrip("/").rsplit("/", 1)[-1] for k in keys + prefixes}
+        names.discard("")
+        if not names:
+            raise FileNotFoundError(uri)
+        return sorted(names)
     fs, path = _fs(uri)
     return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
 
@@ -70,6 +145,14 @@ def read_bytes(uri: str) -> bytes:
     if is_local(uri):
         with open(local_path(uri), "rb") as f:
             return f.read()
+    if _is_s3(uri):
+        client, bucket, key = _s3(uri)
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            if _s3_missing(exc):
+                raise FileNotFoundError(uri) from exc
+            raise
     fs, path = _fs(uri)
     with fs.open(path, "rb") as f:
         return f.read()
@@ -89,6 +172,10 @@ def write_bytes(uri: str, data: bytes) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        return
+    if _is_s3(uri):
+        client, bucket, key = _s3(uri)
+        client.put_object(Bucket=bucket, Key=key, Body=data)
         return
     fs, path = _fs(uri)
     with fs.open(path, "wb") as f:
@@ -134,6 +221,14 @@ def copy(src: str, dst: str) -> None:
 def download_dir(uri: str, local_dir: str) -> None:
     """Make the files under ``uri`` (a directory or prefix) available under ``local_dir``."""
     os.makedirs(local_dir, exist_ok=True)
+    if _is_s3(uri):  # the whole tree, as for a local directory
+        keys, _ = _s3_keys(uri, delimiter=False)
+        key = _s3(uri)[2]
+        base = key.rstrip("/") + "/" if key else ""
+        for key in keys:
+            if not key.endswith("/"):
+                copy(join(uri, key[len(base):]), os.path.join(local_dir, *key[len(base):].split("/")))
+        return
     for name in listdir(uri):
         copy(join(uri, name), os.path.join(local_dir, name))
 

@@ -14,21 +14,27 @@ from cvtune.errors import ConfigError
 __all__ = ["BACKENDS", "Backend", "JobDescription", "JobSpec", "get_backend"]
 
 #: Backend kinds :func:`get_backend` knows, with whether they can be used yet.
-BACKENDS: dict[str, bool] = {"local": True, "sagemaker": False}
+BACKENDS: dict[str, bool] = {"local": True, "sagemaker": True}
 
 
 def get_backend(kind: str, **config: Any) -> Backend:
     """A new backend of ``kind`` configured with ``config``.
 
     ``local`` takes the arguments of :class:`cvtune.backends.local.LocalBackend` (``work_dir``
-    is required). Raises :class:`~cvtune.errors.ConfigError` for an unknown kind, for
-    ``sagemaker`` (not available yet) and for options the backend does not accept.
+    is required); ``sagemaker`` takes the keys of :class:`cvtune.aws.config.SageMakerConfig`
+    plus ``source`` (the name errors are reported under) and the test seams of
+    :class:`cvtune.backends.sagemaker.SageMakerBackend` (``sagemaker_client``, ``s3_client``,
+    ``sleep``). Raises :class:`~cvtune.errors.ConfigError` for an unknown kind and for options
+    the backend does not accept.
     """
     normalized = kind.strip().lower() if isinstance(kind, str) else kind
     if normalized == "sagemaker":
-        raise ConfigError(
-            "backend", "the 'sagemaker' backend is not available yet", "use backend 'local' for now"
-        )
+        from cvtune.aws.config import SageMakerConfig
+        from cvtune.backends.sagemaker import SageMakerBackend
+
+        source = config.pop("source", "backend")
+        seams = {k: config.pop(k) for k in ("sagemaker_client", "s3_client", "sleep") if k in config}
+        return SageMakerBackend(SageMakerConfig.from_options(config, source=source), **seams)
     if normalized != "local":
         valid = ", ".join(f"{k!r}" + ("" if ok else " (not available yet)") for k, ok in BACKENDS.items())
         raise ConfigError("backend", f"unknown backend {kind!r}", f"valid backends: {valid}")

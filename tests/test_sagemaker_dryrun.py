@@ -1,0 +1,167 @@
+"""The SageMaker dry run: the CLI and the operator print validated requests and send nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+from cvtune.aws.staging import pack_sourcedir
+from tests.conftest import ROOT, write_dag
+
+DATA = os.path.join(ROOT, "include", "data", "breast_cancer.csv")
+CONFIG = os.path.join(ROOT, "include", "configs", "breast_cancer_xgboost.yaml")
+PREFIX = "s3://my-bucket/cvtune"
+SETTINGS = {
+    "role_arn": "arn:aws:iam::123456789012:role/SageMakerRole",
+    "s3_prefix": PREFIX,
+    "region_name": "eu-west-1",
+    "instance_count": 2,
+    "max_parallel_jobs": 4,
+    "tags": {"team": "ml"},
+}
+
+
+def no_aws_env(tmp_path) -> dict[str, str]:
+    """An environment in which any AWS call would fail: no credentials anywhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return env
+
+
+def cvtune(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cvtune.cli", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("split") / "folds"
+    done = cvtune("split", DATA, "--target", "target", "--folds", "3", "--seed", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["manifest"]
+
+
+def check_request(params: dict) -> None:
+    shape = botocore.session.get_session().get_service_model("sagemaker").operation_model("CreateTrainingJob").input_shape
+    report = ParamValidator().validate(params, shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_cli_dry_run_prints_valid_requests_and_the_plan(folds, tmp_path):
+    settings = tmp_path / "sagemaker.json"
+    settings.write_text(json.dumps(SETTINGS))
+    out = tmp_path / "out"
+    done = cvtune("tune", "--config", CONFIG, "--manifest", folds, "--backend", "sagemaker", "--backend-config",
+                  str(settings), "--dry-run", "--run-id", "dry1", "--out", str(out), env=no_aws_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    requests = result["requests"]
+    assert [r["operation"] for r in requests] == ["CreateTrainingJob"] * 3
+    params = [r["params"] for r in requests]
+    for p in params:
+        check_request(p)
+    assert [p["TrainingJobName"] for p in params] == ["dry1-t0000-f0", "dry1-t0000-f1", "dry1-t0000-f2"]
+    # one trial: the same hyperparameters on every fold, JSON-encoded strings
+    hps = [{k: v for k, v in p["HyperParameters"].items() if k != "sagemaker_job_name"} for p in params]
+    assert hps[0] == hps[1] == hps[2]
+    assert hps[0]["sagemaker_program"] == '"train.py"' and hps[0]["num_round"] == "100"
+    assert hps[0]["model"] == '"xgboost"' and float(hps[0]["eta"]) > 0
+    code_sha = pack_sourcedir(os.path.join(ROOT, "include", "training"))[1]
+    assert json.loads(hps[0]["sagemaker_submit_directory"]) == f"{PREFIX}/code/{code_sha}/sourcedir.tar.gz"
+    assert params[0]["AlgorithmSpecification"]["TrainingImage"] == (
+        "141502667606.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    )
+    assert all(p["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 1800 for p in params)
+    assert {"Key": "team", "Value": "ml"} in params[0]["Tags"]
+
+    plan = result["plan"]
+    assert plan["fold_jobs_total"] == 20 * 3  # max_trials x folds
+    assert plan["max_concurrent_jobs"] == 4  # max_parallel_jobs caps 2 trials x 3 folds
+    assert plan["max_concurrent_instances"] == 4 * 2
+    assert plan["warm_pool"]["reusable"] is True and "1800 s" in plan["warm_pool"]["reason"]
+    manifest = json.load(open(folds))
+    local_dirs = {f[k] for f in manifest["folds"] for k in ("train_uri", "validation_uri")}
+    uploads = {u["local"]: u["uri"] for u in plan["uploads"] if u["kind"] == "channel"}
+    assert set(uploads) == local_dirs
+    channel_uris = {c["DataSource"]["S3DataSource"]["S3Uri"] for p in params for c in p["InputDataConfig"]}
+    assert channel_uris == set(uploads.values()) and all(u.startswith(f"{PREFIX}/data/") for u in channel_uris)
+    # nothing written either: no ledger, no job directory
+    assert not out.exists()
+
+
+def test_dry_run_errors_exit_2_naming_the_setting(folds, tmp_path):
+    settings = tmp_path / "bad.json"
+    settings.write_text(json.dumps({**SETTINGS, "rol_arn": "x"}))
+    bad = cvtune("tune", "--config", CONFIG, "--manifest", folds, "--backend", "sagemaker", "--backend-config",
+                 str(settings), "--dry-run", env=no_aws_env(tmp_path))
+    assert bad.returncode == 2 and "--backend-config.rol_arn" in bad.stderr and "did you mean 'role_arn'" in bad.stderr
+    local = cvtune("tune", "--config", CONFIG, "--manifest", folds, "--dry-run", "--out", str(tmp_path / "o"))
+    assert local.returncode == 2 and "--backend sagemaker" in local.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_warm_pool_plan_says_why_not(folds):
+    from cvtune.aws.config import SageMakerConfig
+    from cvtune.aws.dryrun import dry_run
+    from cvtune.config import load_config
+    from cvtune.folds import load_manifest
+
+    config, manifest = load_config(CONFIG, max_trials=2), load_manifest(folds)
+    cold = SageMakerConfig.from_options({**SETTINGS, "keep_alive_period_s": 0})
+    result = dry_run(config, manifest, cold, run_id="cold")
+    assert result["plan"]["warm_pool"] == {
+        "reusable": False, "reason": "keep_alive_period_s is 0: every fold job provisions new instances",
+    }
+    assert "KeepAlivePeriodInSeconds" not in result["requests"][0]["params"]["ResourceConfig"]
+    assert result["plan"]["fold_jobs_total"] == 6
+
+
+def test_operator_dry_run_returns_the_plan(airflow_db, tmp_path, monkeypatch):
+    root = tmp_path / "artifacts"
+    monkeypatch.setenv("AIRFLOW_CONN_CVTUNE_SM", json.dumps(
+        {"conn_type": "cvtune", "extra": {"backend": "sagemaker", "artifact_root": str(root), **SETTINGS}}
+    ))
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    dump = tmp_path / "plan.json"
+    dag_file = write_dag("sm_dry_run_dag.py", textwrap.dedent(f'''
+        import json
+        from datetime import datetime
+        from airflow.sdk import DAG, task
+        from cvtune.operators import CVTuningOperator, FoldSplitOperator
+
+        with DAG("sm_dry_run_dag", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+            split = FoldSplitOperator(task_id="split", data_uri={DATA!r}, target="target", folds=3, seed=1,
+                                      cvtune_conn_id="cvtune_sm")
+            tune = CVTuningOperator(task_id="tune", manifest_uri=split.output["manifest"], tuning_config={CONFIG!r},
+                                    max_trials=5, dry_run=True, cvtune_conn_id="cvtune_sm")
+
+            @task
+            def keep(plan):
+                open({str(dump)!r}, "w").write(json.dumps(plan))
+
+            keep(tune.output)
+    '''))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=dag_file)
+    assert bag.import_errors == {}, bag.import_errors
+    run = bag.get_dag("sm_dry_run_dag").test()
+    assert run.state == "success"
+    result = json.loads(dump.read_text())
+    assert len(result["requests"]) == 3 and result["plan"]["fold_jobs_total"] == 15
+    for request in result["requests"]:
+        check_request(request["params"])
+    assert result["requests"][0]["params"]["TrainingJobName"].endswith("-t0000-f0")
+    assert not (root / "runs").exists()  # no ledger: nothing was run
