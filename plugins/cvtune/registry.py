@@ -158,3 +158,14 @@ class LocalModelRegistry:
             return False
         os.close(fd)
         return True
+
+
+def open_registry(settings: Any, client: Any = None, s3_client: Any = None) -> Any:
+    """The registry of a connection: model package groups for backend ``sagemaker``, else local."""
+    if settings.backend == "sagemaker":
+        from cvtune.aws.config import SageMakerConfig
+        from cvtune.aws.registry import SageMakerModelRegistry
+
+        config = SageMakerConfig.from_options(settings.options, source=settings.source)
+        return SageMakerModelRegistry(config, client=client, s3_client=s3_client)
+    return LocalModelRegistry(settings.artifact_root)

@@ -2,7 +2,10 @@
 
 The final job uses the same script and backend as the fold jobs. Its channels are the
 manifest's full-train set and, when the manifest has one, the holdout set as channel ``test``,
-so the script's ``test:*`` metric lines are the holdout evaluation.
+so the script's ``test:*`` metric lines are the holdout evaluation — on SageMaker too, where the
+model never comes back to this machine: the metric definitions below turn those lines into
+``FinalMetricDataList`` entries. On SageMaker the final job is built from the same config as the
+fold jobs (same ``ResourceConfig`` and keep-alive), so it starts on the warm pool they leave.
 """
 
 from __future__ import annotations
@@ -84,5 +87,6 @@ def train_final(
         "hyperparameters": hyperparameters,
         "entry_point": entry_point,
         "billable_seconds": description.billable_seconds,
+        "warm_pool_status": description.warm_pool_status,
         "log_uri": description.log_uri,
     }

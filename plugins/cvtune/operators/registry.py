@@ -13,6 +13,8 @@ MINIMIZED = {"rmse", "mae", "logloss", "mse", "error"}
 class RegisterModelOperator(CvtuneBaseOperator):
     """Register the final model in a model package group (SageMaker model registry shape).
 
+    The registry follows the connection's backend: SageMaker model package groups for
+    ``sagemaker`` (see :mod:`cvtune.aws.registry`), versions on the artifact store otherwise.
     Approved automatically only when the holdout metric reaches ``approval_threshold`` and is
     not worse than the currently approved version; otherwise ``PendingManualApproval``.
     A retry of the task returns the version it registered before instead of adding another.
@@ -52,7 +54,7 @@ class RegisterModelOperator(CvtuneBaseOperator):
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune.best import ledger_uris
         from cvtune.errors import ConfigError
-        from cvtune.registry import LocalModelRegistry, decide_approval
+        from cvtune.registry import decide_approval, open_registry
 
         if not isinstance(self.model, dict) or "model_uri" not in self.model:
             raise ConfigError("model", "expected TrainModelOperator's output (a dict with model_uri)")
@@ -66,7 +68,7 @@ class RegisterModelOperator(CvtuneBaseOperator):
                 raise ConfigError("approval_threshold", f"expected a number, got {threshold!r}") from None
         metric = self.holdout_metric
         maximize = self.maximize if self.maximize is not None else metric not in MINIMIZED
-        registry = LocalModelRegistry(self.hook.artifact_root)
+        registry = open_registry(self.hook.settings)  # model package groups on SageMaker, files locally
         group = self.model_package_group
         champion = registry.approved(group)
         value = (self.model.get("holdout_metrics") or {}).get(metric)

@@ -59,6 +59,11 @@ class TrainModelOperator(CvtuneBaseOperator):
         dag_id, run_id, task_id, map_index = self.ids(context)
         job_name = self.job_name or derive_id(dag_id, run_id, task_id, map_index, prefix=f"{task_id}", limit=63)
         manifest = load_manifest(self.manifest_uri)
+        tags = {"cvtune:dag": dag_id[:128], "cvtune:task": task_id[:128]}
+        if best.get("run_id"):
+            # the tuning run's tag: lets the SageMaker backend see the final job take over a
+            # fold job's warm pool (it looks for reuse among the run's jobs)
+            tags["cvtune:run"] = str(best["run_id"])[:256]
         with self.hook.get_conn() as backend:
             result = train_final(
                 backend,
@@ -68,7 +73,7 @@ class TrainModelOperator(CvtuneBaseOperator):
                 job_name=job_name,
                 metric_definitions=best.get("metric_definitions"),
                 max_runtime_s=self.max_runtime_s,
-                tags={"cvtune:dag": dag_id[:128], "cvtune:task": task_id[:128]},
+                tags=tags,
                 poll_s=self.poll_interval,
             )
         result["cv"] = {k: best.get(k) for k in ("mean", "std", "fold_scores", "run_id", "trial", "objective")} if best else None

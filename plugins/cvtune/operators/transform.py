@@ -17,6 +17,17 @@ class BatchTransformOperator(CvtuneBaseOperator):
     :param output_uri: where the ``.out`` files go (default: next to the model's artifacts).
     :param header: the input files start with a header line (dropped before scoring).
     :param exclude_columns: columns removed by name before scoring (e.g. the target).
+    :param instance_type: SageMaker only: the transform instance type (default: the
+        connection's ``instance_type``).
+    :param instance_count: SageMaker only: transform instances.
+
+    :param deferrable: SageMaker only: free the worker slot while the transform job runs (the
+        triggerer polls it). Default: ``[operators] default_deferrable``. The local transform runs
+        in the worker and never defers.
+
+    On the ``sagemaker`` backend this is ``CreateModel`` + ``CreateTransformJob`` with the
+    training job's container (:mod:`cvtune.aws.transform`). ``max_records`` applies to the
+    local transform only.
     """
 
     template_fields: Sequence[str] = ("model", "input_uri", "output_uri", "exclude_columns", "cvtune_conn_id")
@@ -31,6 +42,10 @@ class BatchTransformOperator(CvtuneBaseOperator):
         header: bool = False,
         exclude_columns: list[str] | None = None,
         max_records: int = 1000,
+        instance_type: str | None = None,
+        instance_count: int = 1,
+        poll_interval: float = 30.0,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -40,6 +55,15 @@ class BatchTransformOperator(CvtuneBaseOperator):
         self.header = header
         self.exclude_columns = exclude_columns
         self.max_records = max_records
+        self.instance_type = instance_type
+        self.instance_count = instance_count
+        self.poll_interval = poll_interval
+        self._sagemaker_job = None
+        if deferrable is None:
+            from airflow.sdk import conf
+
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = bool(deferrable)
 
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune import store
@@ -53,14 +77,84 @@ class BatchTransformOperator(CvtuneBaseOperator):
         output = self.output_uri or store.join(
             self.hook.artifact_root, "predictions", dag_id, derive_id(dag_id, run_id, task_id, map_index, prefix=run_id)
         )
-        result = batch_transform(
-            entry_point=self.resolve_path(self.model["entry_point"]),
-            model_uri=self.model["model_uri"],
-            input_uri=self.input_uri,
-            output_uri=output,
-            header=self.header,
-            exclude_columns=list(self.exclude_columns or []),
-            max_records=self.max_records,
-        )
+        if self.hook.settings.backend == "sagemaker":
+            result = self.run_on_sagemaker(context, output)
+        else:
+            result = batch_transform(
+                entry_point=self.resolve_path(self.model["entry_point"]),
+                model_uri=self.model["model_uri"],
+                input_uri=self.input_uri,
+                output_uri=output,
+                header=self.header,
+                exclude_columns=list(self.exclude_columns or []),
+                max_records=self.max_records,
+            )
         self.log.info("batch transform: %d records in %d files → %s", result["records"], len(result["files"]), output)
         return {**result, "model_package_group": self.model.get("model_package_group"), "version": self.model.get("version")}
+
+    def run_on_sagemaker(self, context: Any, output: str) -> dict[str, Any]:
+        from cvtune.aws.config import SageMakerConfig
+        from cvtune.aws.final_training import container_for
+        from cvtune.aws.transform import SageMakerBatchTransform
+        from cvtune.naming import derive_id
+
+        settings = self.hook.settings
+        runner = SageMakerBatchTransform(
+            SageMakerConfig.from_options(settings.options, source=settings.source), poll_s=self.poll_interval
+        )
+        dag_id, run_id, task_id, map_index = self.ids(context)
+        job_name = derive_id(dag_id, run_id, task_id, map_index, prefix=task_id, limit=63)
+        self._sagemaker_job = (runner, job_name)
+        state = runner.launch(
+            container=container_for(runner.client, self.model),
+            input_uri=self.input_uri,
+            output_uri=output,
+            job_name=job_name,
+            header=self.header,
+            exclude_columns=list(self.exclude_columns or []),
+            instance_type=self.instance_type,
+            instance_count=self.instance_count,
+            tags={"cvtune:dag": dag_id[:128], "cvtune:task": task_id[:128]},
+        )
+        if self.deferrable:
+            job = runner.client.describe_transform_job(TransformJobName=job_name)
+            if job["TransformJobStatus"] not in ("Completed", "Failed", "Stopped"):
+                from cvtune.triggers.transform import TransformJobTrigger
+
+                self.defer(
+                    trigger=TransformJobTrigger(
+                        cvtune_conn_id=self.cvtune_conn_id, job_name=job_name, poll_interval=self.poll_interval
+                    ),
+                    method_name="execute_complete",
+                )
+            return runner.finish(state, job)
+        return runner.finish(state, runner.wait(job_name))
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Back from the triggerer: check the ended job's output like the worker would have."""
+        import time
+
+        from cvtune.aws.config import SageMakerConfig
+        from cvtune.aws.transform import SageMakerBatchTransform
+        from cvtune.errors import RunFailedError
+
+        if not event or event.get("status") == "error":
+            raise RunFailedError(f"waiting for the batch transform job failed: {(event or {}).get('message', event)}")
+        settings = self.hook.settings
+        runner = SageMakerBatchTransform(SageMakerConfig.from_options(settings.options, source=settings.source))
+        state = runner.load_state(event["job_name"])
+        job = {"TransformJobStatus": event["status"], "FailureReason": event.get("failure_reason")}
+        result = runner.finish(state, job)
+        self.log.info("batch transform: %d records in %d files → %s", result["records"], len(result["files"]), state["output_uri"])
+        return {
+            **result,
+            "model_package_group": self.model.get("model_package_group"),
+            "version": self.model.get("version"),
+            "elapsed_s": round(time.time() - state["started"], 3),  # launch to now, deferral included
+        }
+
+    def on_kill(self) -> None:
+        if self._sagemaker_job is not None:
+            runner, job_name = self._sagemaker_job
+            self.log.info("stopping batch transform job %s", job_name)
+            runner.stop(job_name)

@@ -57,11 +57,11 @@ class WarmStartTuningOperator(CVTuningOperator):
 
     def parent_uris(self) -> list[str]:
         from cvtune.best import ledger_uris
-        from cvtune.registry import LocalModelRegistry
+        from cvtune.registry import open_registry
 
         uris = ledger_uris(self.parents)
         if self.previous_from_group:
-            registry = LocalModelRegistry(self.hook.artifact_root)
+            registry = open_registry(self.hook.settings)  # model package groups on SageMaker
             previous = [v for v in registry.versions(self.previous_from_group) if (v.get("metadata") or {}).get("tuning_ledgers")]
             if previous:
                 latest = previous[-1]

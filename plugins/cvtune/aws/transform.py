@@ -1,0 +1,426 @@
+"""Batch transform on SageMaker: ``CreateModel`` + ``CreateTransformJob``, checked like the local one.
+
+The model is the training job's own container — image, ``model.tar.gz`` and the script-mode
+environment (``SAGEMAKER_PROGRAM`` / ``SAGEMAKER_SUBMIT_DIRECTORY`` = the ``sourcedir.tar.gz`` the
+training ran), so the framework container serves through the script's ``model_fn`` /
+``input_fn`` / ``predict_fn`` / ``output_fn``, exactly what the local transform calls.
+
+The job mirrors :func:`cvtune.transform.batch_transform`: ``SplitType=Line``, ``AssembleWith=Line``,
+``text/csv`` in and out, ``BatchStrategy=MultiRecord``; every input object ``x.csv`` yields
+``x.csv.out``, and afterwards the ``.out`` objects are read back and must hold one record per
+input record, per file. How the local options map:
+
+- ``exclude_columns`` → ``DataProcessing.InputFilter`` (a JSONPath over the CSV columns, e.g.
+  ``$[0:30]``; slice ends are exclusive), computed from the header of the input files;
+- ``header=True`` has no SageMaker counterpart (every line is a record), so the files are staged
+  without their first line under ``{s3_prefix}/transform-input/{job}/`` first — the data passes
+  through the worker once. Local input files are staged the same way (uploaded).
+- ``max_records`` does not map: SageMaker batches by size, ``MaxPayloadInMB`` (default 6).
+
+Names are deterministic: the model is named after a digest of its container (a retry, or the
+same model version transformed again, reuses it), the job after the task; a retried task finds
+its job (``ResourceInUse``) and re-attaches instead of starting another. Waiting polls
+``DescribeTransformJob`` in the worker, or in the triggerer
+(:class:`cvtune.triggers.transform.TransformJobTrigger`) when the operator defers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cvtune import store
+from cvtune.aws.staging import split_s3_uri
+from cvtune.errors import ConfigError, RunFailedError
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+CONTENT_TYPE = "text/csv"
+MAX_INPUT_FILTER = 63  # DataProcessing.InputFilter length limit
+
+
+def transform_instance_types() -> tuple[str, ...]:
+    """Instance types ``CreateTransformJob`` accepts, from botocore's service model."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.shape_for("TransformInstanceType")
+    return tuple(shape.enum)
+
+
+def model_name(container: dict[str, Any]) -> str:
+    """Deterministic and content-addressed: the same container always gets the same model."""
+    digest = hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+    return f"cvtune-model-{digest}"
+
+
+def input_filter(header: list[str], exclude: list[str]) -> str | None:
+    """The ``InputFilter`` keeping every column but ``exclude`` (by name), or None to keep all."""
+    missing = sorted(set(exclude) - set(header))
+    if missing:
+        raise ConfigError("exclude_columns", f"{missing} not in the header {header}")
+    keep = [i for i, name in enumerate(header) if name not in set(exclude)]
+    if not keep:
+        raise ConfigError("exclude_columns", "would exclude every column")
+    if len(keep) == len(header):
+        return None
+    runs: list[list[int]] = []
+    for i in keep:
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    parts = []
+    for start, end in runs:
+        if end - start == 1:
+            parts.append(str(start))
+        elif end == len(header):
+            parts.append(f"{start}:")  # open end: no doubt about slice semantics at the edge
+        else:
+            parts.append(f"{start}:{end}")
+    expression = f"$[{','.join(parts)}]"
+    if len(expression) > MAX_INPUT_FILTER:
+        raise ConfigError(
+            "exclude_columns", f"the InputFilter {expression} is longer than {MAX_INPUT_FILTER} characters",
+            "exclude fewer, adjacent columns, or write the scoring files without them",
+        )
+    return expression
+
+
+def model_request(config: Any, name: str, container: dict[str, Any], tags: dict[str, str] | None = None) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "ModelName": name,
+        "PrimaryContainer": {
+            "Image": container["Image"],
+            "ModelDataUrl": container["ModelDataUrl"],
+            "Environment": dict(container.get("Environment") or {}),
+        },
+        "ExecutionRoleArn": config.role_arn,
+        "EnableNetworkIsolation": config.enable_network_isolation,
+    }
+    if config.vpc_config:
+        request["VpcConfig"] = {"SecurityGroupIds": config.vpc_config["SecurityGroupIds"], "Subnets": config.vpc_config["Subnets"]}
+    tag_list = config.tag_list(tags)
+    if tag_list:
+        request["Tags"] = tag_list
+    return request
+
+
+def transform_request(
+    config: Any,
+    *,
+    job_name: str,
+    model: str,
+    input_prefix: str,
+    output_uri: str,
+    filter_expression: str | None = None,
+    instance_type: str | None = None,
+    instance_count: int = 1,
+    max_payload_mb: int = 6,
+    max_concurrent_transforms: int | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``CreateTransformJob`` request (pure: no client, so it can be shown in a dry run)."""
+    instance_type = instance_type or config.instance_type
+    if instance_type not in transform_instance_types():
+        raise ConfigError(
+            "instance_type", f"{instance_type!r} cannot run batch transform jobs", "pick a TransformInstanceType, e.g. ml.m5.large"
+        )
+    if not isinstance(instance_count, int) or instance_count < 1:
+        raise ConfigError("instance_count", f"must be a positive integer, got {instance_count!r}")
+    if not isinstance(max_payload_mb, int) or not 1 <= max_payload_mb <= 100:
+        raise ConfigError("max_payload_mb", f"must be an integer in 1..100, got {max_payload_mb!r}")
+    request: dict[str, Any] = {
+        "TransformJobName": job_name,
+        "ModelName": model,
+        "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": max_payload_mb,
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_prefix}},
+            "ContentType": CONTENT_TYPE,
+            "SplitType": "Line",
+        },
+        "TransformOutput": {"S3OutputPath": output_uri, "Accept": CONTENT_TYPE, "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": instance_type, "InstanceCount": instance_count},
+    }
+    if max_concurrent_transforms:
+        request["MaxConcurrentTransforms"] = max_concurrent_transforms
+    if config.output_kms_key_id:
+        request["TransformOutput"]["KmsKeyId"] = config.output_kms_key_id
+    if config.volume_kms_key_id:
+        request["TransformResources"]["VolumeKmsKeyId"] = config.volume_kms_key_id
+    if filter_expression:
+        request["DataProcessing"] = {"InputFilter": filter_expression, "JoinSource": "None"}
+    tag_list = config.tag_list(tags)
+    if tag_list:
+        request["Tags"] = tag_list
+    return request
+
+
+def _code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+def _records(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+class SageMakerBatchTransform:
+    """Runs one batch transform job and checks its output. Clients are injectable (tests)."""
+
+    def __init__(
+        self,
+        config: Any,
+        client: Any = None,
+        s3_client: Any = None,
+        *,
+        poll_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._s3 = s3_client
+        self.poll_s = poll_s
+        self.sleep = sleep
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.config.client("sagemaker")
+        return self._client
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = self.config.client("s3")
+        return self._s3
+
+    # -- S3 ---------------------------------------------------------------------------------
+    def _list(self, uri: str) -> list[str]:
+        """Object URIs under a prefix (or the object itself), hidden and ``.out`` objects excluded."""
+        bucket, key = split_s3_uri(uri)
+        single = bool(os.path.splitext(key)[1])
+        prefix = key if single or not key or key.endswith("/") else key + "/"
+        out = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents") or []:
+                name = item["Key"].rsplit("/", 1)[-1]
+                if single and item["Key"] != key:
+                    continue
+                if item["Key"].endswith("/") or name.startswith(".") or name.endswith(".out"):
+                    continue
+                out.append(f"s3://{bucket}/{item['Key']}")
+        return sorted(out)
+
+    def _read(self, uri: str) -> str:
+        bucket, key = split_s3_uri(uri)
+        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+
+    def _write(self, uri: str, text: str) -> None:
+        bucket, key = split_s3_uri(uri)
+        extra: dict[str, Any] = {}
+        if self.config.output_kms_key_id:
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.config.output_kms_key_id}
+        self.s3.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType=CONTENT_TYPE, **extra)
+
+    def prepare_input(
+        self, input_uri: str, job_name: str, header: bool, exclude_columns: list[str]
+    ) -> tuple[str, list[dict[str, Any]], str | None]:
+        """(S3 prefix to transform, [{input, key, records}], InputFilter).
+
+        Files are staged when they have a header (SageMaker would score it as a record) or are
+        local; otherwise the job reads ``input_uri`` where it is.
+        """
+        if exclude_columns and not header:
+            raise ConfigError("exclude_columns", "columns can only be excluded by name when the files have a header", "set header=True")
+        if store.is_local(input_uri):
+            if not store.exists(input_uri):
+                raise ConfigError("input_uri", f"{input_uri} does not exist")
+            path = store.local_path(input_uri)
+            files = [path] if os.path.isfile(path) else [
+                os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(".") and not n.endswith(".out")
+            ]
+            read, base = store.read_text, (path if os.path.isdir(path) else os.path.dirname(path))
+            single = False
+        else:
+            files = self._list(input_uri)
+            read = self._read
+            single = bool(os.path.splitext(split_s3_uri(input_uri)[1])[1])
+            base = input_uri.rsplit("/", 1)[0] if single else input_uri
+        if not files:
+            raise ConfigError("input_uri", f"{input_uri} holds no input files")
+        # A prefix is transformed in place; anything else is staged: a header (SageMaker would
+        # score it as a record), local files, and a single object (an S3Prefix would also
+        # match its siblings).
+        stage = header or store.is_local(input_uri) or single
+        staging = f"{self.config.s3_prefix}/transform-input/{job_name}"
+        entries, columns = [], None
+        for uri in files:
+            lines = _records(read(uri))
+            if header and lines:
+                names = [c.strip() for c in lines[0].split(",")]
+                if columns is None:
+                    columns = names
+                elif names != columns and exclude_columns:
+                    raise ConfigError("exclude_columns", f"{uri} has another header than the first file", "give all files one header")
+                lines = lines[1:]
+            relative = os.path.relpath(uri, base) if store.is_local(input_uri) else uri[len(base.rstrip("/")) + 1 :]
+            if stage:
+                self._write(f"{staging}/{relative}", "\n".join(lines) + ("\n" if lines else ""))
+            entries.append({"input": uri, "key": relative, "records": len(lines)})
+        if stage:
+            prefix = staging + "/"
+        else:
+            prefix = base.rstrip("/") + "/"
+        expression = input_filter(columns or [], exclude_columns) if exclude_columns else None
+        return prefix, entries, expression
+
+    # -- SageMaker -------------------------------------------------------------------------
+    def ensure_model(self, container: dict[str, Any], tags: dict[str, str] | None = None) -> str:
+        """Create the model unless a model of that (content-derived) name exists already."""
+        if self.config.enable_network_isolation:
+            raise ConfigError(
+                "enable_network_isolation",
+                "a network-isolated model cannot download sourcedir.tar.gz; cvtune does not repack the code into model.tar.gz yet",
+                "run the batch transform with enable_network_isolation false",
+            )
+        name = model_name(container)
+        try:
+            existing = self.client.describe_model(ModelName=name)
+        except Exception as exc:  # noqa: BLE001 - botocore ClientError
+            if _code(exc) != "ValidationException" or "could not find" not in str(exc).lower():
+                raise
+        else:
+            if existing["PrimaryContainer"].get("ModelDataUrl") != container["ModelDataUrl"]:
+                raise RunFailedError(f"model {name} exists with other model data; refusing to reuse it")
+            return name
+        try:
+            self.client.create_model(**model_request(self.config, name, container, tags))
+        except Exception as exc:  # noqa: BLE001
+            if "already exist" not in str(exc).lower():
+                raise
+        return name
+
+    def start(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Create the job, or re-attach to the one an earlier attempt of the task created."""
+        name = request["TransformJobName"]
+        try:
+            self.client.create_transform_job(**request)
+        except Exception as exc:  # noqa: BLE001
+            message = str(exc).lower()
+            if _code(exc) != "ResourceInUse" and "already exist" not in message and "must be unique" not in message:
+                raise
+            job = self.client.describe_transform_job(TransformJobName=name)
+            same = (
+                job["ModelName"] == request["ModelName"]
+                and job["TransformInput"]["DataSource"] == request["TransformInput"]["DataSource"]
+                and job["TransformOutput"]["S3OutputPath"] == request["TransformOutput"]["S3OutputPath"]
+            )
+            if not same:
+                raise RunFailedError(f"transform job name {name} is taken by another job; refusing to reuse it") from None
+            return {"reattached": True, "status": job["TransformJobStatus"]}
+        return {"reattached": False, "status": "InProgress"}
+
+    def stop(self, job_name: str) -> None:
+        """Ask the job to stop (the task was killed); a job that already ended is left alone."""
+        try:
+            self.client.stop_transform_job(TransformJobName=job_name)
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) != "ValidationException":
+                raise
+
+    def wait(self, job_name: str) -> dict[str, Any]:
+        while True:
+            job = self.client.describe_transform_job(TransformJobName=job_name)
+            if job["TransformJobStatus"] in TERMINAL:
+                return job
+            self.sleep(self.poll_s)
+
+    def check_outputs(self, output_uri: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One ``.out`` per input with exactly as many records: what the local transform checks."""
+        files = []
+        for entry in entries:
+            out = f"{output_uri.rstrip('/')}/{entry['key']}.out"
+            try:
+                produced = len(_records(self._read(out)))
+            except Exception as exc:  # noqa: BLE001
+                if _code(exc) not in ("NoSuchKey", "404"):
+                    raise
+                raise RunFailedError(f"batch transform of {entry['input']}: no output {out}") from None
+            if produced != entry["records"]:
+                raise RunFailedError(
+                    f"batch transform of {entry['input']}: {entry['records']} input records but {produced} output records"
+                )
+            files.append({"input": entry["input"], "output": out, "records": entry["records"]})
+        return files
+
+    def launch(
+        self,
+        *,
+        container: dict[str, Any],
+        input_uri: str,
+        output_uri: str,
+        job_name: str,
+        header: bool = False,
+        exclude_columns: list[str] | None = None,
+        instance_type: str | None = None,
+        instance_count: int = 1,
+        max_payload_mb: int = 6,
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Stage the input, create (or find) the model and start (or re-attach to) the job.
+
+        Returns the JSON-able state :meth:`finish` needs — what a deferred task carries over.
+        """
+        if not output_uri.startswith("s3://"):
+            raise ConfigError("output_uri", f"{output_uri!r} is not on S3", "the sagemaker backend writes predictions to s3://")
+        started = time.time()
+        prefix, entries, expression = self.prepare_input(input_uri, job_name, header, list(exclude_columns or []))
+        name = self.ensure_model(container, tags)
+        request = transform_request(
+            self.config, job_name=job_name, model=name, input_prefix=prefix, output_uri=output_uri,
+            filter_expression=expression, instance_type=instance_type, instance_count=instance_count,
+            max_payload_mb=max_payload_mb, tags=tags,
+        )
+        launched = self.start(request)
+        state = {
+            "job_name": job_name, "model_name": name, "output_uri": output_uri, "entries": entries,
+            "input_filter": expression, "reattached": launched["reattached"], "started": started,
+        }
+        # a deferred task resumes from this, not from its trigger's kwargs (ids only)
+        self._write(self._state_uri(job_name), json.dumps(state))
+        return state
+
+    def _state_uri(self, job_name: str) -> str:
+        return f"{self.config.s3_prefix}/transform-state/{job_name}.json"
+
+    def load_state(self, job_name: str) -> dict[str, Any]:
+        """What :meth:`launch` recorded for ``job_name``."""
+        return json.loads(self._read(self._state_uri(job_name)))
+
+    def finish(self, state: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+        """The ended job's result in the local transform's shape, after the row-count check."""
+        if job["TransformJobStatus"] != "Completed":
+            raise RunFailedError(
+                f"batch transform job {state['job_name']} {job['TransformJobStatus']}: "
+                f"{job.get('FailureReason') or 'no reason given'}"
+            )
+        files = self.check_outputs(state["output_uri"], state["entries"])
+        return {
+            "output_uri": state["output_uri"],
+            "files": files,
+            "records": sum(f["records"] for f in files),
+            "seconds": round(time.time() - state["started"], 3),
+            "transform_job": state["job_name"],
+            "model_name": state["model_name"],
+            "reattached": state["reattached"],
+            "input_filter": state["input_filter"],
+        }
+
+    def run(self, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`launch`, poll until the job ends, :meth:`finish` (arguments: those of launch)."""
+        state = self.launch(**kwargs)
+        return self.finish(state, self.wait(state["job_name"]))

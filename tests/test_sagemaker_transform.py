@@ -1,0 +1,513 @@
+"""Batch transform on SageMaker: exact CreateModel / CreateTransformJob requests (Stubber, checked
+against botocore's model of the API), the job lifecycle, re-attach on retry, and the row-count
+check against the ``.out`` objects in S3 (moto)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+BUCKET = "cvtune-test"
+PREFIX = f"s3://{BUCKET}/cv"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+MODEL_DATA = f"{PREFIX}/jobs/train-final-1/output/model.tar.gz"
+CODE = f"{PREFIX}/code/abc123/sourcedir.tar.gz"
+MODEL_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model/cvtune-model"
+JOB_ARN = "arn:aws:sagemaker:us-east-1:123456789012:transform-job/bt"
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+CONTAINER = {
+    "Image": IMAGE,
+    "ModelDataUrl": MODEL_DATA,
+    "Environment": {
+        "SAGEMAKER_PROGRAM": "train.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": CODE,
+        "SAGEMAKER_REGION": "us-east-1",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+    },
+}
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """Dummy credentials, moto S3 with one bucket, and a real sagemaker client to stub."""
+    import boto3
+    from moto import mock_aws
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3, boto3.client("sagemaker", region_name="us-east-1")
+
+
+def make_config(**options):
+    from cvtune.aws.config import SageMakerConfig
+
+    return SageMakerConfig.from_options(
+        {"role_arn": ROLE, "s3_prefix": PREFIX, "region_name": "us-east-1", **options}, source="test"
+    )
+
+
+def put(s3, key: str, text: str) -> None:
+    s3.put_object(Bucket=BUCKET, Key=key, Body=text.encode())
+
+
+def read(s3, key: str) -> str:
+    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+
+
+def transform_description(name: str, status: str, request: dict, reason: str | None = None) -> dict:
+    out = {
+        "TransformJobName": name,
+        "TransformJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:transform-job/{name}",
+        "TransformJobStatus": status,
+        "ModelName": request["ModelName"],
+        "TransformInput": request["TransformInput"],
+        "TransformOutput": request["TransformOutput"],
+        "TransformResources": request["TransformResources"],
+        "CreationTime": NOW,
+    }
+    if reason:
+        out["FailureReason"] = reason
+    return out
+
+
+def not_found(stubber, operation: str, message: str, params: dict) -> None:
+    stubber.add_client_error(operation, service_error_code="ValidationException", service_message=message,
+                             http_status_code=400, expected_params=params)
+
+
+def expected_requests(job: str, input_prefix: str, output: str, input_filter: str | None):
+    from cvtune.aws.transform import model_name
+
+    model = model_name(CONTAINER)
+    create_model = {
+        "ModelName": model,
+        "PrimaryContainer": CONTAINER,
+        "ExecutionRoleArn": ROLE,
+        "EnableNetworkIsolation": False,
+        "Tags": [{"Key": "cvtune:dag", "Value": "d"}],
+    }
+    create_job = {
+        "TransformJobName": job,
+        "ModelName": model,
+        "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": 6,
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": input_prefix}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {"S3OutputPath": output, "Accept": "text/csv", "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        "Tags": [{"Key": "cvtune:dag", "Value": "d"}],
+    }
+    if input_filter:
+        create_job["DataProcessing"] = {"InputFilter": input_filter, "JoinSource": "None"}
+    return model, create_model, create_job
+
+
+def test_transform_lifecycle_with_header_and_excluded_column(aws):
+    """Header files are staged without the header, the target column is filtered out by an
+    InputFilter, the job goes InProgress → Completed, and every .out is counted."""
+    from botocore.stub import Stubber
+
+    from cvtune.aws.transform import SageMakerBatchTransform
+
+    s3, client = aws
+    put(s3, "cv/scoring/a.csv", "x,y,target\n1,2,0\n3,4,1\n5,6,1\n")
+    put(s3, "cv/scoring/b.csv", "x,y,target\n7,8,0\n")
+    job, output = "batch-transform-1a2b", f"{PREFIX}/predictions/run-1"
+    staged = f"{PREFIX}/transform-input/{job}/"
+    model, create_model, create_job = expected_requests(job, staged, output, "$[0:2]")
+    stubber = Stubber(client)
+    not_found(stubber, "describe_model", f'Could not find model "{model}".', {"ModelName": model})
+    stubber.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:us-east-1:123456789012:model/{model}"}, create_model)
+    stubber.add_response("create_transform_job", {"TransformJobArn": JOB_ARN}, create_job)
+    stubber.add_response("describe_transform_job", transform_description(job, "InProgress", create_job),
+                         {"TransformJobName": job})
+    stubber.add_response("describe_transform_job", transform_description(job, "Completed", create_job),
+                         {"TransformJobName": job})
+    sleeps = []
+
+    def job_runs(seconds):  # while "running", the job writes what SageMaker would
+        sleeps.append(seconds)
+        put(s3, "cv/predictions/run-1/a.csv.out", "0.1\n0.9\n0.8\n")
+        put(s3, "cv/predictions/run-1/b.csv.out", "0.2\n")
+
+    runner = SageMakerBatchTransform(make_config(), client, s3, poll_s=7, sleep=job_runs)
+    with stubber:
+        result = runner.run(container=CONTAINER, input_uri=f"{PREFIX}/scoring", output_uri=output, job_name=job,
+                            header=True, exclude_columns=["target"], tags={"cvtune:dag": "d"})
+        stubber.assert_no_pending_responses()
+    assert sleeps == [7]
+    assert result["records"] == 4 and result["input_filter"] == "$[0:2]" and not result["reattached"]
+    assert [(f["input"], f["output"], f["records"]) for f in result["files"]] == [
+        (f"{PREFIX}/scoring/a.csv", f"{output}/a.csv.out", 3),
+        (f"{PREFIX}/scoring/b.csv", f"{output}/b.csv.out", 1),
+    ]
+    # SageMaker sees no header: every staged line is a record
+    assert read(s3, f"cv/transform-input/{job}/a.csv") == "1,2,0\n3,4,1\n5,6,1\n"
+    assert read(s3, f"cv/transform-input/{job}/b.csv") == "7,8,0\n"
+    # what a deferred task resumes from
+    assert runner.load_state(job)["entries"] == [{"input": f"{PREFIX}/scoring/a.csv", "key": "a.csv", "records": 3},
+                                                 {"input": f"{PREFIX}/scoring/b.csv", "key": "b.csv", "records": 1}]
+
+
+def test_prefix_without_header_is_transformed_in_place_and_counts_are_checked(aws):
+    from botocore.stub import Stubber
+
+    from cvtune.aws.transform import SageMakerBatchTransform
+    from cvtune.errors import RunFailedError
+
+    s3, client = aws
+    put(s3, "cv/plain/a.csv", "1,2\n3,4\n5,6\n")
+    job, output = "bt-2", f"{PREFIX}/out2"
+    model, _create_model, create_job = expected_requests(job, f"{PREFIX}/plain/", output, None)
+    del create_job["Tags"]
+    stubber = Stubber(client)
+    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
+                                            "PrimaryContainer": CONTAINER}, {"ModelName": model})
+    stubber.add_response("create_transform_job", {"TransformJobArn": JOB_ARN}, create_job)
+    stubber.add_response("describe_transform_job", transform_description(job, "Completed", create_job),
+                         {"TransformJobName": job})
+    put(s3, "cv/out2/a.csv.out", "0.1\n0.2\n")  # one record short
+    runner = SageMakerBatchTransform(make_config(), client, s3, sleep=lambda s: pytest.fail("must not wait"))
+    with stubber, pytest.raises(RunFailedError, match="3 input records but 2 output records"):
+        runner.run(container=CONTAINER, input_uri=f"{PREFIX}/plain", output_uri=output, job_name=job)
+    stubber.assert_no_pending_responses()
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="cv/transform-input/")  # nothing staged
+
+
+def test_failed_job_raises_its_reason(aws):
+    from botocore.stub import Stubber
+
+    from cvtune.aws.transform import SageMakerBatchTransform
+    from cvtune.errors import RunFailedError
+
+    s3, client = aws
+    put(s3, "cv/plain/a.csv", "1,2\n")
+    job, output = "bt-3", f"{PREFIX}/out3"
+    model, _cm, create_job = expected_requests(job, f"{PREFIX}/plain/", output, None)
+    del create_job["Tags"]
+    stubber = Stubber(client)
+    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
+                                            "PrimaryContainer": CONTAINER}, {"ModelName": model})
+    stubber.add_response("create_transform_job", {"TransformJobArn": JOB_ARN}, create_job)
+    reason = "ClientError: See job logs for more information"
+    stubber.add_response("describe_transform_job", transform_description(job, "Failed", create_job, reason),
+                         {"TransformJobName": job})
+    runner = SageMakerBatchTransform(make_config(), client, s3, sleep=lambda s: None)
+    with stubber, pytest.raises(RunFailedError, match=f"bt-3 Failed: {reason}"):
+        runner.run(container=CONTAINER, input_uri=f"{PREFIX}/plain", output_uri=output, job_name=job)
+
+
+def test_retry_reattaches_to_its_job_and_refuses_a_foreign_one(aws):
+    """Attempt 2 of the task: the model exists (same data) and CreateTransformJob says the name
+    is in use — the job is described and followed, not created again."""
+    from botocore.stub import Stubber
+
+    from cvtune.aws.transform import SageMakerBatchTransform
+    from cvtune.errors import RunFailedError
+
+    s3, client = aws
+    put(s3, "cv/plain/a.csv", "1,2\n3,4\n")
+    put(s3, "cv/out4/a.csv.out", "0.5\n0.6\n")
+    job, output = "bt-4", f"{PREFIX}/out4"
+    model, _cm, create_job = expected_requests(job, f"{PREFIX}/plain/", output, None)
+    del create_job["Tags"]
+    stubber = Stubber(client)
+    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
+                                            "PrimaryContainer": CONTAINER}, {"ModelName": model})
+    stubber.add_client_error("create_transform_job", service_error_code="ResourceInUse", http_status_code=400,
+                             service_message=f"Job {job} already exists", expected_params=create_job)
+    stubber.add_response("describe_transform_job", transform_description(job, "Completed", create_job),
+                         {"TransformJobName": job})
+    stubber.add_response("describe_transform_job", transform_description(job, "Completed", create_job),
+                         {"TransformJobName": job})
+    runner = SageMakerBatchTransform(make_config(), client, s3, sleep=lambda s: pytest.fail("must not wait"))
+    with stubber:
+        result = runner.run(container=CONTAINER, input_uri=f"{PREFIX}/plain", output_uri=output, job_name=job)
+        stubber.assert_no_pending_responses()
+    assert result["reattached"] and result["records"] == 2
+
+    foreign = dict(create_job, ModelName="someone-elses-model")
+    stubber = Stubber(client)
+    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
+                                            "PrimaryContainer": CONTAINER}, {"ModelName": model})
+    stubber.add_client_error("create_transform_job", service_error_code="ResourceInUse", http_status_code=400,
+                             service_message=f"Job {job} already exists", expected_params=create_job)
+    stubber.add_response("describe_transform_job", transform_description(job, "InProgress", foreign),
+                         {"TransformJobName": job})
+    with stubber, pytest.raises(RunFailedError, match="taken by another job"):
+        runner.run(container=CONTAINER, input_uri=f"{PREFIX}/plain", output_uri=output, job_name=job)
+
+
+def test_model_name_clash_with_other_data_is_refused(aws):
+    from botocore.stub import Stubber
+
+    from cvtune.aws.transform import SageMakerBatchTransform, model_name
+    from cvtune.errors import RunFailedError
+
+    s3, client = aws
+    stubber = Stubber(client)
+    other = dict(CONTAINER, ModelDataUrl=f"{PREFIX}/other/model.tar.gz")
+    stubber.add_response("describe_model", {"ModelName": model_name(CONTAINER), "CreationTime": NOW, "ModelArn": MODEL_ARN,
+                                            "PrimaryContainer": other}, {"ModelName": model_name(CONTAINER)})
+    with stubber, pytest.raises(RunFailedError, match="other model data"):
+        SageMakerBatchTransform(make_config(), client, s3).ensure_model(CONTAINER)
+
+
+def test_local_input_file_is_uploaded_and_vpc_kms_map_into_the_requests(aws, tmp_path):
+    from cvtune.aws.requests import validate
+    from cvtune.aws.transform import SageMakerBatchTransform, model_request, transform_request
+
+    s3, client = aws
+    config = make_config(
+        vpc_config={"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]},
+        output_kms_key_id="arn:aws:kms:us-east-1:123456789012:key/out", volume_kms_key_id="alias/vol",
+    )
+    data = tmp_path / "score.csv"
+    data.write_text("a,b\n1,2\n\n3,4\n")
+    runner = SageMakerBatchTransform(config, client, s3)
+    prefix, entries, expression = runner.prepare_input(str(data), "bt-5", header=True, exclude_columns=[])
+    assert prefix == f"{PREFIX}/transform-input/bt-5/" and expression is None
+    assert entries == [{"input": str(data), "key": "score.csv", "records": 2}]
+    assert read(s3, "cv/transform-input/bt-5/score.csv") == "1,2\n3,4\n"
+    assert s3.head_object(Bucket=BUCKET, Key="cv/transform-input/bt-5/score.csv")["ServerSideEncryption"] == "aws:kms"
+
+    model = model_request(config, "m", CONTAINER)
+    assert model["VpcConfig"] == {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]}
+    job = transform_request(config, job_name="bt-5", model="m", input_prefix=prefix, output_uri=f"{PREFIX}/o",
+                            instance_type="ml.c5.xlarge", instance_count=2, max_payload_mb=10)
+    assert job["TransformOutput"]["KmsKeyId"] == "arn:aws:kms:us-east-1:123456789012:key/out"
+    assert job["TransformResources"] == {"InstanceType": "ml.c5.xlarge", "InstanceCount": 2, "VolumeKmsKeyId": "alias/vol"}
+    validate("CreateModel", model)
+    validate("CreateTransformJob", job)
+
+
+def test_bad_inputs_fail_before_anything_is_created(aws, tmp_path):
+    from cvtune.aws.transform import SageMakerBatchTransform, input_filter, transform_request
+    from cvtune.errors import ConfigError
+
+    s3, client = aws  # an unstubbed client: any SageMaker call would go to moto and be noticed below
+    runner = SageMakerBatchTransform(make_config(), client, s3)
+    with pytest.raises(ConfigError, match="exclude_columns.*header"):
+        runner.run(container=CONTAINER, input_uri=f"{PREFIX}/x", output_uri=f"{PREFIX}/o", job_name="j",
+                   exclude_columns=["target"])
+    with pytest.raises(ConfigError, match="output_uri"):
+        runner.run(container=CONTAINER, input_uri=str(tmp_path), output_uri=str(tmp_path / "o"), job_name="j")
+    with pytest.raises(ConfigError, match="holds no input files"):
+        runner.run(container=CONTAINER, input_uri=f"{PREFIX}/empty", output_uri=f"{PREFIX}/o", job_name="j")
+    with pytest.raises(ConfigError, match="instance_type"):
+        transform_request(make_config(), job_name="j", model="m", input_prefix="s3://b/p/", output_uri="s3://b/o",
+                          instance_type="ml.t3.medium")
+    with pytest.raises(ConfigError, match="enable_network_isolation"):
+        SageMakerBatchTransform(make_config(enable_network_isolation=True), client, s3).ensure_model(CONTAINER)
+    # InputFilter: runs of kept columns, an open end at the last column, JSONPath slice ends exclusive
+    header = ["id", "a", "b", "c", "target"]
+    assert input_filter(header, ["target"]) == "$[0:4]"
+    assert input_filter(header, ["id"]) == "$[1:]"
+    assert input_filter(header, ["id", "b"]) == "$[1,3:]"
+    assert input_filter(header, []) is None
+    with pytest.raises(ConfigError, match="not in the header"):
+        input_filter(header, ["nope"])
+    wide = [f"c{i}" for i in range(60)]
+    with pytest.raises(ConfigError, match="longer than 63"):
+        input_filter(wide, wide[1::2])
+    assert client.list_models()["Models"] == []  # nothing reached SageMaker (moto)
+
+
+def test_container_is_read_back_from_the_training_job(aws):
+    from botocore.stub import Stubber
+
+    from cvtune.aws.final_training import container_for, training_job_container
+    from cvtune.errors import ConfigError
+
+    _s3, client = aws
+    job = {
+        "TrainingJobName": "train-final-1",
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/train-final-1",
+        "ModelArtifacts": {"S3ModelArtifacts": MODEL_DATA},
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "CreationTime": NOW,
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "HyperParameters": {
+            "eta": "0.1",
+            "sagemaker_program": json.dumps("train.py"),
+            "sagemaker_submit_directory": json.dumps(CODE),
+            "sagemaker_region": json.dumps("us-east-1"),
+        },
+    }
+    stubber = Stubber(client)
+    stubber.add_response("describe_training_job", job, {"TrainingJobName": "train-final-1"})
+    stubber.add_response("describe_training_job", dict(job, HyperParameters={"eta": "0.1"}),
+                         {"TrainingJobName": "train-final-1"})
+    stubber.add_response("describe_training_job", dict(job, TrainingJobStatus="Failed"),
+                         {"TrainingJobName": "train-final-1"})
+    with stubber:
+        assert container_for(client, {"job_name": "train-final-1", "model_package_arn": "local:x"}) == CONTAINER
+        with pytest.raises(ConfigError, match="not a script-mode job"):
+            training_job_container(client, "train-final-1")
+        with pytest.raises(ConfigError, match="Failed, not Completed"):
+            training_job_container(client, "train-final-1")
+    with pytest.raises(ConfigError, match="neither"):
+        container_for(client, {"model_uri": MODEL_DATA})
+
+
+def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, aws, monkeypatch):
+    """RegisterModelOperator and BatchTransformOperator, run by Airflow (dag.test()) with a
+    ``cvtune`` connection naming the sagemaker backend: the version goes to the model package
+    group (moto), the transform runs the version's container (stubbed job) and defers to the
+    triggerer while the job runs, XComs keep their shape."""
+    import textwrap
+
+    from botocore.stub import Stubber
+
+    from cvtune.aws.config import SageMakerConfig
+    from cvtune.aws.transform import model_name
+    from cvtune.triggers.transform import TransformJobTrigger
+    from tests.conftest import write_dag
+    from tests.test_operators import load_dag
+    from tests.test_sagemaker_registry import Routed, training_job
+
+    s3, moto_sagemaker = aws
+    import boto3
+
+    stubbed = boto3.client("sagemaker", region_name="us-east-1")
+    stubber = Stubber(stubbed)
+    job = "train-final-1"
+    stubber.add_response("describe_training_job", dict(training_job(job), ModelArtifacts={"S3ModelArtifacts": MODEL_DATA}),
+                         {"TrainingJobName": job})
+    model = model_name(CONTAINER)
+    not_found(stubber, "describe_model", f'Could not find model "{model}".', {"ModelName": model})
+    stubber.add_response("create_model", {"ModelArn": MODEL_ARN}, None)
+    stubber.add_response("create_transform_job", {"TransformJobArn": JOB_ARN}, None)
+    created = []
+    stubbed.meta.events.register("provide-client-params.sagemaker.*", lambda params, model, **_: created.append((model.name, params)))
+    transform_ops = {"describe_training_job", "describe_model", "create_model", "create_transform_job"}
+
+    class Clients(Routed):
+        def __getattr__(self, name):
+            return getattr(self._stubbed if name in transform_ops else self._moto, name)
+
+        def describe_transform_job(self, TransformJobName):  # noqa: N803 - boto3's keyword
+            # answers for whatever job the operator named (its name derives from the run id):
+            # running when the task looks right after launching, ended when the trigger looks
+            request = next(p for name, p in created if name == "CreateTransformJob")
+            assert TransformJobName == request["TransformJobName"]
+            described.append(TransformJobName)
+            return transform_description(TransformJobName, "InProgress" if len(described) == 1 else "Completed", request)
+
+    sagemaker = Clients(moto_sagemaker, stubbed)
+    described, trigger_clients = [], []
+
+    def trigger_client(self):
+        trigger_clients.append(self.serialize())
+        return sagemaker
+
+    monkeypatch.setattr(TransformJobTrigger, "make_client", trigger_client)
+    monkeypatch.setattr(SageMakerConfig, "client", lambda self, service="sagemaker": sagemaker if service == "sagemaker" else s3)
+    monkeypatch.setenv("AIRFLOW_CONN_CVTUNE_DEFAULT", json.dumps({"conn_type": "cvtune", "extra": {
+        "backend": "sagemaker", "role_arn": ROLE, "s3_prefix": PREFIX, "region_name": "us-east-1"}}))
+    put(s3, "cv/scoring/a.csv", "x,y,target\n1,2,0\n3,4,1\n5,6,1\n")
+    put(s3, "cv/predictions/a.csv.out", "0.1\n0.9\n0.8\n")  # what the (stubbed) job leaves behind
+    trained = {"model_uri": MODEL_DATA, "job_name": job, "entry_point": "/x/train.py", "hyperparameters": {"eta": 0.1},
+               "holdout_metrics": {"auc": 0.97}, "cv": {"mean": 0.99, "std": 0.01}, "manifest_fingerprint": "fp"}
+    dag_file = write_dag("sagemaker_ops_dag.py", textwrap.dedent(f'''
+        from datetime import datetime
+        from airflow.sdk import DAG
+        from cvtune.operators import BatchTransformOperator, RegisterModelOperator
+
+        with DAG("sagemaker_ops_dag", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+            register = RegisterModelOperator(task_id="register", model={trained!r}, model_package_group="grp",
+                                             approval_threshold=0.95)
+            BatchTransformOperator(task_id="batch_transform", model=register.output, input_uri="{PREFIX}/scoring",
+                                   output_uri="{PREFIX}/predictions", header=True, exclude_columns=["target"],
+                                   poll_interval=0, deferrable=True)
+    '''))
+
+    with stubber:
+        run = load_dag(dag_file, "sagemaker_ops_dag").test()
+    assert run.state == "success"
+    stubber.assert_no_pending_responses()
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    version = tis["register"].xcom_pull(task_ids="register")
+    assert version["version"] == 1 and version["approval_status"] == "Approved"
+    assert version["model_package_arn"].startswith("arn:aws:sagemaker:us-east-1:123456789012:model-package/grp")
+    assert set(version) >= {"model_package_group", "model_uri", "entry_point", "hyperparameters", "holdout_metrics"}
+    result = tis["batch_transform"].xcom_pull(task_ids="batch_transform")
+    assert result["records"] == 3 and result["version"] == 1 and result["input_filter"] == "$[0:2]"
+    assert result["files"] == [{"input": f"{PREFIX}/scoring/a.csv", "output": f"{PREFIX}/predictions/a.csv.out", "records": 3}]
+    # deferred: the task saw the job running, the trigger saw it end
+    assert len(described) == 2 and len(trigger_clients) == 1
+    assert trigger_clients[0] == ("cvtune.triggers.transform.TransformJobTrigger",
+                                  {"cvtune_conn_id": "cvtune_default", "job_name": described[0], "poll_interval": 0.0})
+    create_model = next(p for name, p in created if name == "CreateModel")
+    assert create_model["PrimaryContainer"] == CONTAINER  # the version's container: the training job's code
+    packages = moto_sagemaker.list_model_packages(ModelPackageGroupName="grp")["ModelPackageSummaryList"]
+    assert len(packages) == 1
+
+
+def test_stop_asks_sagemaker_and_tolerates_an_ended_job(aws):
+    from botocore.stub import Stubber
+
+    from cvtune.aws.transform import SageMakerBatchTransform
+
+    s3, client = aws
+    stubber = Stubber(client)
+    stubber.add_response("stop_transform_job", {}, {"TransformJobName": "bt-6"})
+    stubber.add_client_error("stop_transform_job", service_error_code="ValidationException", http_status_code=400,
+                             service_message="The job bt-6 is not in progress", expected_params={"TransformJobName": "bt-6"})
+    stubber.add_client_error("stop_transform_job", service_error_code="ThrottlingException", http_status_code=400,
+                             expected_params={"TransformJobName": "bt-6"})
+    runner = SageMakerBatchTransform(make_config(), client, s3)
+    with stubber:
+        runner.stop("bt-6")
+        runner.stop("bt-6")
+        with pytest.raises(Exception, match="ThrottlingException"):
+            runner.stop("bt-6")
+
+
+def test_transform_trigger_serializes_and_fires_when_the_job_ends(aws, monkeypatch):
+    import asyncio
+    import importlib
+
+    from botocore.stub import Stubber
+
+    from cvtune.triggers.transform import TransformJobTrigger
+
+    _s3, client = aws
+    trigger = TransformJobTrigger(cvtune_conn_id="conn", job_name="bt-7", poll_interval=0)
+    path, kwargs = trigger.serialize()
+    module, name = path.rsplit(".", 1)
+    again = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert again.serialize() == (path, kwargs)
+
+    _m, _cm, request = expected_requests("bt-7", f"{PREFIX}/plain/", f"{PREFIX}/o", None)
+    stubber = Stubber(client)
+    for status in ("InProgress", "InProgress", "Failed"):
+        stubber.add_response("describe_transform_job",
+                             transform_description("bt-7", status, request, "boom" if status == "Failed" else None),
+                             {"TransformJobName": "bt-7"})
+    stubber.add_client_error("describe_transform_job", service_error_code="ValidationException", http_status_code=400,
+                             service_message="Could not find job", expected_params={"TransformJobName": "bt-7"})
+    monkeypatch.setattr(TransformJobTrigger, "make_client", lambda self: client)
+
+    async def events():
+        return [event async for event in trigger.run()]
+
+    with stubber:
+        assert [e.payload for e in asyncio.run(events())] == [
+            {"status": "Failed", "job_name": "bt-7", "failure_reason": "boom"}]
+        error = asyncio.run(events())
+    assert error[0].payload["status"] == "error" and "Could not find job" in error[0].payload["message"]
