@@ -220,7 +220,9 @@ class RunLedger:
             "warm_pool_reused": sum(
                 1 for t in self.trials for j in t["fold_jobs"] if j.get("warm_pool_status") == "Reused"
             ),
-            "elapsed_s": round(self.data.get("elapsed_s", 0.0), 3),
+            # wall time: time spent driving the run plus time it waited between drivers (deferred)
+            "elapsed_s": round(self.data.get("elapsed_s", 0.0) + self.data.get("deferred_s", 0.0), 3),
+            **({"deferrals": self.data["deferrals"]} if "deferrals" in self.data else {}),
         }
 
     def rows(self) -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "operators": [{"integration-name": "cvtune", "python-modules": ["cvtune.operators"]}],
+        "sensors": [{"integration-name": "cvtune", "python-modules": ["cvtune.sensors.tuning"]}],
         "hooks": [{"integration-name": "cvtune", "python-modules": ["cvtune.hooks.cvtune"]}],
+        "triggers": [{"integration-name": "cvtune", "python-modules": ["cvtune.triggers.tuning", "cvtune.triggers.transform"]}],
         "connection-types": [{"connection-type": "cvtune", "hook-class-name": "cvtune.hooks.cvtune.CvtuneHook", "hook-name": "cvtune (cross-validated tuning)"}],
     }

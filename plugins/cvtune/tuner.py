@@ -47,6 +47,18 @@ def ledger_uri(artifact_root: str, run_id: str) -> str:
     return store.join(artifact_root, "runs", run_id, "ledger.json")
 
 
+def artifact_root_of(uri: str, run_id: str) -> str:
+    """The artifact root a run's ledger lives under (inverse of :func:`ledger_uri`)."""
+    suffix = f"/runs/{run_id}/ledger.json"
+    if uri.endswith(suffix) and ledger_uri(uri[: -len(suffix)], run_id) == uri:
+        return uri[: -len(suffix)]
+    raise ConfigError(
+        "ledger",
+        f"{uri} is not where run {run_id} keeps its ledger ({{artifact_root}}/runs/{run_id}/ledger.json)",
+        "pass the ledger URI the run wrote (the operator's `ledger` output)",
+    )
+
+
 class CVTuner:
     """One tuning run over a fold manifest on a backend, recorded in a ledger.
 
@@ -88,6 +100,7 @@ class CVTuner:
             self.ledger_extra = {
                 **self.ledger_extra,
                 "warm_start": warm_start.to_dict(),
+                "warm_start_top_per_parent": warm_start.top_per_parent,  # what resume() needs besides
                 "inherited": warmstart.inherited_trials(warm_start),
             }
         self.ledger = self._open_ledger()
@@ -109,6 +122,45 @@ class CVTuner:
                 "warm start (%s) from %d parent run(s): %s", warm_start.type, len(warm_start.parents),
                 ", ".join(p.run_id for p in warm_start.parents),
             )
+
+    @classmethod
+    def resume(cls, uri: str, backend: Backend, *, poll_s: float = 5.0) -> CVTuner:
+        """The tuner of an existing run, rebuilt from its ledger alone.
+
+        The ledger holds everything a driver needs: the tuning config (with the latest budget),
+        the manifest URI, the warm-start parents; its location gives the run id and artifact root.
+        Any process can so pick a run up where another left it (a resumed deferred task, a sensor):
+        the usual checks apply (same config and data fingerprints; re-attach to the ledger's jobs
+        by name and tags, so nothing is launched twice).
+        """
+        from cvtune.config import parse_config
+        from cvtune.folds import load_manifest
+
+        data = L.RunLedger.load(uri).data
+        run_id = data["run_id"]
+        if data.get("kind", "tune") != "tune":
+            raise ConfigError(
+                "ledger", f"run {run_id} is a {data['kind']} run; only tuning runs can be resumed from their ledger",
+                "re-run the task that started it",
+            )
+        warm_start = None
+        if data.get("warm_start"):
+            from cvtune import warmstart
+
+            ws = data["warm_start"]
+            warm_start = warmstart.WarmStart(
+                ws["type"], warmstart.load_parents(ws["parents"], field_name="warm_start.parents"),
+                top_per_parent=data.get("warm_start_top_per_parent", 1), uris=list(ws.get("requested") or []),
+            )
+        return cls(
+            parse_config(dict(data["config"]), base_dir=None, source=uri),
+            load_manifest(data["manifest_uri"]),
+            backend,
+            run_id=run_id,
+            artifact_root=artifact_root_of(uri, run_id),
+            poll_s=poll_s,
+            warm_start=warm_start,
+        )
 
     # -- ledger ----------------------------------------------------------------------------
     def _open_ledger(self) -> L.RunLedger:
@@ -168,8 +220,25 @@ class CVTuner:
         if self.ledger.status == "Completed" and self._budget_used() >= self.config.max_trials:
             return []
         self.ledger.data["status"] = "InProgress"  # a completed run may continue with a larger budget
+        since = self.ledger.data.pop("deferred_since", None)
+        if since is not None:  # left by release(): the wait is part of the run's wall time
+            self.ledger.data["deferred_s"] = self.ledger.data.get("deferred_s", 0.0) + max(0.0, time.time() - since)
         self._restore()
         return self.advance([])
+
+    def release(self) -> None:
+        """Leave the run with its jobs in flight, for this or another process to :meth:`start` again.
+
+        What a driver that stops watching calls (a deferring task, a sensor between pokes, a
+        launch without waiting): the time until the next ``start()`` is recorded as waiting time
+        (``deferred_s``), which the run summary's ``elapsed_s`` includes.
+        """
+        self.ledger.data["deferred_since"] = time.time()
+        self._save()
+
+    def in_flight(self) -> list[str]:
+        """Names of the run's fold jobs launched (or being launched) and not yet recorded as ended."""
+        return self._inflight_names()
 
     def advance(self, ended: list[JobDescription]) -> list[str]:
         """Record ended jobs, ask new trials, launch; returns the job names still in flight."""

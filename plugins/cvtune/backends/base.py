@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -112,6 +113,22 @@ class Backend(abc.ABC):
 
     poll_interval_s: float = 1.0
 
+    #: Why a task must not defer while this backend's jobs run (``None``: it may). Deferring hands
+    #: the in-flight jobs to the triggerer, and the task may resume on another worker, so the jobs
+    #: must be observable (describe, stop) from any process on any host.
+    cannot_defer_reason: str | None = None
+
+    async def adescribe_many(self, names: Sequence[str]) -> list[JobDescription]:
+        """Describe ``names`` without blocking the event loop (a trigger's poll), in that order.
+
+        The default runs :meth:`describe` in a worker thread; backends with an async client
+        override it. Raises what :meth:`describe` raises (``JobNotFoundError``).
+        """
+        import asyncio
+
+        names = list(names)
+        return await asyncio.to_thread(lambda: [self.describe(n) for n in names])
+
     @property
     def capacity(self) -> int | None:
         """Most jobs this backend runs at once, if it has a hard limit (``None``: no limit)."""
@@ -125,3 +142,35 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Observer(Backend):
+    """A view of ``backend`` that describes and stops jobs but never creates one.
+
+    What triggers and sensors use: submitting is the only thing that starts workers (a local warm
+    pool) or needs launch permissions, so an observer never does either.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.cannot_defer_reason = backend.cannot_defer_reason
+
+    def submit(self, spec: JobSpec) -> None:
+        raise RuntimeError(f"an observer of the {self.name} backend cannot submit jobs ({spec.name})")
+
+    def describe(self, name: str) -> JobDescription:
+        return self.backend.describe(name)
+
+    async def adescribe_many(self, names: Sequence[str]) -> list[JobDescription]:
+        return await self.backend.adescribe_many(names)
+
+    def stop(self, name: str) -> None:
+        self.backend.stop(name)
+
+    @property
+    def capacity(self) -> int | None:
+        return self.backend.capacity
+
+    def close(self) -> None:
+        self.backend.close()

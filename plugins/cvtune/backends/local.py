@@ -152,6 +152,15 @@ class LocalBackend(Backend):
 
     name = "local"
     poll_interval_s = 0.2
+    # A job outlives the process that submitted it, but whether it still runs is judged by process
+    # ids, which mean nothing on another host or in another container (the triggerer, a Celery
+    # worker the task resumes on): describing from there would record running jobs as lost.
+    # And the warm pool would not survive: busy workers exit after their job once detached.
+    cannot_defer_reason = (
+        "its fold jobs run in worker processes on the task's host, and only a process on that host "
+        "can tell whether they still run (a triggerer or a resumed task elsewhere would record them "
+        "as lost); the warm pool would also be lost at every deferral"
+    )
 
     def __init__(
         self,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from cvtune.operators.base import CvtuneBaseOperator
 
@@ -20,6 +20,31 @@ class CVTuningOperator(CvtuneBaseOperator):
     :param tuning_config: a YAML/JSON file path or a dict in the SageMaker shapes.
     :param strategy, max_trials, max_parallel_trials, max_parallel_jobs, seed: overrides of the
         config's values (templated, e.g. from DAG params).
+    :param deferrable: free the worker slot while fold jobs run: launch up to capacity, defer to a
+        :class:`~cvtune.triggers.tuning.TuningJobsTrigger` that fires when any job ends, then
+        (in ``execute_complete``, a new process) rebuild the tuner from the ledger, record what
+        ended, launch the next jobs and defer again until the run is done. The result is the same
+        summary as without deferral. Default: ``[operators] default_deferrable``.
+    :param wait_for_completion: ``False`` launches the first jobs and returns ``{run_id, ledger,
+        status, in_flight}`` at once, handing the run over: a downstream
+        :class:`~cvtune.sensors.tuning.TuningRunSensor` on that ledger drives it to the end (records
+        ended jobs, launches new trials; in the triggerer with ``deferrable=True``) and returns its
+        summary. This operator again with the same ``run_id`` drives it too.
+    :param poll_interval: seconds between polls of the fold jobs (in the worker, or the trigger's).
+    :param dry_run: sagemaker backend only: log and return ``{"requests", "plan"}`` — the first
+        trial's ``CreateTrainingJob`` requests, validated against the API model, and the run's plan
+        (fold jobs, concurrency, warm-pool reuse, uploads) — without sending or uploading anything.
+
+    Deferral needs a backend whose jobs can be observed from any host (``sagemaker``). The
+    ``local`` backend cannot: its jobs run in worker processes of the task's host and their
+    liveness is judged by process ids, so a triggerer or a resumed task in another container
+    would record running jobs as lost, and each resumption would start a cold pool. With it,
+    ``deferrable=True`` and ``wait_for_completion=False`` raise a ``ConfigError`` before anything
+    is launched; a deployment-wide ``default_deferrable`` only makes the task poll in the worker.
+
+    While it drives the run (polling in the worker or deferred) the ledger names this task as the
+    run's ``driver``, so a ``TuningRunSensor`` on the same run only watches instead of driving it
+    concurrently; ``wait_for_completion=False`` clears it (the run is handed over).
     """
 
     template_fields: Sequence[str] = (
@@ -41,6 +66,9 @@ class CVTuningOperator(CvtuneBaseOperator):
         max_parallel_jobs: int | str | None = None,
         seed: int | str | None = None,
         poll_interval: float = 2.0,
+        wait_for_completion: bool = True,
+        dry_run: bool = False,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -53,6 +81,15 @@ class CVTuningOperator(CvtuneBaseOperator):
         self.max_parallel_jobs = max_parallel_jobs
         self.seed = seed
         self.poll_interval = poll_interval
+        self.wait_for_completion = wait_for_completion
+        self.dry_run = dry_run
+        # None: the deployment's default, which never turns into an error on a backend that can't defer
+        self._deferrable_requested = deferrable is not None
+        if deferrable is None:
+            from airflow.sdk import conf
+
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = bool(deferrable)
         self._tuner = None
 
     def load_config(self):
@@ -91,28 +128,177 @@ class CVTuningOperator(CvtuneBaseOperator):
 
     def ledger_extra(self, context: Any) -> dict[str, Any]:
         dag_id, run_id, task_id, map_index = self.ids(context)
-        return {"airflow": {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index}}
+        # the connection too: whoever drives the run later (TuningRunSensor) needs its backend
+        return {"airflow": {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index,
+                            "cvtune_conn_id": self.cvtune_conn_id}}
+
+    def driver(self, context: Any, mode: str) -> dict[str, Any]:
+        """How the ledger names this task while it drives the run (see the class docstring)."""
+        dag_id, run_id, task_id, map_index = self.ids(context)
+        return {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index, "mode": mode}
 
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune.folds import load_manifest
 
         config = self.load_config()
         manifest = load_manifest(self.manifest_uri)
+        if self.dry_run:
+            return self.plan_dry_run(context, config, manifest)
         with self.hook.get_conn() as backend:
+            mode = self.execution_mode(backend)
             self._tuner = self.make_tuner(context, backend, config, manifest)
             self.log.info(
                 "tuning run %s: %s strategy, %d trials, %d in parallel, %d folds → ledger %s",
                 self._tuner.run_id, config.strategy, config.max_trials, config.max_parallel_trials,
                 len(manifest["folds"]), self._tuner.uri,
             )
-            summary = self._tuner.run()
+            # saved by the tuner's first step; "launch" hands the run over, so it names no driver
+            self._tuner.ledger.data["driver"] = None if mode == "launch" else self.driver(context, mode)
+            if mode == "wait":
+                summary = self._tuner.run()
+            else:
+                summary = drive_step(self._tuner, self.defer_on if mode == "defer" else None)
+                if summary is None:  # launched, not waiting
+                    inflight = self._tuner.in_flight()
+                    self.log.info("launched; %d fold job(s) in flight, not waiting", len(inflight))
+                    return {"run_id": self._tuner.run_id, "ledger": self._tuner.uri,
+                            "status": self._tuner.ledger.status, "in_flight": len(inflight)}
+        self.log_best(summary, config)
+        return summary
+
+    def plan_dry_run(self, context: Any, config: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        from cvtune.aws.config import SageMakerConfig
+        from cvtune.aws.dryrun import dry_run
+        from cvtune.errors import ConfigError
+
+        settings = self.hook.settings
+        if settings.backend != "sagemaker":
+            raise ConfigError("dry_run", f"the {settings.backend} backend has no requests to show", "use the sagemaker backend")
+        sm = SageMakerConfig.from_options(settings.options, source=settings.source)
+        plan = dry_run(config, manifest, sm, run_id=self.derive_run_id(context))
+        self.log.info("dry run, nothing sent:\n%s", json.dumps(plan, indent=2, default=str))
+        return plan
+
+    def log_best(self, summary: dict[str, Any], config: Any) -> None:
         best = summary["best"]
         self.log.info(
             "best: trial %s, %s %.6f ± %.6f, hyperparameters %s",
             best["trial"], config.objective.metric, best["mean"], best["std"], best["hyperparameters"],
         )
+
+    # -- deferral ----------------------------------------------------------------------------
+    def execution_mode(self, backend: Any) -> str:
+        """``wait`` (poll in the worker), ``defer`` or ``launch`` (wait_for_completion=False)."""
+        from cvtune.errors import ConfigError
+
+        if self.wait_for_completion and not self.deferrable:
+            return "wait"
+        reason = getattr(backend, "cannot_defer_reason", None)
+        if reason is None:
+            return "defer" if self.wait_for_completion else "launch"
+        if not self.wait_for_completion:
+            raise ConfigError(
+                "wait_for_completion",
+                f"the {backend.name} backend cannot leave a run to other processes: {reason}",
+                "set wait_for_completion=True, or use the sagemaker backend",
+            )
+        if self._deferrable_requested:
+            raise ConfigError(
+                "deferrable",
+                f"the {backend.name} backend cannot defer: {reason}",
+                "set deferrable=False (the task polls in the worker), or use the sagemaker backend",
+            )
+        self.log.info(
+            "[operators] default_deferrable is on, but the %s backend cannot defer (%s); polling in the worker",
+            backend.name, reason,
+        )
+        return "wait"
+
+    def defer_on(self, inflight: list[str]) -> NoReturn:
+        """Hand the in-flight jobs to a TuningJobsTrigger; resumes in :meth:`execute_complete`."""
+        defer_on_jobs(self, self._tuner, inflight, cvtune_conn_id=self.cvtune_conn_id, poll_interval=self.poll_interval)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: record ended jobs, launch more, defer again or finish."""
+        from cvtune.tuner import CVTuner, ledger_uri
+
+        run_id = self.derive_run_id(context)
+        check_jobs_event(event, run_id)
+        with self.hook.get_conn() as backend:
+            self._tuner = tuner = CVTuner.resume(
+                ledger_uri(self.hook.artifact_root, run_id), backend, poll_s=self.poll_interval
+            )
+            self.log.info("run %s resumed: fold job(s) ended: %s", run_id, ", ".join(event.get("ended", [])))
+            summary = drive_step(tuner, self.defer_on)
+        self.log_best(summary, tuner.config)
         return summary
 
     def on_kill(self) -> None:
         if self._tuner is not None:
             self._tuner.stop("the Airflow task was killed")
+
+
+# -- driving a run: shared by every task that drives one ------------------------------------------
+def drive_step(tuner: Any, defer: Callable[[list[str]], NoReturn] | None = None) -> dict[str, Any] | None:
+    """One step of driving a tuning run, wherever it happens: this operator's first step and each
+    resumption, and ``TuningRunSensor`` on each poke or trigger event.
+
+    Records every job that ended since the last step, asks new trials and launches fold jobs up to
+    capacity (``tuner.start()``: the ledger is written ahead of every launch and jobs are re-attached
+    by their deterministic names and tags, so whoever drives next launches nothing twice). With jobs
+    still in flight, ``defer(inflight)`` when given (it raises ``TaskDeferred``), else the run is
+    released (its waiting time recorded) and ``None`` returned. Nothing in flight: the run is
+    finished and its summary returned. ``RunFailedError`` when the run failed.
+    """
+    inflight = tuner.start()
+    if inflight:
+        if defer is not None:
+            defer(inflight)
+        tuner.release()
+        return None
+    return tuner.finish()
+
+
+def defer_on_jobs(
+    task: Any, tuner: Any, inflight: list[str], *, cvtune_conn_id: str, poll_interval: float,
+    timeout: Any = None,
+) -> NoReturn:
+    """Defer ``task`` until any of the run's jobs ``inflight`` ends; it resumes in ``execute_complete``.
+
+    The trigger carries ids only; the deferral is counted in the ledger and the run released.
+    """
+    from cvtune.triggers.tuning import TuningJobsTrigger
+
+    tuner.ledger.data["deferrals"] = tuner.ledger.data.get("deferrals", 0) + 1
+    tuner.release()
+    task.log.info(
+        "run %s: deferring (%d) with %d fold job(s) in flight: %s", tuner.run_id,
+        tuner.ledger.data["deferrals"], len(inflight), ", ".join(inflight),
+    )
+    task.defer(
+        trigger=TuningJobsTrigger(
+            cvtune_conn_id=cvtune_conn_id,
+            run_id=tuner.run_id,
+            ledger_uri=tuner.uri,
+            job_names=inflight,
+            poll_interval=poll_interval,
+        ),
+        method_name="execute_complete",
+        timeout=timeout,
+    )
+
+
+def check_jobs_event(event: dict[str, Any] | None, run_id: str) -> None:
+    """Raise ``AirflowException`` unless ``event`` is a TuningJobsTrigger's "jobs ended" for ``run_id``."""
+    from airflow.sdk.exceptions import AirflowException
+
+    event = event or {}
+    if event.get("status") != "ended":
+        raise AirflowException(
+            f"tuning run {event.get('run_id')}: waiting for its fold jobs failed "
+            f"({event.get('status')}): {event.get('message')}; a retry of the task resumes the run"
+        )
+    if event.get("run_id") != run_id:
+        raise AirflowException(f"the trigger fired for run {event.get('run_id')}, this task runs {run_id}")
