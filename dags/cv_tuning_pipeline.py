@@ -15,6 +15,7 @@ their data from the trigger form. Nothing heavy is imported here: operators impo
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timedelta
 
@@ -40,8 +41,23 @@ SAMPLE_CONFIG = os.path.join(INCLUDE, "configs", "breast_cancer_xgboost.yaml")
 # Daily partitions `{root}/dt=YYYY-MM-DD/` (written by dags/ingest_new_data.py); empty: no partitions.
 RAW_ROOT = os.environ.get("CVTUNE_RAW_DATA", "")
 RAW_DATA = Asset(name="raw data", uri=f"file://{RAW_ROOT or '/cvtune/raw'}")
+# Deployment-wide param defaults for the runs that have no trigger form (nightly, backfill,
+# asset-triggered), e.g. a small budget on a dev box: CVTUNE_PARAM_DEFAULTS='{"max_trials": 4}'.
+PARAM_DEFAULTS = json.loads(os.environ.get("CVTUNE_PARAM_DEFAULTS") or "{}")
 CONN = "{{ params.cvtune_conn_id }}"
 BOTH_RUNS = "{{ ti.xcom_pull(task_ids=['tune', 'refine']) }}"  # refine's is None when skipped
+
+
+def with_deployment_defaults(params: dict[str, Param]) -> dict[str, Param]:
+    """``params`` with the defaults named in CVTUNE_PARAM_DEFAULTS (validated against each schema)."""
+    unknown = sorted(set(PARAM_DEFAULTS) - set(params))
+    if unknown:
+        raise ValueError(f"CVTUNE_PARAM_DEFAULTS names unknown params {unknown}; known: {sorted(params)}")
+    return {
+        name: Param(PARAM_DEFAULTS[name], param.description, schema=param.schema) if name in PARAM_DEFAULTS else param
+        for name, param in params.items()
+    }
+
 
 with DAG(
     dag_id="cv_tuning_pipeline",
@@ -55,7 +71,7 @@ with DAG(
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     tags=["cvtune", "ml"],
     doc_md=__doc__,
-    params={
+    params=with_deployment_defaults({
         "data_uri": Param(SAMPLE_DATA, type="string", title="Data URI",
                           description="CSV or Parquet file or folder (local or s3://) for manual runs."),
         "partition_root": Param(RAW_ROOT, type="string", title="Partition root",
@@ -97,7 +113,7 @@ with DAG(
                                      title="Model package group"),
         "cvtune_conn_id": Param("cvtune_default", type="string", title="cvtune connection id",
                                 description="Connection of type cvtune naming the backend and artifact root."),
-    },
+    }),
 ) as dag:
 
     @task
