@@ -4,18 +4,24 @@ Every SageMaker call goes through a real botocore client with a Stubber, so requ
 responses are validated against the service model. Single calls use a strict Stubber with the
 exact expected request; whole tuning runs use :class:`FakeSageMaker`, which keeps job state and
 answers each call through a Stubber as it comes (the tuner's call order depends on timing).
+The async path (a deferred run's polls in the triggerer) runs on a real aiobotocore client with
+aiobotocore's ``AioStubber`` (botocore's Stubber with async-shaped responses: the same request
+and response validation against the model).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gzip
 import io
 import json
 import re
 import tarfile
+import threading
 
 import boto3
+import botocore.exceptions
 import botocore.session
 import pytest
 from botocore.stub import ANY, Stubber
@@ -721,3 +727,208 @@ def test_artifact_store_on_s3(s3, tmp_path):
     store.download_dir(f"{root}/runs", str(tmp_path / "dl"))
     assert json.loads((tmp_path / "dl" / "r1" / "ledger.json").read_text()) == {"a": 1}
     assert (tmp_path / "dl" / "r2" / "notes.txt").read_text() == "hi"
+
+
+# -- the async path: a deferred run's polls ----------------------------------------------------
+
+
+def aio_client_context():
+    from aiobotocore.session import get_session
+
+    return get_session().create_client("sagemaker", region_name=REGION)
+
+
+def record_threads(client, threads: list[int]) -> None:
+    """Note the thread every SageMaker call of ``client`` is made on (before the Stubber answers it)."""
+    client.meta.events.register("before-parameter-build.sagemaker", lambda **_: threads.append(threading.get_ident()))
+
+
+def test_async_client_comes_from_the_amazon_provider_hook_with_adaptive_retries(monkeypatch, s3):
+    from aiobotocore.client import AioBaseClient
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_TEST",
+        json.dumps({"conn_type": "aws", "login": "AKIDEXAMPLE", "password": "secret",
+                    "extra": {"region_name": "eu-west-2"}}),
+    )
+    config = SageMakerConfig.from_options({**BASE, "region_name": None, "aws_conn_id": "aws_test"})
+
+    async def main():
+        async with config.client("sagemaker", deferrable=True) as client:
+            assert isinstance(client, AioBaseClient) and client.meta.service_model.service_name == "sagemaker"
+            assert client.meta.region_name == "eu-west-2"  # from the Airflow connection
+            assert client.meta.config.retries["mode"] == "adaptive" and client.meta.config.retries["total_max_attempts"] == 11
+        backend = SageMakerBackend(config, s3_client=s3)
+        first = await backend.async_sagemaker()
+        assert await backend.async_sagemaker() is first  # one client per event loop, not one per poll
+        await backend.aclose()
+        again = await backend.async_sagemaker()
+        assert again is not first and isinstance(again, AioBaseClient)
+        await backend.aclose()
+
+    asyncio.run(main())
+
+
+def script_describes(stub) -> None:
+    """One throttled DescribeTrainingJob, a running job (tags in two pages), a completed one that
+    took trial 1's pool, and an unknown name — the same answers for the sync and the async client."""
+    running, done = "run1-t0002-f1", "run1-t0002-f0"
+    tags = [{"Key": "cvtune:run", "Value": "run1"}, {"Key": "cvtune:trial", "Value": "2"}]
+    stub.add_client_error("describe_training_job", "ThrottlingException", "Rate exceeded",
+                          expected_params={"TrainingJobName": running})
+    stub.add_response("describe_training_job", describe_response(running, "InProgress", TrainingStartTime=T0,
+                      WarmPoolStatus={"Status": "InUse"}), {"TrainingJobName": running})
+    stub.add_response("list_tags", {"Tags": tags, "NextToken": "p2"}, {"ResourceArn": ACCOUNT_ARN + running})
+    stub.add_response("list_tags", {"Tags": [{"Key": "cvtune:fold", "Value": "1"}]},
+                      {"ResourceArn": ACCOUNT_ARN + running, "NextToken": "p2"})
+    stub.add_response(
+        "describe_training_job",
+        describe_response(
+            done, "Completed", TrainingStartTime=T0, TrainingEndTime=T0 + dt.timedelta(seconds=40),
+            BillableTimeInSeconds=40, WarmPoolStatus={"Status": "Available"},
+            FinalMetricDataList=[{"MetricName": "validation:auc", "Value": 0.91, "Timestamp": T0}],
+        ),
+        {"TrainingJobName": done},
+    )
+    stub.add_response("list_tags", {"Tags": [*tags, {"Key": "cvtune:fold", "Value": "0"}]},
+                      {"ResourceArn": ACCOUNT_ARN + done})
+    stub.add_response(
+        "list_training_jobs",
+        {"TrainingJobSummaries": [{"TrainingJobName": "run1-t0001-f0", "TrainingJobArn": ACCOUNT_ARN + "run1-t0001-f0",
+                                   "CreationTime": T0, "TrainingJobStatus": "Completed",
+                                   "WarmPoolStatus": {"Status": "Reused", "ReusedByJob": done}}]},
+        {"NameContains": "run1", "WarmPoolStatusEquals": "Reused", "MaxResults": 100},
+    )
+    stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.",
+                          expected_params={"TrainingJobName": "nope"})
+
+
+def test_adescribe_many_on_the_async_client_matches_describe(s3, monkeypatch):
+    from aiobotocore.stub import AioStubber
+
+    names = ["run1-t0002-f1", "run1-t0002-f0"]
+    sleeps: list[float] = []
+    sync_client = sm_client()
+    sync_backend = backend(sync_client, s3, sleeps=sleeps)
+    with Stubber(sync_client) as stub:
+        script_describes(stub)
+        expected = [sync_backend.describe(n) for n in names]
+        with pytest.raises(JobNotFoundError):
+            sync_backend.describe("nope")
+        stub.assert_no_pending_responses()
+    assert len(sleeps) == 1  # the throttled describe, retried
+
+    def no_sync_client(self, service="sagemaker", *, deferrable=False):
+        raise AssertionError(f"the async path made a {service} client (deferrable={deferrable})")
+
+    monkeypatch.setattr(SageMakerConfig, "client", no_sync_client)
+    async_sleeps: list[float] = []
+    threads: list[int] = []
+
+    async def asleep(seconds: float) -> None:
+        async_sleeps.append(seconds)
+
+    async def main():
+        async with aio_client_context() as client:
+            b = SageMakerBackend(SageMakerConfig.from_options(BASE), async_sagemaker_client=client, s3_client=s3)
+            b.backoff.asleep = asleep
+            record_threads(client, threads)
+            with AioStubber(client) as stub:
+                script_describes(stub)
+                got = await b.adescribe_many(names)
+                with pytest.raises(JobNotFoundError) as missing:
+                    await b.adescribe_many(["nope"])
+                stub.assert_no_pending_responses()
+            assert await b.adescribe_many([]) == []  # no call at all
+            await b.aclose()  # an injected client is its owner's to close: still usable
+            stub2 = AioStubber(client)
+            stub2.add_response("stop_training_job", {}, {"TrainingJobName": "x"})
+            with stub2:
+                await client.stop_training_job(TrainingJobName="x")
+            return got, missing.value, threading.get_ident()
+
+    got, missing, loop_thread = asyncio.run(main())
+    assert got == expected  # one mapping for both paths: the same descriptions, field for field
+    running, done = got
+    assert running.status == "InProgress" and not running.done and running.warm_pool_status == "InUse"
+    assert running.tags == {"cvtune:run": "run1", "cvtune:trial": "2", "cvtune:fold": "1"}
+    assert done.status == "Completed" and done.final_metrics == {"validation:auc": 0.91}
+    assert done.billable_seconds == 40 and done.end_time == T0.timestamp() + 40
+    assert done.warm_pool_status == "Reused"  # ListTrainingJobs on the async client found the pool it took
+    assert done.model_artifacts == f"{PREFIX}/jobs/run1-t0002-f0/output/model.tar.gz"
+    assert "region=us-east-1" in done.log_uri
+    assert "nope" in str(missing) and isinstance(missing.__cause__, botocore.exceptions.ClientError)
+    assert len(async_sleeps) == 1 and 0 <= async_sleeps[0] <= 2.0  # Backoff.base_s: awaited, not slept
+    assert len(threads) == 9 and set(threads) == {loop_thread}  # 8 describe-path calls + the owner's StopTrainingJob, all in the loop
+
+
+def test_jobs_trigger_on_sagemaker_polls_through_the_async_client(monkeypatch, tmp_path):
+    """A deferred run's trigger, built from the connection like in the triggerer: its polls are
+    awaited on the provider's aiobotocore client (opened once, closed at the end), never in a thread."""
+    from aiobotocore.stub import AioStubber
+
+    from cvtune.triggers.tuning import TuningJobsTrigger
+
+    monkeypatch.setenv("AIRFLOW_CONN_CVTUNE_SM", json.dumps({"conn_type": "cvtune", "extra": {"backend": "sagemaker", **BASE}}))
+    names = ["smr-t0000-f0", "smr-t0000-f1"]
+    run_tags = {"Tags": [{"Key": "cvtune:run", "Value": "smr"}]}
+    threads: list[int] = []
+
+    class StubbedAsyncClient:
+        """What the hook hands out for ``deferrable=True``, with an AioStubber on the client it opens."""
+
+        opened = closed = 0
+
+        async def __aenter__(self):
+            self.context = aio_client_context()
+            client = await self.context.__aenter__()
+            record_threads(client, threads)
+            self.stub = AioStubber(client)
+            for name in names:  # poll 1: both running (tags listed once per job)
+                self.stub.add_response("describe_training_job", describe_response(name, "InProgress"), {"TrainingJobName": name})
+                self.stub.add_response("list_tags", run_tags, {"ResourceArn": ACCOUNT_ARN + name})
+            # poll 2: f0 still running, f1 completed (then: did it take a pool?)
+            self.stub.add_response("describe_training_job", describe_response(names[0], "InProgress"),
+                                   {"TrainingJobName": names[0]})
+            self.stub.add_response("describe_training_job", describe_response(
+                names[1], "Completed", FinalMetricDataList=[{"MetricName": "validation:auc", "Value": 0.9, "Timestamp": T0}]),
+                {"TrainingJobName": names[1]})
+            self.stub.add_response("list_training_jobs", {"TrainingJobSummaries": []},
+                                   {"NameContains": "smr", "WarmPoolStatusEquals": "Reused", "MaxResults": 100})
+            self.stub.activate()
+            StubbedAsyncClient.opened += 1
+            return client
+
+        async def __aexit__(self, *exc):
+            self.stub.assert_no_pending_responses()
+            self.stub.deactivate()
+            StubbedAsyncClient.closed += 1
+            return await self.context.__aexit__(*exc)
+
+    def client(self, service="sagemaker", *, deferrable=False):
+        if not deferrable:
+            raise AssertionError(f"the trigger made a blocking {service} client")
+        return StubbedAsyncClient()
+
+    monkeypatch.setattr(SageMakerConfig, "client", client)
+    in_threads: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def recording_to_thread(fn, *args, **kwargs):
+        in_threads.append(getattr(fn, "__name__", repr(fn)))
+        return await to_thread(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", recording_to_thread)
+
+    async def main():
+        trigger = TuningJobsTrigger(cvtune_conn_id="cvtune_sm", run_id="smr", ledger_uri="s3://b/runs/smr/ledger.json",
+                                    job_names=names, poll_interval=0)
+        return [event async for event in trigger.run()], threading.get_ident()
+
+    events, loop_thread = asyncio.run(main())
+    assert [e.payload for e in events] == [{"status": "ended", "run_id": "smr", "ledger_uri": "s3://b/runs/smr/ledger.json",
+                                            "ended": ["smr-t0000-f1"], "polls": 2}]
+    assert StubbedAsyncClient.opened == 1 and StubbedAsyncClient.closed == 1
+    # threads only to build the backend from the connection and to open the client; the 7 calls in the loop
+    assert in_threads == ["_observer", "client"]
+    assert len(threads) == 7 and set(threads) == {loop_thread}

@@ -198,12 +198,15 @@ class SageMakerConfig:
         merged = {**self.tags, **(extra or {})}
         return [{"Key": k, "Value": str(v)} for k, v in merged.items()]
 
-    def client(self, service: str = "sagemaker"):
+    def client(self, service: str = "sagemaker", *, deferrable: bool = False):
         """A boto3 client through the amazon provider's hook, with adaptive retries.
 
         Credentials, region and endpoint come from the Airflow connection ``aws_conn_id``
         (or boto3's default chain); retry settings in the connection's ``config_kwargs`` win
-        over ours.
+        over ours. ``deferrable=True`` gives the hook's aiobotocore client instead, as a context
+        to open with ``async with`` (what ``get_async_conn`` returns, plus our retry settings).
+        Either way the call blocks (connection lookup, role assumption): from an event loop,
+        make it in a worker thread.
         """
         from botocore.config import Config
 
@@ -221,7 +224,8 @@ class SageMakerConfig:
             hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type=service)
         ours = Config(retries={"mode": "adaptive", "max_attempts": 10})
         theirs = hook.conn_config.botocore_config
-        return hook.get_client_type(region_name=hook.region_name, config=ours.merge(theirs) if theirs else ours)
+        config = ours.merge(theirs) if theirs else ours
+        return hook.get_client_type(region_name=hook.region_name, config=config, deferrable=deferrable)
 
 
 def _check_vpc(vpc: Any, name: str) -> dict[str, list[str]]:

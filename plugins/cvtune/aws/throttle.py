@@ -4,14 +4,15 @@ botocore's adaptive retry mode already retries throttled calls a few times and p
 this covers what is left: ``ThrottlingException`` that outlasted botocore's attempts, and
 ``ResourceLimitExceeded`` (the account's concurrent training-job or instance quota), which
 botocore never retries but which clears as soon as earlier jobs end. Sleeps happen only after a
-refusal, never between calls; ``sleep`` is injectable so tests do not wait.
+refusal, never between calls; ``sleep`` (and ``asleep``, for async clients) are injectable so tests do not wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ class Backoff:
     limit_base_s: float = 30.0  # quota refusals clear when a job ends: minutes, not seconds
     limit_cap_s: float = 300.0
     sleep: Callable[[float], None] = time.sleep
+    asleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # what acall awaits between attempts
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempt: int, code: str) -> float:
@@ -50,16 +52,31 @@ class Backoff:
             try:
                 return fn(*args, **kwargs)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code not in THROTTLED | LIMITED:
-                    raise
-                if attempt == self.attempts - 1:
-                    fix = (
-                        "an account quota (concurrent training jobs or instances of this type) is reached: "
-                        "lower max_parallel_jobs or ask AWS for a higher quota"
-                        if code in LIMITED
-                        else "the SageMaker API is rate limiting this account: lower max_parallel_jobs or retry later"
-                    )
-                    raise CapacityError(f"{what}: refused {self.attempts} times ({code}: {exc}); {fix}") from exc
-                self.sleep(self.delay(attempt, code))
+                self.sleep(self._retry_after(what, attempt, exc))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def acall(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """:meth:`call` for an async client (aiobotocore): the same retries, sleeping without blocking."""
+        from botocore.exceptions import ClientError
+
+        for attempt in range(self.attempts):
+            try:
+                return await fn(*args, **kwargs)
+            except ClientError as exc:
+                await self.asleep(self._retry_after(what, attempt, exc))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_after(self, what: str, attempt: int, exc: Exception) -> float:
+        """Seconds to wait before retrying after ``exc``; re-raises what is not worth retrying."""
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code not in THROTTLED | LIMITED:
+            raise exc
+        if attempt == self.attempts - 1:
+            fix = (
+                "an account quota (concurrent training jobs or instances of this type) is reached: "
+                "lower max_parallel_jobs or ask AWS for a higher quota"
+                if code in LIMITED
+                else "the SageMaker API is rate limiting this account: lower max_parallel_jobs or retry later"
+            )
+            raise CapacityError(f"{what}: refused {self.attempts} times ({code}: {exc}); {fix}") from exc
+        return self.delay(attempt, code)

@@ -23,9 +23,10 @@ def get_backend(kind: str, **config: Any) -> Backend:
     ``local`` takes the arguments of :class:`cvtune.backends.local.LocalBackend` (``work_dir``
     is required); ``sagemaker`` takes the keys of :class:`cvtune.aws.config.SageMakerConfig`
     plus ``source`` (the name errors are reported under) and the test seams of
-    :class:`cvtune.backends.sagemaker.SageMakerBackend` (``sagemaker_client``, ``s3_client``,
-    ``sleep``). Raises :class:`~cvtune.errors.ConfigError` for an unknown kind and for options
-    the backend does not accept.
+    :class:`cvtune.backends.sagemaker.SageMakerBackend` (``sagemaker_client``,
+    ``async_sagemaker_client``, ``s3_client``, ``sleep``). Raises
+    :class:`~cvtune.errors.ConfigError` for an unknown kind and for options the backend does not
+    accept.
     """
     normalized = kind.strip().lower() if isinstance(kind, str) else kind
     if normalized == "sagemaker":
@@ -33,7 +34,7 @@ def get_backend(kind: str, **config: Any) -> Backend:
         from cvtune.backends.sagemaker import SageMakerBackend
 
         source = config.pop("source", "backend")
-        seams = {k: config.pop(k) for k in ("sagemaker_client", "s3_client", "sleep") if k in config}
+        seams = {k: config.pop(k) for k in ("sagemaker_client", "async_sagemaker_client", "s3_client", "sleep") if k in config}
         return SageMakerBackend(SageMakerConfig.from_options(config, source=source), **seams)
     if normalized != "local":
         valid = ", ".join(f"{k!r}" + ("" if ok else " (not available yet)") for k, ok in BACKENDS.items())

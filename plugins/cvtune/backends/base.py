@@ -137,6 +137,15 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (worker processes, clients). Running jobs are not stopped."""
 
+    async def aclose(self) -> None:
+        """:meth:`close` from an event loop (a trigger's end), closing async clients too.
+
+        The default runs :meth:`close` in a worker thread; backends with an async client override it.
+        """
+        import asyncio
+
+        await asyncio.to_thread(self.close)
+
     def __enter__(self) -> Backend:
         return self
 
@@ -174,3 +183,6 @@ class Observer(Backend):
 
     def close(self) -> None:
         self.backend.close()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()

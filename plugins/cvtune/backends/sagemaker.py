@@ -26,18 +26,29 @@ do not contain this run's id) are not counted.
 
 Clients come from the amazon provider's hooks (``SageMakerHook`` / ``S3Hook``) with adaptive
 retries; ``CreateTrainingJob`` refusals for rate or quota are retried with jittered backoff
-(:mod:`cvtune.aws.throttle`). ``adescribe_many`` (deferrable runs) uses the base class's
-thread-based default: aiobotocore, which the provider's async hooks need, cannot be installed
-next to the pinned botocore.
+(:mod:`cvtune.aws.throttle`).
+
+Sync and async. :meth:`SageMakerBackend.describe` (the task's polls) and
+:meth:`SageMakerBackend.adescribe_many` (a deferred run's polls in the triggerer) run the same
+steps, :meth:`SageMakerBackend._describing`: a generator that yields each SageMaker call it
+needs (``DescribeTrainingJob``, ``ListTags`` once per job, ``ListTrainingJobs`` when a job is
+first seen ended) and receives its response, so the describe logic, the response mapping
+(:func:`job_description`) and the error mapping exist once. The sync driver makes the calls on
+the boto3 client; the async one awaits them on the hook's aiobotocore client, opened once per
+event loop and closed by :meth:`SageMakerBackend.aclose` — no call of a trigger's poll goes
+through a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cvtune import store
 from cvtune.aws import requests as sm_requests
@@ -48,6 +59,7 @@ from cvtune.backends.base import IN_PROGRESS, STOPPING, Backend, JobDescription,
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
 
 log = logging.getLogger("cvtune.backends.sagemaker")
+T = TypeVar("T")
 
 TAG_RUN = "cvtune:run"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -96,8 +108,50 @@ def _timestamp(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else (float(value) if value is not None else None)
 
 
+def job_description(
+    name: str, raw: dict[str, Any], *, tags: dict[str, str], took_pool: bool, region: str
+) -> JobDescription:
+    """The ``DescribeTrainingJob`` response ``raw`` of job ``name`` as the tuner sees it.
+
+    ``Stopping`` is still in flight; ``took_pool``: this job started on a pool another job passed
+    on (see the module docstring: reuse is reported on the consumer, the provider's own
+    ``Reused`` becomes ``PassedOn``).
+    """
+    status = raw["TrainingJobStatus"]
+    pool = (raw.get("WarmPoolStatus") or {}).get("Status")
+    return JobDescription(
+        name=name,
+        status=IN_PROGRESS if status == STOPPING else status,
+        failure_reason=raw.get("FailureReason"),
+        final_metrics={m["MetricName"]: float(m["Value"]) for m in raw.get("FinalMetricDataList", [])},
+        model_artifacts=(raw.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+        start_time=_timestamp(raw.get("TrainingStartTime")),
+        end_time=_timestamp(raw.get("TrainingEndTime")),
+        billable_seconds=raw.get("BillableTimeInSeconds"),
+        warm_pool_status="Reused" if took_pool else ("PassedOn" if pool == "Reused" else pool),
+        log_uri=log_uri(region, name),
+        tags=tags,
+    )
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One SageMaker call a step needs: ``method`` of the client with ``params``; ``what`` names it in errors."""
+
+    what: str
+    method: str
+    params: dict[str, Any]
+
+
+Steps = Generator[_Call, Any, T]  # yields the calls it needs, is sent their responses, returns the result
+
+
 class SageMakerBackend(Backend):
-    """Fold jobs as SageMaker training jobs. ``sagemaker_client``/``s3_client``/``sleep`` are test seams."""
+    """Fold jobs as SageMaker training jobs.
+
+    ``sagemaker_client``, ``async_sagemaker_client`` (an open aiobotocore client), ``s3_client`` and
+    ``sleep`` are test seams.
+    """
 
     name = "sagemaker"
     poll_interval_s = 10.0
@@ -107,11 +161,14 @@ class SageMakerBackend(Backend):
         config: SageMakerConfig,
         *,
         sagemaker_client: Any = None,
+        async_sagemaker_client: Any = None,
         s3_client: Any = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self._sm = sagemaker_client
+        self._asm = async_sagemaker_client  # an open aiobotocore client; its owner closes it
+        self._aio: tuple[asyncio.AbstractEventLoop, Any, AsyncExitStack] | None = None  # the one we opened
         self._s3 = s3_client
         self.backoff = Backoff(sleep=sleep)
         self._sleep = sleep
@@ -128,6 +185,22 @@ class SageMakerBackend(Backend):
         if self._sm is None:
             self._sm = self.config.client("sagemaker")
         return self._sm
+
+    async def async_sagemaker(self) -> Any:
+        """The SageMaker aiobotocore client of the running event loop, opened on first use.
+
+        An aiobotocore client belongs to the loop it was opened in, so a backend used from a new
+        loop opens a new one. Opening it blocks (connection lookup, credentials): in a thread.
+        """
+        if self._asm is not None:
+            return self._asm
+        loop = asyncio.get_running_loop()
+        if self._aio is None or self._aio[0] is not loop:
+            context = await asyncio.to_thread(self.config.client, "sagemaker", deferrable=True)
+            stack = AsyncExitStack()
+            client = await stack.enter_async_context(context)
+            self._aio = (loop, client, stack)
+        return self._aio[1]
 
     @property
     def s3(self) -> Any:
@@ -168,40 +241,19 @@ class SageMakerBackend(Backend):
         log.info("created training job %s", spec.name)
 
     def describe(self, name: str) -> JobDescription:
-        from botocore.exceptions import ClientError
+        return self._run(self._describing(name, self.region))
 
-        try:
-            raw = self.backoff.call(f"DescribeTrainingJob {name}", self.sagemaker.describe_training_job, TrainingJobName=name)
-        except ClientError as exc:
-            if _not_found(exc):
-                raise JobNotFoundError(name) from exc
-            raise
-        status = raw["TrainingJobStatus"]
-        tags = self._job_tags(name, raw["TrainingJobArn"])
-        pool = raw.get("WarmPoolStatus") or {}
-        done = status not in (IN_PROGRESS, STOPPING)
-        if done and name not in self._ended:
-            self._ended.add(name)
-            self._learn_reuse(name, tags)
-        if name in self._consumers:
-            pool_status = "Reused"
-        elif pool.get("Status") == "Reused":
-            pool_status = "PassedOn"
-        else:
-            pool_status = pool.get("Status")
-        return JobDescription(
-            name=name,
-            status=IN_PROGRESS if status == STOPPING else status,
-            failure_reason=raw.get("FailureReason"),
-            final_metrics={m["MetricName"]: float(m["Value"]) for m in raw.get("FinalMetricDataList", [])},
-            model_artifacts=(raw.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
-            start_time=_timestamp(raw.get("TrainingStartTime")),
-            end_time=_timestamp(raw.get("TrainingEndTime")),
-            billable_seconds=raw.get("BillableTimeInSeconds"),
-            warm_pool_status=pool_status,
-            log_uri=log_uri(self.region, name),
-            tags=tags,
-        )
+    async def adescribe_many(self, names: Sequence[str]) -> list[JobDescription]:
+        """:meth:`describe` of each of ``names`` on the async client, one after the other.
+
+        One at a time like :meth:`wait`: a poll every few seconds is not worth bursting into
+        the account's DescribeTrainingJob rate limit.
+        """
+        if not names:
+            return []
+        client = await self.async_sagemaker()
+        region = region_of(self.config, client)
+        return [await self._arun(self._describing(name, region), client) for name in names]
 
     def stop(self, name: str) -> None:
         from botocore.exceptions import ClientError
@@ -232,38 +284,90 @@ class SageMakerBackend(Backend):
                 return []
 
     def close(self) -> None:
+        """Drops the clients' state; an async client still open is dropped too (see :meth:`aclose`)."""
         self._staging = None
+        self._aio = None
         store.forget_s3_client(self._store_client)
 
-    # -- internals -------------------------------------------------------------------------
-    def _job_tags(self, name: str, arn: str) -> dict[str, str]:
-        if name not in self._tags:
-            tags: dict[str, str] = {}
-            kwargs: dict[str, Any] = {"ResourceArn": arn}
-            while True:
-                page = self.backoff.call(f"ListTags {name}", self.sagemaker.list_tags, **kwargs)
-                tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
-                if not page.get("NextToken"):
-                    break
-                kwargs["NextToken"] = page["NextToken"]
-            self._tags[name] = tags
-        return self._tags[name]
+    async def aclose(self) -> None:
+        """:meth:`close`, closing first the async client this backend opened in the running loop."""
+        opened, self._aio = self._aio, None
+        if opened is not None and opened[0] is asyncio.get_running_loop():
+            await opened[2].aclose()
+        self.close()
 
-    def _learn_reuse(self, name: str, tags: dict[str, str]) -> None:
+    # -- internals -------------------------------------------------------------------------
+    def _describing(self, name: str, region: str) -> Steps[JobDescription]:
+        """The steps of describing ``name``; :meth:`_run` or :meth:`_arun` make their calls."""
+        from botocore.exceptions import ClientError
+
+        try:
+            raw = yield _Call(f"DescribeTrainingJob {name}", "describe_training_job", {"TrainingJobName": name})
+        except ClientError as exc:
+            if _not_found(exc):
+                raise JobNotFoundError(name) from exc
+            raise
+        if name not in self._tags:
+            self._tags[name] = yield from self._listing_tags(name, raw["TrainingJobArn"])
+        tags = self._tags[name]
+        if raw["TrainingJobStatus"] not in (IN_PROGRESS, STOPPING) and name not in self._ended:
+            self._ended.add(name)
+            yield from self._learning_reuse(name, tags)
+        return job_description(name, raw, tags=tags, took_pool=name in self._consumers, region=region)
+
+    def _listing_tags(self, name: str, arn: str) -> Steps[dict[str, str]]:
+        tags: dict[str, str] = {}
+        params: dict[str, Any] = {"ResourceArn": arn}
+        while True:
+            page = yield _Call(f"ListTags {name}", "list_tags", dict(params))
+            tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
+            if not page.get("NextToken"):
+                return tags
+            params["NextToken"] = page["NextToken"]
+
+    def _learning_reuse(self, name: str, tags: dict[str, str]) -> Steps[None]:
         """Find out whether the job that just ended started on a pool another job passed on."""
         run = tags.get(TAG_RUN)
         if not run or self.config.keep_alive_period_s == 0 or name in self._consumers:
             return
-        kwargs: dict[str, Any] = {"NameContains": run, "WarmPoolStatusEquals": "Reused", "MaxResults": 100}
+        params: dict[str, Any] = {"NameContains": run, "WarmPoolStatusEquals": "Reused", "MaxResults": 100}
         while True:
-            page = self.backoff.call(f"ListTrainingJobs {run}", self.sagemaker.list_training_jobs, **kwargs)
+            page = yield _Call(f"ListTrainingJobs {run}", "list_training_jobs", dict(params))
             for job in page.get("TrainingJobSummaries", []):
                 consumer = (job.get("WarmPoolStatus") or {}).get("ReusedByJob")
                 if consumer:
                     self._consumers[consumer] = job["TrainingJobName"]
             if not page.get("NextToken"):
-                break
-            kwargs["NextToken"] = page["NextToken"]
+                return
+            params["NextToken"] = page["NextToken"]
+
+    def _run(self, steps: Steps[T]) -> T:
+        """Make ``steps``' calls on the boto3 client; a failed call is raised at the step that made it."""
+        try:
+            call = next(steps)
+            while True:
+                try:
+                    response = self.backoff.call(call.what, getattr(self.sagemaker, call.method), **call.params)
+                except Exception as exc:  # noqa: BLE001 - handed to the step, which maps or re-raises it
+                    call = steps.throw(exc)
+                else:
+                    call = steps.send(response)
+        except StopIteration as done:
+            return done.value
+
+    async def _arun(self, steps: Steps[T], client: Any) -> T:
+        """:meth:`_run` on the aiobotocore ``client``: every call awaited in the event loop."""
+        try:
+            call = next(steps)
+            while True:
+                try:
+                    response = await self.backoff.acall(call.what, getattr(client, call.method), **call.params)
+                except Exception as exc:  # noqa: BLE001
+                    call = steps.throw(exc)
+                else:
+                    call = steps.send(response)
+        except StopIteration as done:
+            return done.value
 
 
-__all__ = ["SageMakerBackend", "log_uri", "region_of", "training_job_request"]
+__all__ = ["SageMakerBackend", "job_description", "log_uri", "region_of", "training_job_request"]

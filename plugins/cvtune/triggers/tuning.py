@@ -5,7 +5,8 @@ TuningRunSensor that only watches).
 Their kwargs are ids and URIs only; the run's state lives in its ledger, so a trigger can be
 serialized, moved to another triggerer or restarted at any time without losing anything. The
 triggerer runs them in an event loop: every blocking call (the connection lookup, building the
-backend, reading the ledger, a backend without an async client) runs in a worker thread.
+backend, reading the ledger, a backend without an async client) runs in a worker thread; the
+SageMaker backend polls on the amazon provider's aiobotocore client, in the loop itself.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class TuningJobsTrigger(BaseTrigger):
                     return
                 await asyncio.sleep(self.poll_interval)
         finally:
-            await asyncio.to_thread(backend.close)
+            await backend.aclose()
 
     async def on_kill(self) -> None:
         """The deferred task was killed by a user: stop its fold jobs, mark the run Stopped.
