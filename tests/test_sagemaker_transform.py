@@ -84,6 +84,55 @@ def not_found(stubber, operation: str, message: str, params: dict) -> None:
                              http_status_code=400, expected_params=params)
 
 
+class StubbedAsyncClients:
+    """Stands in for ``SageMakerConfig.client("sagemaker", deferrable=True)``: each call gives a
+    context opening a real aiobotocore client with an ``AioStubber`` (requests and responses
+    checked against the API model) that ``script(stub)`` fills on opening. Counts opens and
+    closes, and notes the job and the thread of every ``DescribeTransformJob``."""
+
+    def __init__(self, script):
+        self.script = script
+        self.opened = self.closed = 0
+        self.stubs: list = []
+        self.polled: list[str] = []
+        self.threads: list[int] = []
+
+    def __call__(self, service: str):
+        assert service == "sagemaker"
+        return _StubbedAsyncClient(self)
+
+
+class _StubbedAsyncClient:
+    def __init__(self, owner: StubbedAsyncClients) -> None:
+        self.owner = owner
+
+    async def __aenter__(self):
+        import threading
+
+        from aiobotocore.session import get_session
+        from aiobotocore.stub import AioStubber
+
+        self.context = get_session().create_client("sagemaker", region_name="us-east-1")
+        client = await self.context.__aenter__()
+
+        def note(params, **_):  # before the stubber answers: the thread the call is made on
+            self.owner.polled.append(params["TransformJobName"])
+            self.owner.threads.append(threading.get_ident())
+
+        client.meta.events.register("before-parameter-build.sagemaker.DescribeTransformJob", note)
+        self.stub = AioStubber(client)
+        self.owner.script(self.stub)
+        self.stub.activate()
+        self.owner.stubs.append(self.stub)
+        self.owner.opened += 1
+        return client
+
+    async def __aexit__(self, *exc):
+        self.stub.deactivate()
+        self.owner.closed += 1
+        return await self.context.__aexit__(*exc)
+
+
 def expected_requests(job: str, input_prefix: str, output: str, input_filter: str | None):
     from cvtune.aws.transform import model_name
 
@@ -368,14 +417,13 @@ def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, a
     """RegisterModelOperator and BatchTransformOperator, run by Airflow (dag.test()) with a
     ``cvtune`` connection naming the sagemaker backend: the version goes to the model package
     group (moto), the transform runs the version's container (stubbed job) and defers to the
-    triggerer while the job runs, XComs keep their shape."""
+    triggerer while the job runs (whose trigger polls on the async client), XComs keep their shape."""
     import textwrap
 
     from botocore.stub import Stubber
 
     from cvtune.aws.config import SageMakerConfig
     from cvtune.aws.transform import model_name
-    from cvtune.triggers.transform import TransformJobTrigger
     from tests.conftest import write_dag
     from tests.test_operators import load_dag
     from tests.test_sagemaker_registry import Routed, training_job
@@ -402,21 +450,28 @@ def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, a
 
         def describe_transform_job(self, TransformJobName):  # noqa: N803 - boto3's keyword
             # answers for whatever job the operator named (its name derives from the run id):
-            # running when the task looks right after launching, ended when the trigger looks
+            # running when the task looks right after launching
             request = next(p for name, p in created if name == "CreateTransformJob")
             assert TransformJobName == request["TransformJobName"]
             described.append(TransformJobName)
-            return transform_description(TransformJobName, "InProgress" if len(described) == 1 else "Completed", request)
+            return transform_description(TransformJobName, "InProgress", request)
 
     sagemaker = Clients(moto_sagemaker, stubbed)
-    described, trigger_clients = [], []
+    described = []
 
-    def trigger_client(self):
-        trigger_clients.append(self.serialize())
-        return sagemaker
+    def trigger_polls(stub):  # the trigger sees the job the task launched end
+        request = next(p for name, p in created if name == "CreateTransformJob")
+        name = request["TransformJobName"]
+        stub.add_response("describe_transform_job", transform_description(name, "Completed", request), {"TransformJobName": name})
 
-    monkeypatch.setattr(TransformJobTrigger, "make_client", trigger_client)
-    monkeypatch.setattr(SageMakerConfig, "client", lambda self, service="sagemaker": sagemaker if service == "sagemaker" else s3)
+    async_clients = StubbedAsyncClients(trigger_polls)
+
+    def client(self, service="sagemaker", *, deferrable=False):
+        if deferrable:
+            return async_clients(service)
+        return sagemaker if service == "sagemaker" else s3
+
+    monkeypatch.setattr(SageMakerConfig, "client", client)
     monkeypatch.setenv("AIRFLOW_CONN_CVTUNE_DEFAULT", json.dumps({"conn_type": "cvtune", "extra": {
         "backend": "sagemaker", "role_arn": ROLE, "s3_prefix": PREFIX, "region_name": "us-east-1"}}))
     put(s3, "cv/scoring/a.csv", "x,y,target\n1,2,0\n3,4,1\n5,6,1\n")
@@ -448,10 +503,9 @@ def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, a
     result = tis["batch_transform"].xcom_pull(task_ids="batch_transform")
     assert result["records"] == 3 and result["version"] == 1 and result["input_filter"] == "$[0:2]"
     assert result["files"] == [{"input": f"{PREFIX}/scoring/a.csv", "output": f"{PREFIX}/predictions/a.csv.out", "records": 3}]
-    # deferred: the task saw the job running, the trigger saw it end
-    assert len(described) == 2 and len(trigger_clients) == 1
-    assert trigger_clients[0] == ("cvtune.triggers.transform.TransformJobTrigger",
-                                  {"cvtune_conn_id": "cvtune_default", "job_name": described[0], "poll_interval": 0.0})
+    # deferred: the task saw the job running (boto3), the trigger saw it end (aiobotocore, then closed)
+    assert len(described) == 1 and async_clients.opened == async_clients.closed == 1
+    assert async_clients.polled == described  # the trigger polled the job the task launched
     create_model = next(p for name, p in created if name == "CreateModel")
     assert create_model["PrimaryContainer"] == CONTAINER  # the version's container: the training job's code
     packages = moto_sagemaker.list_model_packages(ModelPackageGroupName="grp")["ModelPackageSummaryList"]
@@ -478,36 +532,148 @@ def test_stop_asks_sagemaker_and_tolerates_an_ended_job(aws):
             runner.stop("bt-6")
 
 
-def test_transform_trigger_serializes_and_fires_when_the_job_ends(aws, monkeypatch):
-    import asyncio
-    import importlib
 
+
+def async_sagemaker(monkeypatch, s3, script) -> StubbedAsyncClients:
+    """The ``cvtune_sm`` connection (sagemaker backend); its SageMaker clients are stubbed async
+    ones, S3 is moto's, and a blocking SageMaker client is a test failure."""
+    from cvtune.aws.config import SageMakerConfig
+
+    monkeypatch.setenv("AIRFLOW_CONN_CVTUNE_SM", json.dumps({"conn_type": "cvtune", "extra": {
+        "backend": "sagemaker", "role_arn": ROLE, "s3_prefix": PREFIX, "region_name": "us-east-1"}}))
+    clients = StubbedAsyncClients(script)
+
+    def client(self, service="sagemaker", *, deferrable=False):
+        if deferrable:
+            return clients(service)
+        if service == "s3":
+            return s3
+        raise AssertionError(f"a blocking {service} client was made")
+
+    monkeypatch.setattr(SageMakerConfig, "client", client)
+    return clients
+
+
+def run_trigger(trigger, monkeypatch):
+    """``trigger.run()``'s events in a fresh event loop, the loop's thread, and what went to threads."""
+    import asyncio
+    import threading
+
+    in_threads: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def recording_to_thread(fn, *args, **kwargs):
+        in_threads.append(getattr(fn, "__name__", repr(fn)))
+        return await to_thread(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", recording_to_thread)
+
+    async def main():
+        return [event.payload async for event in trigger.run()], threading.get_ident()
+
+    try:
+        events, loop_thread = asyncio.run(main())
+    finally:
+        monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    return events, loop_thread, in_threads
+
+
+def scripted(*statuses: str, job: str = "bt-7", reason: str | None = None):
+    """A script answering ``DescribeTransformJob`` of ``job`` with ``statuses`` in turn."""
+    _m, _cm, request = expected_requests(job, f"{PREFIX}/plain/", f"{PREFIX}/o", None)
+
+    def script(stub):
+        for status in statuses:
+            stub.add_response("describe_transform_job",
+                              transform_description(job, status, request, reason if status == "Failed" else None),
+                              {"TransformJobName": job})
+    return script
+
+
+def test_transform_trigger_polls_on_the_async_client_until_the_job_completes(aws, monkeypatch):
+    """The trigger, rebuilt from its serialized form as the triggerer does, polls
+    DescribeTransformJob on the provider's aiobotocore client in the event loop (no thread),
+    closes it, and fires the job's outcome — the same dict the worker's wait returns."""
     from botocore.stub import Stubber
 
+    from cvtune.aws.transform import SageMakerBatchTransform
     from cvtune.triggers.transform import TransformJobTrigger
 
-    _s3, client = aws
-    trigger = TransformJobTrigger(cvtune_conn_id="conn", job_name="bt-7", poll_interval=0)
-    path, kwargs = trigger.serialize()
+    s3, sync_client = aws
+    clients = async_sagemaker(monkeypatch, s3, scripted("InProgress", "InProgress", "Completed"))
+    path, kwargs = TransformJobTrigger(cvtune_conn_id="cvtune_sm", job_name="bt-7", poll_interval=0).serialize()
+    assert path == "cvtune.triggers.transform.TransformJobTrigger"
+    assert kwargs == {"cvtune_conn_id": "cvtune_sm", "job_name": "bt-7", "poll_interval": 0.0}
     module, name = path.rsplit(".", 1)
-    again = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
-    assert again.serialize() == (path, kwargs)
+    import importlib
 
-    _m, _cm, request = expected_requests("bt-7", f"{PREFIX}/plain/", f"{PREFIX}/o", None)
-    stubber = Stubber(client)
-    for status in ("InProgress", "InProgress", "Failed"):
-        stubber.add_response("describe_transform_job",
-                             transform_description("bt-7", status, request, "boom" if status == "Failed" else None),
-                             {"TransformJobName": "bt-7"})
-    stubber.add_client_error("describe_transform_job", service_error_code="ValidationException", http_status_code=400,
-                             service_message="Could not find job", expected_params={"TransformJobName": "bt-7"})
-    monkeypatch.setattr(TransformJobTrigger, "make_client", lambda self: client)
+    trigger = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert trigger.serialize() == (path, kwargs)
 
-    async def events():
-        return [event async for event in trigger.run()]
+    events, loop_thread, in_threads = run_trigger(trigger, monkeypatch)
+    assert events == [{"status": "Completed", "job_name": "bt-7", "failure_reason": None}]
+    clients.stubs[0].assert_no_pending_responses()
+    assert clients.opened == clients.closed == 1
+    # threads only to read the connection and to open the client; the 3 polls in the loop itself
+    assert in_threads == ["_runner", "client"]
+    assert clients.polled == ["bt-7"] * 3 and clients.threads == [loop_thread] * 3
 
-    with stubber:
-        assert [e.payload for e in asyncio.run(events())] == [
-            {"status": "Failed", "job_name": "bt-7", "failure_reason": "boom"}]
-        error = asyncio.run(events())
-    assert error[0].payload["status"] == "error" and "Could not find job" in error[0].payload["message"]
+    # the worker's wait maps the same responses to the same outcome (one mapping for both)
+    sleeps: list[float] = []
+    runner = SageMakerBatchTransform(make_config(), sync_client, s3, poll_s=5, sleep=sleeps.append)
+    with Stubber(sync_client) as stub:
+        scripted("InProgress", "InProgress", "Completed")(stub)
+        assert runner.wait("bt-7") == events[0]
+        stub.assert_no_pending_responses()
+    assert sleeps == [5, 5]
+
+
+def test_transform_trigger_failed_job_and_errors_become_events_the_task_raises(aws, monkeypatch):
+    """A Failed job fires with its reason; a job that does not exist, a refused call and a
+    connection that does not exist fire error events with a clear message; the deferred task
+    (execute_complete) raises each with the reason. The client is closed every time."""
+    from cvtune.errors import RunFailedError
+    from cvtune.operators import BatchTransformOperator
+    from cvtune.triggers.transform import TransformJobTrigger
+
+    s3, _client = aws
+
+    def missing(stub):
+        not_found(stub, "describe_transform_job", "Could not find requested job with name bt-8", {"TransformJobName": "bt-8"})
+
+    def refused(stub):
+        stub.add_client_error("describe_transform_job", service_error_code="AccessDeniedException", http_status_code=400,
+                              service_message="not authorized to perform sagemaker:DescribeTransformJob",
+                              expected_params={"TransformJobName": "bt-8"})
+
+    scripts = iter([scripted("InProgress", "Failed", job="bt-8", reason="AlgorithmError: boom"), missing, refused])
+    clients = async_sagemaker(monkeypatch, s3, lambda stub: next(scripts)(stub))
+    trigger = TransformJobTrigger(cvtune_conn_id="cvtune_sm", job_name="bt-8", poll_interval=0)
+    failed, loop_thread, in_threads = run_trigger(trigger, monkeypatch)
+    gone = run_trigger(trigger, monkeypatch)[0]
+    denied = run_trigger(trigger, monkeypatch)[0]
+    no_conn = run_trigger(TransformJobTrigger(cvtune_conn_id="nope", job_name="bt-8", poll_interval=0), monkeypatch)[0]
+
+    assert failed == [{"status": "Failed", "job_name": "bt-8", "failure_reason": "AlgorithmError: boom"}]
+    assert in_threads == ["_runner", "client"] and clients.threads[:2] == [loop_thread] * 2
+    assert [e["status"] for e in gone + denied + no_conn] == ["error"] * 3
+    assert all(e["job_name"] == "bt-8" for e in gone + denied + no_conn)
+    assert gone[0]["message"] == (
+        "waiting for batch transform job bt-8 failed: JobNotFoundError: no batch transform job bt-8 "
+        "(ValidationException: Could not find requested job with name bt-8)")
+    assert "AccessDeniedException" in denied[0]["message"] and "not authorized" in denied[0]["message"]
+    assert no_conn[0]["message"].startswith("cannot open a SageMaker client for connection nope: AirflowNotFoundException")
+    for stub in clients.stubs:
+        stub.assert_no_pending_responses()
+    assert clients.polled == ["bt-8"] * 4 and clients.opened == clients.closed == 3  # none for the missing connection
+
+    # the deferred task, resumed with these events, raises what they say
+    put(s3, "cv/transform-state/bt-8.json", json.dumps({
+        "job_name": "bt-8", "model_name": "m", "output_uri": f"{PREFIX}/o", "entries": [], "input_filter": None,
+        "reattached": False, "started": 0.0}))
+    task = BatchTransformOperator(task_id="batch_transform", model={"model_uri": MODEL_DATA, "entry_point": "train.py"},
+                                  input_uri=f"{PREFIX}/plain", cvtune_conn_id="cvtune_sm", deferrable=True)
+    with pytest.raises(RunFailedError, match="batch transform job bt-8 Failed: AlgorithmError: boom"):
+        task.execute_complete({}, event=failed[0])
+    with pytest.raises(RunFailedError, match="waiting for the batch transform job failed: .*no batch transform job bt-8"):
+        task.execute_complete({}, event=gone[0])

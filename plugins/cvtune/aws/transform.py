@@ -19,9 +19,15 @@ input record, per file. How the local options map:
 
 Names are deterministic: the model is named after a digest of its container (a retry, or the
 same model version transformed again, reuses it), the job after the task; a retried task finds
-its job (``ResourceInUse``) and re-attaches instead of starting another. Waiting polls
-``DescribeTransformJob`` in the worker, or in the triggerer
-(:class:`cvtune.triggers.transform.TransformJobTrigger`) when the operator defers.
+its job (``ResourceInUse``) and re-attaches instead of starting another.
+
+Waiting polls ``DescribeTransformJob``: in the worker on the boto3 client
+(:meth:`SageMakerBatchTransform.wait`), or, when the operator defers, in the triggerer's event
+loop on the amazon provider's aiobotocore client (:meth:`SageMakerBatchTransform.apoll`, from
+:class:`cvtune.triggers.transform.TransformJobTrigger`). Both map the response with
+:func:`job_outcome` — the dict ``wait`` returns, the trigger's event carries and
+:meth:`SageMakerBatchTransform.finish` takes — and a job that does not exist with
+:func:`_raise_if_missing`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from typing import Any
 
 from cvtune import store
 from cvtune.aws.staging import split_s3_uri
-from cvtune.errors import ConfigError, RunFailedError
+from cvtune.aws.throttle import Backoff
+from cvtune.errors import ConfigError, JobNotFoundError, RunFailedError
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 CONTENT_TYPE = "text/csv"
@@ -164,6 +171,25 @@ def _code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
+def job_outcome(job: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``DescribeTransformJob`` response as the result of waiting: None while the job runs, else
+    ``{"status", "job_name", "failure_reason"}`` (JSON-able: it travels as the trigger's event)."""
+    status = job["TransformJobStatus"]
+    if status not in TERMINAL:
+        return None
+    return {"status": status, "job_name": job["TransformJobName"], "failure_reason": job.get("FailureReason")}
+
+
+def _raise_if_missing(job_name: str, exc: Exception) -> None:
+    """Raise :class:`JobNotFoundError` if ``exc`` says there is no job ``job_name``."""
+    code = _code(exc)
+    message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
+    if code in ("ResourceNotFound", "ResourceNotFoundException") or (
+        code == "ValidationException" and ("could not find" in message.lower() or "not found" in message.lower())
+    ):
+        raise JobNotFoundError(f"no batch transform job {job_name} ({code}: {message})") from exc
+
+
 def _records(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
@@ -185,6 +211,7 @@ class SageMakerBatchTransform:
         self._s3 = s3_client
         self.poll_s = poll_s
         self.sleep = sleep
+        self.backoff = Backoff(sleep=sleep)
 
     @property
     def client(self) -> Any:
@@ -332,12 +359,33 @@ class SageMakerBatchTransform:
             if _code(exc) != "ValidationException":
                 raise
 
+    def poll(self, job_name: str) -> dict[str, Any] | None:
+        """One ``DescribeTransformJob``: the ended job's :func:`job_outcome`, None while it runs."""
+        try:
+            job = self.backoff.call(
+                f"DescribeTransformJob {job_name}", self.client.describe_transform_job, TransformJobName=job_name
+            )
+        except Exception as exc:  # noqa: BLE001 - botocore ClientError
+            _raise_if_missing(job_name, exc)
+            raise
+        return job_outcome(job)
+
+    async def apoll(self, client: Any, job_name: str) -> dict[str, Any] | None:
+        """:meth:`poll` on an open aiobotocore ``client``: awaited in the running event loop, no thread."""
+        try:
+            job = await self.backoff.acall(
+                f"DescribeTransformJob {job_name}", client.describe_transform_job, TransformJobName=job_name
+            )
+        except Exception as exc:  # noqa: BLE001 - botocore ClientError
+            _raise_if_missing(job_name, exc)
+            raise
+        return job_outcome(job)
+
     def wait(self, job_name: str) -> dict[str, Any]:
-        while True:
-            job = self.client.describe_transform_job(TransformJobName=job_name)
-            if job["TransformJobStatus"] in TERMINAL:
-                return job
+        """Poll until the job ends; its :func:`job_outcome`."""
+        while (outcome := self.poll(job_name)) is None:
             self.sleep(self.poll_s)
+        return outcome
 
     def check_outputs(self, output_uri: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One ``.out`` per input with exactly as many records: what the local transform checks."""
@@ -401,12 +449,15 @@ class SageMakerBatchTransform:
         """What :meth:`launch` recorded for ``job_name``."""
         return json.loads(self._read(self._state_uri(job_name)))
 
-    def finish(self, state: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-        """The ended job's result in the local transform's shape, after the row-count check."""
-        if job["TransformJobStatus"] != "Completed":
+    def finish(self, state: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+        """The ended job's result in the local transform's shape, after the row-count check.
+
+        ``outcome`` is the job's :func:`job_outcome` (from :meth:`wait`, or the trigger's event).
+        """
+        if outcome["status"] != "Completed":
             raise RunFailedError(
-                f"batch transform job {state['job_name']} {job['TransformJobStatus']}: "
-                f"{job.get('FailureReason') or 'no reason given'}"
+                f"batch transform job {state['job_name']} {outcome['status']}: "
+                f"{outcome.get('failure_reason') or 'no reason given'}"
             )
         files = self.check_outputs(state["output_uri"], state["entries"])
         return {

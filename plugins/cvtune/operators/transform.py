@@ -117,8 +117,8 @@ class BatchTransformOperator(CvtuneBaseOperator):
             tags={"cvtune:dag": dag_id[:128], "cvtune:task": task_id[:128]},
         )
         if self.deferrable:
-            job = runner.client.describe_transform_job(TransformJobName=job_name)
-            if job["TransformJobStatus"] not in ("Completed", "Failed", "Stopped"):
+            outcome = runner.poll(job_name)
+            if outcome is None:  # still running
                 from cvtune.triggers.transform import TransformJobTrigger
 
                 self.defer(
@@ -127,7 +127,7 @@ class BatchTransformOperator(CvtuneBaseOperator):
                     ),
                     method_name="execute_complete",
                 )
-            return runner.finish(state, job)
+            return runner.finish(state, outcome)
         return runner.finish(state, runner.wait(job_name))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -143,8 +143,7 @@ class BatchTransformOperator(CvtuneBaseOperator):
         settings = self.hook.settings
         runner = SageMakerBatchTransform(SageMakerConfig.from_options(settings.options, source=settings.source))
         state = runner.load_state(event["job_name"])
-        job = {"TransformJobStatus": event["status"], "FailureReason": event.get("failure_reason")}
-        result = runner.finish(state, job)
+        result = runner.finish(state, event)  # the event is the job's outcome (aws.transform.job_outcome)
         self.log.info("batch transform: %d records in %d files → %s", result["records"], len(result["files"]), state["output_uri"])
         return {
             **result,
