@@ -1,6 +1,6 @@
 """Warm pool vs a cold process per job: the same N fold jobs of the real training script.
 
-    python benchmarks/warm_pool.py [--jobs 40] [--workers 2]
+    python benchmarks/warm_pool.py [--quick] [--jobs 40] [--workers 2]
 
 Both sides run `include/training/train.py` on the same breast-cancer folds with the same
 hyperparameters, two at a time. "cold" starts `python train.py` per job (what a container per
@@ -75,9 +75,11 @@ def warm(manifest: dict, jobs: int, workers: int, work: str, prestart: bool) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 6 jobs")
+    parser.add_argument("--jobs", type=int, default=None, help="default 40, quick 6")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    args.jobs = args.jobs or (6 if args.quick else 40)
     with tempfile.TemporaryDirectory() as work:
         manifest = split_dataset(os.path.join(ROOT, "include", "data", "breast_cancer.csv"), os.path.join(work, "folds"),
                                  target="target", folds=5, seed=0)

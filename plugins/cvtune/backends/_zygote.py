@@ -354,6 +354,7 @@ def _run_job(conn: Any, payload: dict[str, Any], index: int, own_create_time: fl
     if os.path.exists(os.path.join(job_dir, FINAL)):
         # Stopped while queued or in the pipe: never start it.
         return not _send(conn, ("ended", name, _final_status(job_dir)))
+    _precompile(payload["entry_point"])
     _flush_std()  # or the child would inherit (and write to its log) our buffered output
     started = time.monotonic()
     pid = os.fork()
@@ -590,6 +591,47 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     return _EXIT_OK if status == COMPLETED else _EXIT_FAILED
 
 
+# Entry points compiled by this worker: path -> ((size, mtime_ns, inode), code object). Compiling a
+# 1,000-line script takes 25-50 ms; done here once, every forked job child inherits the result
+# instead of recompiling the same file (runpy.run_path never writes or reads a .pyc).
+_CODE_CACHE: dict[str, tuple[tuple[int, int, int], Any]] = {}
+
+
+def _file_key(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _precompile(entry_point: str) -> None:
+    """Compile a plain ``.py`` entry point in the worker, unless it is cached and unchanged."""
+    key = _file_key(entry_point)
+    if key is None or not entry_point.endswith(".py") or not os.path.isfile(entry_point):
+        return
+    cached = _CODE_CACHE.get(entry_point)
+    if cached is not None and cached[0] == key:
+        return
+    _CODE_CACHE.pop(entry_point, None)
+    try:
+        import io
+
+        with io.open_code(entry_point) as f:
+            source = f.read()
+        _CODE_CACHE[entry_point] = (key, compile(source, entry_point, "exec", dont_inherit=True))
+    except Exception:  # a syntax error: the job child's run_path reports it in the job's log
+        pass
+
+
+def _compiled(entry_point: str) -> Any | None:
+    """The worker's code object for ``entry_point`` if the file is still the one compiled."""
+    cached = _CODE_CACHE.get(entry_point)
+    if cached is None or cached[0] != _file_key(entry_point):
+        return None
+    return cached[1]
+
+
 def _run_script(entry_point: str) -> tuple[int, str | None]:
     """Run the script as ``__main__``; return ``(exit_code, failure_reason_or_None)``."""
     import atexit
@@ -598,7 +640,13 @@ def _run_script(entry_point: str) -> tuple[int, str | None]:
 
     summary: str | None = None
     try:
-        runpy.run_path(entry_point, run_name="__main__")
+        compiled = _compiled(entry_point)
+        run_code = getattr(runpy, "_run_module_code", None)
+        if compiled is not None and run_code is not None:
+            # What run_path does for a .py file after compiling it, minus the compiling.
+            run_code(compiled, None, "__main__", pkg_name="", script_name=entry_point)
+        else:
+            runpy.run_path(entry_point, run_name="__main__")
         code = 0
     except SystemExit as exc:
         if exc.code is None:

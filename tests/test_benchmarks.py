@@ -1,0 +1,81 @@
+"""Smoke test of every benchmark: its --quick mode runs and prints its figures.
+
+Only that the figures are there and parse as numbers is asserted, never their values: the
+benchmarks time things on a shared machine (benchmarks/README.md lists the measured figures).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+NUMBER = r"[-+]?\d+(?:\.\d+)?"
+
+
+def run_quick(name: str) -> str:
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"), "--quick"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def figures(pattern: str, text: str) -> list[tuple[str, ...]]:
+    found = re.findall(pattern, text, flags=re.MULTILINE)
+    assert found, f"no match for {pattern!r} in:\n{text}"
+    for groups in found:
+        for value in groups if isinstance(groups, tuple) else (groups,):
+            float(value)  # every captured figure is a number
+    return found
+
+
+@pytest.mark.slow
+def test_warm_pool_quick():
+    out = run_quick("warm_pool")
+    figures(rf"cold process per job\s*:\s*({NUMBER}) s", out)
+    assert len(figures(rf"warm pool \(.*\)\s*:\s*({NUMBER}) s .* speed-up x({NUMBER})", out)) == 2
+
+
+@pytest.mark.slow
+def test_vs_gridsearch_quick():
+    out = run_quick("vs_gridsearch")
+    [(cv, sk)] = figures(rf"^wall time, median of \d+: cvtune ({NUMBER}) s, GridSearchCV\(n_jobs=2\) ({NUMBER}) s", out)
+    [ratio] = figures(rf"^ratio cvtune/sklearn: ({NUMBER})", out)
+    assert abs(float(ratio) - float(cv) / float(sk)) < 0.01  # the ratio is of the two printed times
+    figures(rf"^  model fit\s+({NUMBER})\s+({NUMBER})", out)
+    figures(rf"orchestrator CPU .*?({NUMBER}) s", out)
+    assert "same: True" in out  # both sides picked the same best candidate
+
+
+@pytest.mark.slow
+def test_early_stopping_quick():
+    out = run_quick("early_stopping")
+    rows = figures(rf"^(?:\w+)?\s+(?:off|wilcoxon|median)\s+(\d+)\s+({NUMBER})%\s+({NUMBER})\s+({NUMBER})", out)
+    assert len(rows) == 3 * 3  # three rules on three datasets
+    totals = figures(rf"^\s+(?:off|wilcoxon|median)\s+(\d+)\s+({NUMBER})%\s+({NUMBER})\s+(?:baseline|PASS|MISS)$", out)
+    assert len(totals) == 3
+
+
+@pytest.mark.slow
+def test_bayes_vs_random_quick():
+    out = run_quick("bayes_vs_random")
+    found = re.findall(r"^median trials to reach ([\d.]+) % of random's best: Random (>?\d+(?:\.\d+)?), "
+                       r"Bayesian (>?\d+(?:\.\d+)?)", out, flags=re.MULTILINE)
+    assert [f[0] for f in found] == ["99.5", "99.9"], out
+    for _, random_n, bayes_n in found:
+        float(random_n.lstrip(">")), float(bayes_n.lstrip(">"))
+
+
+@pytest.mark.slow
+def test_import_time_quick():
+    out = run_quick("import_time")
+    figures(rf"import airflow\.sdk \(baseline, own process\)\s+({NUMBER})", out)
+    figures(rf"^beyond `import airflow\.sdk`: ({NUMBER}) s", out)
+    assert "heavy modules loaded: none" in out
