@@ -41,7 +41,7 @@ demo: install
 	$(PY) include/demo_headline.py $(DEMO_HOME)/artifacts
 
 bench: install
-	$(PY) benchmarks/warm_pool.py
+	for b in warm_pool vs_gridsearch early_stopping bayes_vs_random import_time; do $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) cvtune-artifacts .pytest_cache
