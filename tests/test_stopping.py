@@ -65,11 +65,12 @@ def test_wilcoxon_prunes_after_first_wave_and_never_launches_the_rest(tmp_path):
     assert len(pruned_in_study) == len(pruned) and all(t.intermediate_values for t in pruned_in_study)
 
 
-def test_wilcoxon_default_threshold_needs_more_folds(tmp_path):
-    # with p < 0.1, two folds can never be significant (the smallest one-sided p is 0.25):
-    # stopping happens later, stopping running jobs instead of skipping launches
+def test_wilcoxon_strict_threshold_needs_more_folds(tmp_path):
+    # with p < 0.1 (Optuna's default), two folds can never be significant (the smallest one-sided
+    # p is 0.25): stopping happens later, stopping running jobs instead of skipping launches
     summary, ledger, backend, _ = run(
-        tmp_path, k=6, max_trials=10, max_parallel_trials=1, early_stopping={"rule": "wilcoxon", "first_wave": 2}
+        tmp_path, k=6, max_trials=10, max_parallel_trials=1,
+        early_stopping={"rule": "wilcoxon", "first_wave": 2, "p_threshold": 0.1},
     )
     pruned = [t for t in ledger.trials if t["state"] == "Pruned"]
     assert pruned
@@ -124,3 +125,9 @@ def test_bad_early_stopping_settings(tmp_path, changes, field):
 def test_first_wave_must_leave_folds_to_stop(tmp_path):
     with pytest.raises(ConfigError, match="early_stopping.first_wave"):
         run(tmp_path, k=3, early_stopping={"rule": "median", "first_wave": 3})
+
+
+def test_wilcoxon_default_threshold_can_stop_after_the_first_wave():
+    assert EarlyStopping.parse("wilcoxon").p_threshold == EarlyStopping().p_threshold == 0.3
+    assert EarlyStopping.parse({"rule": "wilcoxon", "p_threshold": 0.1}).p_threshold == 0.1
+    assert 1 / 2**2 < EarlyStopping().p_threshold  # two folds can already be significant

@@ -44,7 +44,10 @@ class EarlyStopping:
 
     rule: str = "off"
     first_wave: int = 2
-    p_threshold: float = 0.1
+    # 0.3, not Optuna's 0.1: with 5 folds the one-sided test cannot reach p < 0.1 before fold 4
+    # (smallest p after k folds: 1/2^k), so it could only ever save the last fold.
+    # benchmarks/early_stopping.py: 0.3 saves 41 % of fold jobs at no measurable loss, 0.1 saves 11 %.
+    p_threshold: float = 0.3
     min_trials: int = 5
     reduction_factor: int = 3  # Hyperband
     min_folds: int = 1  # Hyperband: the smallest rung
@@ -71,7 +74,7 @@ class EarlyStopping:
                 raise ConfigError(f"{field}.{key}", f"must be an integer >= {minimum}, got {value!r}")
             return value
 
-        p = data.get("p_threshold", 0.1)
+        p = data.get("p_threshold", cls.p_threshold)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1:
             raise ConfigError(f"{field}.p_threshold", f"must be between 0 and 1, got {p!r}")
         return cls(
