@@ -369,6 +369,42 @@ def test_numeric_labels_match_across_channels_even_if_read_as_float(tmp_path, ru
     assert metrics["validation"]["auc"] > 0.95
 
 
+def test_integer_labels_take_a_vectorized_path_with_the_same_results(ts, tmp_path, run_main, capsys, monkeypatch):
+    # Integer labels skip the per-row Python label handling; forcing the general path must give
+    # the same classes, the same unseen-class handling and bit-identical metrics.
+    codes = {"low": 2, "mid": 10, "high": 5}
+    train = mixed_frame(200, 20, "classification", n_classes=3)
+    validation = mixed_frame(80, 21, "classification", n_classes=3)
+    train["y"] = train["y"].map(codes)
+    validation["y"] = validation["y"].map(codes).astype(float)
+    validation.loc[:2, "y"] = [7.0, 0.5, 7.0]
+    results = []
+    for path in ("vectorized", "general"):
+        if path == "general":
+            monkeypatch.setattr(ts, "_integer_labels", lambda values: None)
+        job = make_job(tmp_path / path, train=train, validation=validation)
+        metrics = run_main(job, args_for("xgboost", "classification", num_round=10))
+        metadata = json.loads((job.model_dir / "metadata.json").read_text())
+        encoder = joblib.load(job.model_dir / "model.joblib")["label_encoder"]
+        results.append((metrics, metadata["classes"], encoder.classes_.tolist(), capsys.readouterr().err))
+    assert results[0][1] == [2, 5, 10]
+    assert "3 row(s) have classes not seen in training (0.5, 7)" in results[0][3]
+    assert results[0] == results[1]
+
+
+def test_train_metrics_false_skips_only_the_train_channel(tmp_path, run_main, cancer):
+    args = args_for("xgboost", "classification", "target", num_round=20)
+    scored = {}
+    for flag in ("true", "false"):
+        job = make_job(tmp_path / flag, train=cancer.train, validation=cancer.validation)
+        scored[flag] = run_main(job, args + ["--train_metrics", flag])
+        metadata = json.loads((job.model_dir / "metadata.json").read_text())
+        assert metadata["hyperparameters"]["train_metrics"] is (flag == "true")
+    assert sorted(scored["true"]) == ["train", "validation"]
+    assert sorted(scored["false"]) == ["validation"]
+    assert scored["false"]["validation"] == scored["true"]["validation"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Hyperparameters
 # ---------------------------------------------------------------------------------------------
@@ -437,6 +473,7 @@ def test_argv_wins_over_sm_hps(tmp_path, run_main, cancer):
         (["--subsample", "1.5"], "'subsample'"),
         (["--num_round", "2.5"], "'num_round'"),
         (["--seed", "-3"], "'seed'"),
+        (["--train_metrics", "maybe"], "'train_metrics'"),
         (["--model", "svm"], "model='svm'"),
         (["--task", "ranking"], "task='ranking'"),
         (["--eta"], "--eta has no value"),

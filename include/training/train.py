@@ -18,7 +18,9 @@ scikit-learn 1.1 / xgboost 1.7 / pandas 1.5 / numpy 1.23 as well as on the proje
 Training
     Hyperparameters arrive as ``--name value`` arguments and as the JSON object ``SM_HPS``
     (argv wins per name). ``sagemaker_*`` names are ignored; any other unknown name is an error.
-    Static: ``model``, ``task`` (required), ``target`` (required), ``seed``. Tuned: see
+    Static: ``model``, ``task`` (required), ``target`` (required), ``seed``, ``train_metrics``
+    (default true: also score the train channel; false skips that prediction, as GridSearchCV's
+    ``return_train_score=False`` does; validation and test are always scored). Tuned: see
     ``HYPERPARAMETERS``. Data: every ``.csv``/``.parquet`` file (with a header) under the channel
     directories ``SM_CHANNEL_TRAIN`` (required), ``SM_CHANNEL_VALIDATION`` and ``SM_CHANNEL_TEST``
     (optional). Metrics are printed one per line as ``{channel}:{metric}={value!r};``.
@@ -78,7 +80,7 @@ MISSING_CATEGORY = "__missing__"
 MODELS = ("xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge")
 TASKS = ("classification", "regression")
 LINEAR_MODELS = ("logistic_regression", "ridge")
-STATIC_HYPERPARAMETERS = ("model", "task", "target", "seed")
+STATIC_HYPERPARAMETERS = ("model", "task", "target", "seed", "train_metrics")
 DATA_SUFFIXES = (".csv", ".parquet")
 JSONLINES_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
 
@@ -336,6 +338,12 @@ def resolve_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise TrainingError(f"bad value for hyperparameter 'seed': {exc}") from None
 
+    train_metrics = coerce_value(given.get("train_metrics", True))
+    if not isinstance(train_metrics, (bool, np.bool_)):
+        raise TrainingError(
+            f"bad value for hyperparameter 'train_metrics': expected true or false, got {train_metrics!r}"
+        )
+
     tuned: dict[str, Any] = {}
     estimator_params: dict[str, Any] = {}
     for name, (keyword, validate, default) in table.items():
@@ -358,6 +366,7 @@ def resolve_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
         "task": task,
         "target": target,
         "seed": seed,
+        "train_metrics": bool(train_metrics),
         "tuned": tuned,
         "estimator_params": estimator_params,
         "ignored": ignored,
@@ -586,6 +595,56 @@ def _label_key(value: Any) -> str:
     return str(_normalize_label(value))
 
 
+def _integer_labels(values: pd.Series) -> np.ndarray | None:
+    """The labels as int64 when every one is an integer (int column, or floats like 1.0), else None.
+
+    The vectorized twin of mapping ``_normalize_label`` over an int/float column: same classes,
+    same order, no Python loop over the rows. Other columns (text, bool, mixed) return None and
+    take the general path.
+    """
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+        return None
+    if pd.api.types.is_integer_dtype(dtype):
+        if values.isna().any():
+            return None
+        array = values.to_numpy()
+        if array.dtype.kind == "u" and len(array) and array.max() > np.iinfo(np.int64).max:
+            return None
+        return array.astype(np.int64)
+    if not pd.api.types.is_float_dtype(dtype):
+        return None
+    array = values.to_numpy(dtype="float64", na_value=np.nan)
+    # Bounded well inside int64 so the cast is exact and int(value) agrees with it.
+    if not (np.isfinite(array).all() and (np.abs(array) < 2.0**62).all() and (array == np.floor(array)).all()):
+        return None
+    return array.astype(np.int64)
+
+
+def _label_codes(values: pd.Series, classes: list[Any], integer_classes: np.ndarray | None) -> np.ndarray:
+    """Class index of each label (-1 for a class not seen in training), matched by ``_label_key``."""
+    dtype = values.dtype
+    numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    if integer_classes is not None and numeric and not values.isna().any():
+        array = values.to_numpy(dtype="float64") if pd.api.types.is_float_dtype(dtype) else values.to_numpy()
+        as_int = None
+        if array.dtype.kind == "f" and (np.isfinite(array) & (np.abs(array) < 2.0**62)).all():
+            # A non-integral float's key ("0.5", "1e-05") is never an integer class's key.
+            integral = array == np.floor(array)
+            as_int = np.where(integral, array, 0).astype(np.int64)
+        elif array.dtype.kind == "i" or (
+            array.dtype.kind == "u" and (not len(array) or array.max() <= np.iinfo(np.int64).max)
+        ):
+            integral = np.ones(len(array), dtype=bool)
+            as_int = array.astype(np.int64)
+        if as_int is not None:
+            position = np.minimum(np.searchsorted(integer_classes, as_int), len(integer_classes) - 1)
+            found = integral & (integer_classes[position] == as_int)
+            return np.where(found, position, -1).astype(np.int64)
+    lookup = {_label_key(c): i for i, c in enumerate(classes)}
+    return np.array([lookup.get(_label_key(v), -1) for v in values.tolist()], dtype=np.int64)
+
+
 def classification_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
     """auc, logloss, accuracy, f1 for encoded labels ``y`` and class probabilities ``proba``."""
     metrics: dict[str, float] = {}
@@ -696,9 +755,17 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
 
     label_encoder = None
     classes: list[Any] = []
+    integer_classes = None
     if task == "classification":
-        labels = [_normalize_label(v) for v in y_train_raw.tolist()]
-        if all(_is_number(v) for v in labels):
+        integer_labels = _integer_labels(y_train_raw)
+        labels = [] if integer_labels is not None else [_normalize_label(v) for v in y_train_raw.tolist()]
+        if integer_labels is not None:
+            # np.unique sorts and encodes exactly as LabelEncoder does, without a per-row loop.
+            integer_classes, y_train = np.unique(integer_labels, return_inverse=True)
+            label_encoder = LabelEncoder()
+            label_encoder.classes_ = integer_classes
+            classes = [int(c) for c in integer_classes]
+        elif all(_is_number(v) for v in labels):
             # Numeric classes keep numeric order (2 before 10), which is the column order of the
             # multiclass probability matrix.
             label_encoder = LabelEncoder().fit(np.array(labels))
@@ -740,15 +807,15 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
     fit_seconds = time.time() - fit_started
 
     metrics: dict[str, dict[str, float]] = {}
-    scored = [("train", x_train, y_train_raw)] + [(ch, x, y) for ch, (x, y) in others.items()]
+    scored = [("train", x_train, y_train_raw)] if settings["train_metrics"] else []
+    scored += [(ch, x, y) for ch, (x, y) in others.items()]
     for channel, x, y_raw in scored:
         if len(x) == 0:
             _warn(f"channel {channel!r}: no labelled rows; no metrics")
             continue
         features_frame = prepare_features(x[features], numeric, categorical)
         if task == "classification":
-            lookup = {_label_key(c): i for i, c in enumerate(classes)}
-            codes = np.array([lookup.get(_label_key(v), -1) for v in y_raw.tolist()])
+            codes = _label_codes(y_raw, classes, integer_classes)
             known = codes >= 0
             if not known.all():
                 raw_values = y_raw.tolist()
@@ -802,6 +869,7 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
             "task": task,
             "target": target,
             "seed": settings["seed"],
+            "train_metrics": settings["train_metrics"],
             **settings["tuned"],
         },
         "estimator_params": settings["estimator_params"],
