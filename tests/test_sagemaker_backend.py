@@ -39,6 +39,7 @@ from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, RunFail
 from cvtune.ledger import RunLedger
 from cvtune.settings import Settings
 from cvtune.tuner import CVTuner
+from tests.aws_fakes import record_to_thread
 
 REGION = "us-east-1"
 BUCKET = "cvtune-test-bucket"
@@ -911,14 +912,7 @@ def test_jobs_trigger_on_sagemaker_polls_through_the_async_client(monkeypatch, t
         return StubbedAsyncClient()
 
     monkeypatch.setattr(SageMakerConfig, "client", client)
-    in_threads: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def recording_to_thread(fn, *args, **kwargs):
-        in_threads.append(getattr(fn, "__name__", repr(fn)))
-        return await to_thread(fn, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", recording_to_thread)
+    in_threads = record_to_thread(monkeypatch)
 
     async def main():
         trigger = TuningJobsTrigger(cvtune_conn_id="cvtune_sm", run_id="smr", ledger_uri="s3://b/runs/smr/ledger.json",

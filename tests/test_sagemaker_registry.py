@@ -10,10 +10,8 @@ import json
 
 import pytest
 
-BUCKET = "cvtune-test"
-PREFIX = f"s3://{BUCKET}/cv"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+from tests.aws_fakes import BUCKET, IMAGE, PREFIX, ROLE, make_config, moto_aws
+
 CODE = f"{PREFIX}/code/abc123/sourcedir.tar.gz"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 GROUP_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package-group/grp"
@@ -57,26 +55,7 @@ def container(job: str) -> dict:
 
 @pytest.fixture
 def aws(monkeypatch):
-    import boto3
-    from moto import mock_aws
-
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3, boto3.client("sagemaker", region_name="us-east-1")
-
-
-def make_config(**options):
-    from cvtune.aws.config import SageMakerConfig
-
-    return SageMakerConfig.from_options(
-        {"role_arn": ROLE, "s3_prefix": PREFIX, "region_name": "us-east-1", **options}, source="test"
-    )
+    yield from moto_aws(monkeypatch)
 
 
 class Routed:

@@ -9,10 +9,8 @@ import json
 
 import pytest
 
-BUCKET = "cvtune-test"
-PREFIX = f"s3://{BUCKET}/cv"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+from tests.aws_fakes import BUCKET, IMAGE, PREFIX, ROLE, make_config, moto_aws, record_to_thread
+
 MODEL_DATA = f"{PREFIX}/jobs/train-final-1/output/model.tar.gz"
 CODE = f"{PREFIX}/code/abc123/sourcedir.tar.gz"
 MODEL_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model/cvtune-model"
@@ -32,27 +30,7 @@ CONTAINER = {
 
 @pytest.fixture
 def aws(monkeypatch):
-    """Dummy credentials, moto S3 with one bucket, and a real sagemaker client to stub."""
-    import boto3
-    from moto import mock_aws
-
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3, boto3.client("sagemaker", region_name="us-east-1")
-
-
-def make_config(**options):
-    from cvtune.aws.config import SageMakerConfig
-
-    return SageMakerConfig.from_options(
-        {"role_arn": ROLE, "s3_prefix": PREFIX, "region_name": "us-east-1", **options}, source="test"
-    )
+    yield from moto_aws(monkeypatch)
 
 
 def put(s3, key: str, text: str) -> None:
@@ -559,14 +537,8 @@ def run_trigger(trigger, monkeypatch):
     import asyncio
     import threading
 
-    in_threads: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def recording_to_thread(fn, *args, **kwargs):
-        in_threads.append(getattr(fn, "__name__", repr(fn)))
-        return await to_thread(fn, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", recording_to_thread)
+    to_thread = asyncio.to_thread  # restored below: a second trigger run records afresh
+    in_threads = record_to_thread(monkeypatch)
 
     async def main():
         return [event.payload async for event in trigger.run()], threading.get_ident()

@@ -62,10 +62,18 @@ def _is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` → ``("bucket", "a/b")``."""
+    if not _is_s3(uri):
+        raise ValueError(f"{uri} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
 def _s3(uri: str) -> tuple[Any, str, str]:
     """(client, bucket, key) of an ``s3://`` URI."""
     global _s3_default
-    bucket, _, key = uri[len("s3://") :].partition("/")
+    bucket, key = split_s3_uri(uri)
     if _s3_factory is not None:
         return _s3_factory(), bucket, key
     if _s3_default is None:

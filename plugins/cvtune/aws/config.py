@@ -264,3 +264,27 @@ def _check_tags(tags: Any, name: str) -> dict[str, str]:
 SAGEMAKER_KEYS: frozenset[str] = frozenset(f.name for f in fields(SageMakerConfig)) | SETTINGS_KEYS
 
 __all__ = ["SAGEMAKER_KEYS", "SageMakerConfig"]
+
+
+class LazyClients:
+    """``client`` (SageMaker) and ``s3``: made from ``self.config`` on first use unless injected.
+
+    For classes holding a :class:`SageMakerConfig` as ``config``; tests inject Stubber-wrapped
+    clients as ``_client`` / ``_s3``.
+    """
+
+    config: SageMakerConfig
+    _client: Any = None
+    _s3: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.config.client("sagemaker")
+        return self._client
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = self.config.client("s3")
+        return self._s3

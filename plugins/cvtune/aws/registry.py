@@ -30,6 +30,7 @@ import time
 import unicodedata
 from typing import Any
 
+from cvtune.aws.config import LazyClients
 from cvtune.errors import ConfigError
 from cvtune.registry import APPROVED, GROUP_RE, STATUSES
 
@@ -99,7 +100,7 @@ def statistics_document(
     }
 
 
-class SageMakerModelRegistry:
+class SageMakerModelRegistry(LazyClients):
     """Model package groups on SageMaker. ``client``/``s3_client``: injected boto3 clients (tests)."""
 
     def __init__(self, config: Any, client: Any = None, s3_client: Any = None, transform_instance_type: str | None = None):
@@ -107,18 +108,6 @@ class SageMakerModelRegistry:
         self._client = client
         self._s3 = s3_client
         self.transform_instance_type = transform_instance_type or config.instance_type
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self.config.client("sagemaker")
-        return self._client
-
-    @property
-    def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = self.config.client("s3")
-        return self._s3
 
     # -- reading ---------------------------------------------------------------------------
     def _check_group(self, group: str) -> None:
@@ -323,7 +312,7 @@ class SageMakerModelRegistry:
         return self._version(self._describe(arn))
 
     def _upload_statistics(self, group: str, digest: str, document: dict[str, Any]) -> dict[str, str]:
-        from cvtune.aws.staging import split_s3_uri
+        from cvtune.store import split_s3_uri
 
         body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
         uri = f"{self.config.s3_prefix}/registry/{group}/{digest}/statistics.json"

@@ -23,17 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cvtune import store
+from cvtune.store import split_s3_uri
 
 CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/x-parquet"}
 _SKIP_DIRS = ("__pycache__", ".git", ".ipynb_checkpoints")
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` → ``("bucket", "a/b")``."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"{uri} is not an s3:// URI")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    return bucket, key
 
 
 def _files(directory: str) -> list[tuple[str, str]]:

@@ -40,9 +40,10 @@ from collections.abc import Callable
 from typing import Any
 
 from cvtune import store
-from cvtune.aws.staging import split_s3_uri
+from cvtune.aws.config import LazyClients
 from cvtune.aws.throttle import Backoff
 from cvtune.errors import ConfigError, JobNotFoundError, RunFailedError
+from cvtune.store import split_s3_uri
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 CONTENT_TYPE = "text/csv"
@@ -194,7 +195,7 @@ def _records(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-class SageMakerBatchTransform:
+class SageMakerBatchTransform(LazyClients):
     """Runs one batch transform job and checks its output. Clients are injectable (tests)."""
 
     def __init__(
@@ -212,18 +213,6 @@ class SageMakerBatchTransform:
         self.poll_s = poll_s
         self.sleep = sleep
         self.backoff = Backoff(sleep=sleep)
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self.config.client("sagemaker")
-        return self._client
-
-    @property
-    def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = self.config.client("s3")
-        return self._s3
 
     # -- S3 ---------------------------------------------------------------------------------
     def _list(self, uri: str) -> list[str]:

@@ -124,7 +124,12 @@ class CVTuningOperator(CvtuneBaseOperator):
             artifact_root=self.hook.artifact_root,
             poll_s=self.poll_interval,
             ledger_extra=self.ledger_extra(context),
+            warm_start=self.warm_start(),
         )
+
+    def warm_start(self):
+        """The run's warm start (:class:`cvtune.warmstart.WarmStart`), ``None`` for a cold start."""
+        return None
 
     def ledger_extra(self, context: Any) -> dict[str, Any]:
         dag_id, run_id, task_id, map_index = self.ids(context)

@@ -47,7 +47,6 @@ class WarmStartTuningOperator(CVTuningOperator):
         self.previous_from_group = previous_from_group
         self.parameter_ranges = parameter_ranges
         self.top_per_parent = top_per_parent
-        self._warm = None
 
     def load_config(self):
         config = super().load_config()
@@ -77,25 +76,14 @@ class WarmStartTuningOperator(CVTuningOperator):
                 )
         return uris
 
-    def make_tuner(self, context: Any, backend: Any, config: Any, manifest: dict[str, Any]):
-        from cvtune.tuner import CVTuner
+    def warm_start(self):
         from cvtune.warmstart import WarmStart, load_parents
 
         uris = self.parent_uris()
-        warm = None
-        if uris:
-            warm = WarmStart(
-                self.warm_start_type, load_parents(uris, self.transitive), top_per_parent=self.top_per_parent, uris=uris
-            )
-        return CVTuner(
-            config,
-            manifest,
-            backend,
-            run_id=self.derive_run_id(context),
-            artifact_root=self.hook.artifact_root,
-            poll_s=self.poll_interval,
-            ledger_extra=self.ledger_extra(context),
-            warm_start=warm,
+        if not uris:
+            return None
+        return WarmStart(
+            self.warm_start_type, load_parents(uris, self.transitive), top_per_parent=self.top_per_parent, uris=uris
         )
 
 
