@@ -53,7 +53,7 @@ def training_script():
 
 
 def _hp_string(value: Any) -> str:
-    # as cvtune.backends.local passes hyperparameters: strings as they are, the rest as JSON
+    # as cvtune.local.backend passes hyperparameters: strings as they are, the rest as JSON
     return value if isinstance(value, str) else json.dumps(value)
 
 

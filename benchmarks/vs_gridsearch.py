@@ -207,8 +207,8 @@ def main() -> None:
     etas = ["0.1", "0.3"] if args.quick else ["0.05", "0.1", "0.2", "0.3"]
     quiet()
 
-    from cvtune.backends.local import LocalBackend
     from cvtune.folds import split_dataset
+    from cvtune.local.backend import LocalBackend
 
     print(f"vs_gridsearch: {datetime.date.today()}, {machine()}")
     with tempfile.TemporaryDirectory(prefix="cvtune-bench-") as work:

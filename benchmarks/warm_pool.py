@@ -24,8 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "plugins"))
 
 from cvtune.backends.base import JobSpec  # noqa: E402
-from cvtune.backends.local import LocalBackend  # noqa: E402
 from cvtune.folds import split_dataset  # noqa: E402
+from cvtune.local.backend import LocalBackend  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "include", "training", "train.py")
 HPS = {"model": "xgboost", "task": "classification", "target": "target", "num_round": 100, "eta": 0.1, "max_depth": 4}

@@ -29,7 +29,7 @@ def moto_aws(monkeypatch: Any) -> Iterator[tuple[Any, Any]]:
 
 
 def make_config(**options: Any):
-    from cvtune.aws.config import SageMakerConfig
+    from cvtune.sagemaker.config import SageMakerConfig
 
     return SageMakerConfig.from_options(
         {"role_arn": ROLE, "s3_prefix": PREFIX, "region_name": "us-east-1", **options}, source="test"

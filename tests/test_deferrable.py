@@ -173,7 +173,7 @@ def test_jobs_trigger_reports_errors_as_events(cvtune_conn, monkeypatch):
 @pytest.mark.timeout(120)
 def test_jobs_trigger_on_real_local_backend_state_starts_no_worker(cvtune_conn, tmp_path, monkeypatch):
     """Jobs submitted by a (then closed) local backend are observed from their files only."""
-    from cvtune.backends.local import LocalBackend
+    from cvtune.local.backend import LocalBackend
     from cvtune.triggers.tuning import TuningJobsTrigger
 
     script = tmp_path / "train.py"
@@ -280,8 +280,8 @@ def finish(uri: str, status: str, reason: str | None = None) -> None:
 
 
 def test_execution_mode_local_backend_rejects_deferral_before_launching(tmp_path, monkeypatch):
-    from cvtune.backends.local import LocalBackend
     from cvtune.errors import ConfigError
+    from cvtune.local.backend import LocalBackend
     from cvtune.operators import CVTuningOperator
 
     local = LocalBackend(str(tmp_path / "jobs"))

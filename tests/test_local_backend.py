@@ -19,8 +19,8 @@ import pytest
 
 from cvtune.backends import get_backend
 from cvtune.backends.base import COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING, JobSpec
-from cvtune.backends.local import DEFAULT_PRELOAD, WARM_COLD, WARM_REUSED, LocalBackend
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
+from cvtune.local.backend import DEFAULT_PRELOAD, WARM_COLD, WARM_REUSED, LocalBackend
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -608,7 +608,7 @@ def test_reattach_after_orchestrator_is_killed(tmp_path):
                 """
                 import sys, time
                 from cvtune.backends.base import JobSpec
-                from cvtune.backends.local import LocalBackend
+                from cvtune.local.backend import LocalBackend
                 backend = LocalBackend(sys.argv[1], max_parallel_jobs=1, preload=())
                 backend.submit(JobSpec("reattach-1", sys.argv[2], {}, {}, metric_definitions=[
                     {"Name": "auc", "Regex": "validation:auc=([0-9.]+);"}]))
@@ -651,7 +651,7 @@ def test_job_handed_to_a_worker_runs_even_if_the_orchestrator_dies_first(tmp_pat
         """
         import os, sys
         from cvtune.backends.base import JobSpec
-        from cvtune.backends.local import LocalBackend
+        from cvtune.local.backend import LocalBackend
         backend = LocalBackend(sys.argv[1], max_parallel_jobs=1, preload=())
         backend.submit(JobSpec("handed-over", sys.argv[2], {}, {}, metric_definitions=[
             {"Name": "auc", "Regex": "validation:auc=([0-9.]+);"}]))

@@ -28,15 +28,15 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from cvtune import store
-from cvtune.aws.config import SAGEMAKER_KEYS, SageMakerConfig
-from cvtune.aws.staging import pack_sourcedir
-from cvtune.aws.throttle import CapacityError
 from cvtune.backends import BACKENDS, get_backend
 from cvtune.backends.base import JobSpec
-from cvtune.backends.sagemaker import SageMakerBackend
 from cvtune.config import parse_config
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, RunFailedError
 from cvtune.ledger import RunLedger
+from cvtune.sagemaker.backend import SageMakerBackend
+from cvtune.sagemaker.config import SAGEMAKER_KEYS, SageMakerConfig
+from cvtune.sagemaker.staging import pack_sourcedir
+from cvtune.sagemaker.throttle import CapacityError
 from cvtune.settings import Settings
 from cvtune.tuner import CVTuner
 from tests.aws_fakes import record_to_thread
@@ -704,7 +704,7 @@ def test_wait_describes_once_per_poll_and_sleeps_through_the_fake_clock(s3, monk
     with Stubber(client) as stub:
         stub.add_response("describe_training_job", describe_response("w1", "InProgress"), {"TrainingJobName": "w1"})
         clock = iter([100.0, 100.5, 130.0])  # deadline, after describing, after sleeping
-        monkeypatch.setattr("cvtune.backends.sagemaker.time.monotonic", lambda: next(clock))
+        monkeypatch.setattr("cvtune.sagemaker.backend.time.monotonic", lambda: next(clock))
         assert b.wait(["w1"], timeout=30) == []
         stub.assert_no_pending_responses()  # one DescribeTrainingJob, not one more at the deadline
     assert sleeps == [10.0]  # poll_interval_s, the deadline being further away

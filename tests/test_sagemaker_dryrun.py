@@ -12,7 +12,7 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from cvtune.aws.staging import pack_sourcedir
+from cvtune.sagemaker.staging import pack_sourcedir
 from tests.conftest import ROOT, write_dag
 
 DATA = os.path.join(ROOT, "include", "data", "breast_cancer.csv")
@@ -110,10 +110,10 @@ def test_dry_run_errors_exit_2_naming_the_setting(folds, tmp_path):
 
 
 def test_warm_pool_plan_says_why_not(folds):
-    from cvtune.aws.config import SageMakerConfig
-    from cvtune.aws.dryrun import dry_run
     from cvtune.config import load_config
     from cvtune.folds import load_manifest
+    from cvtune.sagemaker.config import SageMakerConfig
+    from cvtune.sagemaker.dryrun import dry_run
 
     config, manifest = load_config(CONFIG, max_trials=2), load_manifest(folds)
     cold = SageMakerConfig.from_options({**SETTINGS, "keep_alive_period_s": 0})

@@ -87,7 +87,7 @@ def test_register_sends_exact_requests_and_uploads_statistics(aws):
     """First registration: group created, statistics on S3, CreateModelPackage as specified."""
     from botocore.stub import ANY, Stubber
 
-    from cvtune.aws.registry import SageMakerModelRegistry, key_digest
+    from cvtune.sagemaker.registry import SageMakerModelRegistry, key_digest
 
     s3, client = aws
     key = "cv_tuning_pipeline/manual__2026-01-01T00:00:00+00:00/register/-1"
@@ -190,7 +190,7 @@ def test_register_sends_exact_requests_and_uploads_statistics(aws):
 def test_retry_finds_the_version_without_creating_anything(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.registry import SageMakerModelRegistry, key_digest
+    from cvtune.sagemaker.registry import SageMakerModelRegistry, key_digest
 
     s3, client = aws
     key = "dag/run/register/-1"
@@ -226,7 +226,7 @@ def test_retry_finds_the_version_without_creating_anything(aws):
 def test_set_status_updates_the_package_and_keeps_its_metadata(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.registry import SageMakerModelRegistry
+    from cvtune.sagemaker.registry import SageMakerModelRegistry
 
     s3, client = aws
     arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/grp/1"
@@ -260,9 +260,9 @@ def test_champion_challenger_gate_and_retries_on_moto(aws):
     """The same sequence as the local registry's gate test, against moto's model package groups."""
     from botocore.stub import Stubber
 
-    from cvtune.aws.registry import SageMakerModelRegistry
     from cvtune.errors import ConfigError
     from cvtune.registry import APPROVED, PENDING, REJECTED, decide_approval
+    from cvtune.sagemaker.registry import SageMakerModelRegistry
 
     s3, moto_sagemaker = aws
     import boto3
@@ -314,7 +314,7 @@ def test_champion_challenger_gate_and_retries_on_moto(aws):
 def test_a_missing_group_has_no_versions_and_no_champion(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.registry import SageMakerModelRegistry
+    from cvtune.sagemaker.registry import SageMakerModelRegistry
 
     s3, client = aws
     stubber = Stubber(client)
@@ -338,8 +338,8 @@ def test_a_missing_group_has_no_versions_and_no_champion(aws):
 def test_bad_input_is_refused_before_any_call(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.registry import SageMakerModelRegistry, metadata_safe
     from cvtune.errors import ConfigError
+    from cvtune.sagemaker.registry import SageMakerModelRegistry, metadata_safe
 
     s3, client = aws
     registry = SageMakerModelRegistry(make_config(), client, s3)
@@ -358,8 +358,8 @@ def test_bad_input_is_refused_before_any_call(aws):
 
 
 def test_operators_pick_the_registry_by_backend(monkeypatch, tmp_path):
-    from cvtune.aws.registry import SageMakerModelRegistry
     from cvtune.registry import LocalModelRegistry, open_registry
+    from cvtune.sagemaker.registry import SageMakerModelRegistry
     from cvtune.settings import Settings
 
     local = open_registry(Settings.from_extra({"backend": "local", "artifact_root": str(tmp_path)}))
@@ -378,7 +378,7 @@ def test_final_training_uses_the_fold_jobs_pool_and_reads_holdout_from_metrics(a
     from botocore.stub import Stubber
 
     from cvtune.backends.base import JobSpec
-    from cvtune.backends.sagemaker import SageMakerBackend
+    from cvtune.sagemaker.backend import SageMakerBackend
     from cvtune.training import train_final
 
     s3, client = aws

@@ -112,7 +112,7 @@ class _StubbedAsyncClient:
 
 
 def expected_requests(job: str, input_prefix: str, output: str, input_filter: str | None):
-    from cvtune.aws.transform import model_name
+    from cvtune.sagemaker.transform import model_name
 
     model = model_name(CONTAINER)
     create_model = {
@@ -146,7 +146,7 @@ def test_transform_lifecycle_with_header_and_excluded_column(aws):
     InputFilter, the job goes InProgress → Completed, and every .out is counted."""
     from botocore.stub import Stubber
 
-    from cvtune.aws.transform import SageMakerBatchTransform
+    from cvtune.sagemaker.transform import SageMakerBatchTransform
 
     s3, client = aws
     put(s3, "cv/scoring/a.csv", "x,y,target\n1,2,0\n3,4,1\n5,6,1\n")
@@ -191,8 +191,8 @@ def test_transform_lifecycle_with_header_and_excluded_column(aws):
 def test_prefix_without_header_is_transformed_in_place_and_counts_are_checked(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.transform import SageMakerBatchTransform
     from cvtune.errors import RunFailedError
+    from cvtune.sagemaker.transform import SageMakerBatchTransform
 
     s3, client = aws
     put(s3, "cv/plain/a.csv", "1,2\n3,4\n5,6\n")
@@ -216,8 +216,8 @@ def test_prefix_without_header_is_transformed_in_place_and_counts_are_checked(aw
 def test_failed_job_raises_its_reason(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.transform import SageMakerBatchTransform
     from cvtune.errors import RunFailedError
+    from cvtune.sagemaker.transform import SageMakerBatchTransform
 
     s3, client = aws
     put(s3, "cv/plain/a.csv", "1,2\n")
@@ -241,8 +241,8 @@ def test_retry_reattaches_to_its_job_and_refuses_a_foreign_one(aws):
     is in use — the job is described and followed, not created again."""
     from botocore.stub import Stubber
 
-    from cvtune.aws.transform import SageMakerBatchTransform
     from cvtune.errors import RunFailedError
+    from cvtune.sagemaker.transform import SageMakerBatchTransform
 
     s3, client = aws
     put(s3, "cv/plain/a.csv", "1,2\n3,4\n")
@@ -280,8 +280,8 @@ def test_retry_reattaches_to_its_job_and_refuses_a_foreign_one(aws):
 def test_model_name_clash_with_other_data_is_refused(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.transform import SageMakerBatchTransform, model_name
     from cvtune.errors import RunFailedError
+    from cvtune.sagemaker.transform import SageMakerBatchTransform, model_name
 
     s3, client = aws
     stubber = Stubber(client)
@@ -293,8 +293,8 @@ def test_model_name_clash_with_other_data_is_refused(aws):
 
 
 def test_local_input_file_is_uploaded_and_vpc_kms_map_into_the_requests(aws, tmp_path):
-    from cvtune.aws.requests import validate
-    from cvtune.aws.transform import SageMakerBatchTransform, model_request, transform_request
+    from cvtune.sagemaker.requests import validate
+    from cvtune.sagemaker.transform import SageMakerBatchTransform, model_request, transform_request
 
     s3, client = aws
     config = make_config(
@@ -321,8 +321,8 @@ def test_local_input_file_is_uploaded_and_vpc_kms_map_into_the_requests(aws, tmp
 
 
 def test_bad_inputs_fail_before_anything_is_created(aws, tmp_path):
-    from cvtune.aws.transform import SageMakerBatchTransform, input_filter, transform_request
     from cvtune.errors import ConfigError
+    from cvtune.sagemaker.transform import SageMakerBatchTransform, input_filter, transform_request
 
     s3, client = aws  # an unstubbed client: any SageMaker call would go to moto and be noticed below
     runner = SageMakerBatchTransform(make_config(), client, s3)
@@ -355,8 +355,8 @@ def test_bad_inputs_fail_before_anything_is_created(aws, tmp_path):
 def test_container_is_read_back_from_the_training_job(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.final_training import container_for, training_job_container
     from cvtune.errors import ConfigError
+    from cvtune.sagemaker.final_training import container_for, training_job_container
 
     _s3, client = aws
     job = {
@@ -400,8 +400,8 @@ def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, a
 
     from botocore.stub import Stubber
 
-    from cvtune.aws.config import SageMakerConfig
-    from cvtune.aws.transform import model_name
+    from cvtune.sagemaker.config import SageMakerConfig
+    from cvtune.sagemaker.transform import model_name
     from tests.conftest import write_dag
     from tests.test_operators import load_dag
     from tests.test_sagemaker_registry import Routed, training_job
@@ -493,7 +493,7 @@ def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, a
 def test_stop_asks_sagemaker_and_tolerates_an_ended_job(aws):
     from botocore.stub import Stubber
 
-    from cvtune.aws.transform import SageMakerBatchTransform
+    from cvtune.sagemaker.transform import SageMakerBatchTransform
 
     s3, client = aws
     stubber = Stubber(client)
@@ -515,7 +515,7 @@ def test_stop_asks_sagemaker_and_tolerates_an_ended_job(aws):
 def async_sagemaker(monkeypatch, s3, script) -> StubbedAsyncClients:
     """The ``cvtune_sm`` connection (sagemaker backend); its SageMaker clients are stubbed async
     ones, S3 is moto's, and a blocking SageMaker client is a test failure."""
-    from cvtune.aws.config import SageMakerConfig
+    from cvtune.sagemaker.config import SageMakerConfig
 
     monkeypatch.setenv("AIRFLOW_CONN_CVTUNE_SM", json.dumps({"conn_type": "cvtune", "extra": {
         "backend": "sagemaker", "role_arn": ROLE, "s3_prefix": PREFIX, "region_name": "us-east-1"}}))
@@ -568,7 +568,7 @@ def test_transform_trigger_polls_on_the_async_client_until_the_job_completes(aws
     closes it, and fires the job's outcome — the same dict the worker's wait returns."""
     from botocore.stub import Stubber
 
-    from cvtune.aws.transform import SageMakerBatchTransform
+    from cvtune.sagemaker.transform import SageMakerBatchTransform
     from cvtune.triggers.transform import TransformJobTrigger
 
     s3, sync_client = aws

@@ -111,8 +111,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _dry_run(args: argparse.Namespace, config: Any, manifest: dict[str, Any], run_id: str, warm: Any) -> int:
     """Print the requests the run would send (validated against the API model); send nothing."""
-    from cvtune.aws.config import SageMakerConfig
-    from cvtune.aws.dryrun import dry_run
+    from cvtune.sagemaker.config import SageMakerConfig
+    from cvtune.sagemaker.dryrun import dry_run
 
     kind, options = _backend_config(args)
     if kind != "sagemaker":

@@ -163,8 +163,8 @@ class LocalModelRegistry:
 def open_registry(settings: Any, client: Any = None, s3_client: Any = None) -> Any:
     """The registry of a connection: model package groups for backend ``sagemaker``, else local."""
     if settings.backend == "sagemaker":
-        from cvtune.aws.config import SageMakerConfig
-        from cvtune.aws.registry import SageMakerModelRegistry
+        from cvtune.sagemaker.config import SageMakerConfig
+        from cvtune.sagemaker.registry import SageMakerModelRegistry
 
         config = SageMakerConfig.from_options(settings.options, source=settings.source)
         return SageMakerModelRegistry(config, client=client, s3_client=s3_client)

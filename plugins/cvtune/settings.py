@@ -3,7 +3,7 @@
 The same keys work in the connection extra (Airflow), in ``--backend-config file.json`` (CLI)
 and as Python keyword arguments. Unknown keys are errors, so a typo never silently falls back
 to a default. The ``sagemaker`` backend's keys are the fields of
-:class:`cvtune.aws.config.SageMakerConfig` (``role_arn`` and ``s3_prefix`` required); its
+:class:`cvtune.sagemaker.config.SageMakerConfig` (``role_arn`` and ``s3_prefix`` required); its
 ``artifact_root`` defaults to ``{s3_prefix}/artifacts``.
 """
 
@@ -41,7 +41,7 @@ class Settings:
             raise ConfigError(f"{source}.backend", f"unknown backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
         root = extra.pop("artifact_root", None)
         if backend == "sagemaker":
-            from cvtune.aws.config import SageMakerConfig
+            from cvtune.sagemaker.config import SageMakerConfig
 
             config = SageMakerConfig.from_options(extra, source=source)  # raises on a bad key
             extra["s3_prefix"] = config.s3_prefix  # normalized (no trailing slash)

@@ -20,18 +20,18 @@ BACKENDS: dict[str, bool] = {"local": True, "sagemaker": True}
 def get_backend(kind: str, **config: Any) -> Backend:
     """A new backend of ``kind`` configured with ``config``.
 
-    ``local`` takes the arguments of :class:`cvtune.backends.local.LocalBackend` (``work_dir``
-    is required); ``sagemaker`` takes the keys of :class:`cvtune.aws.config.SageMakerConfig`
+    ``local`` takes the arguments of :class:`cvtune.local.backend.LocalBackend` (``work_dir``
+    is required); ``sagemaker`` takes the keys of :class:`cvtune.sagemaker.config.SageMakerConfig`
     plus ``source`` (the name errors are reported under) and the test seams of
-    :class:`cvtune.backends.sagemaker.SageMakerBackend` (``sagemaker_client``,
+    :class:`cvtune.sagemaker.backend.SageMakerBackend` (``sagemaker_client``,
     ``async_sagemaker_client``, ``s3_client``, ``sleep``). Raises
     :class:`~cvtune.errors.ConfigError` for an unknown kind and for options the backend does not
     accept.
     """
     normalized = kind.strip().lower() if isinstance(kind, str) else kind
     if normalized == "sagemaker":
-        from cvtune.aws.config import SageMakerConfig
-        from cvtune.backends.sagemaker import SageMakerBackend
+        from cvtune.sagemaker.backend import SageMakerBackend
+        from cvtune.sagemaker.config import SageMakerConfig
 
         source = config.pop("source", "backend")
         seams = {k: config.pop(k) for k in ("sagemaker_client", "async_sagemaker_client", "s3_client", "sleep") if k in config}
@@ -40,7 +40,7 @@ def get_backend(kind: str, **config: Any) -> Backend:
         valid = ", ".join(f"{k!r}" + ("" if ok else " (not available yet)") for k, ok in BACKENDS.items())
         raise ConfigError("backend", f"unknown backend {kind!r}", f"valid backends: {valid}")
 
-    from cvtune.backends.local import LocalBackend
+    from cvtune.local.backend import LocalBackend
 
     params = inspect.signature(LocalBackend.__init__).parameters
     accepted = [p for p in params if p != "self"]

@@ -14,7 +14,7 @@ class RegisterModelOperator(CvtuneBaseOperator):
     """Register the final model in a model package group (SageMaker model registry shape).
 
     The registry follows the connection's backend: SageMaker model package groups for
-    ``sagemaker`` (see :mod:`cvtune.aws.registry`), versions on the artifact store otherwise.
+    ``sagemaker`` (see :mod:`cvtune.sagemaker.registry`), versions on the artifact store otherwise.
     Approved automatically only when the holdout metric reaches ``approval_threshold`` and is
     not worse than the currently approved version; otherwise ``PendingManualApproval``.
     A retry of the task returns the version it registered before instead of adding another.

@@ -26,7 +26,7 @@ class BatchTransformOperator(CvtuneBaseOperator):
         in the worker and never defers.
 
     On the ``sagemaker`` backend this is ``CreateModel`` + ``CreateTransformJob`` with the
-    training job's container (:mod:`cvtune.aws.transform`). ``max_records`` applies to the
+    training job's container (:mod:`cvtune.sagemaker.transform`). ``max_records`` applies to the
     local transform only.
     """
 
@@ -93,10 +93,10 @@ class BatchTransformOperator(CvtuneBaseOperator):
         return {**result, "model_package_group": self.model.get("model_package_group"), "version": self.model.get("version")}
 
     def run_on_sagemaker(self, context: Any, output: str) -> dict[str, Any]:
-        from cvtune.aws.config import SageMakerConfig
-        from cvtune.aws.final_training import container_for
-        from cvtune.aws.transform import SageMakerBatchTransform
         from cvtune.naming import derive_id
+        from cvtune.sagemaker.config import SageMakerConfig
+        from cvtune.sagemaker.final_training import container_for
+        from cvtune.sagemaker.transform import SageMakerBatchTransform
 
         settings = self.hook.settings
         runner = SageMakerBatchTransform(
@@ -134,9 +134,9 @@ class BatchTransformOperator(CvtuneBaseOperator):
         """Back from the triggerer: check the ended job's output like the worker would have."""
         import time
 
-        from cvtune.aws.config import SageMakerConfig
-        from cvtune.aws.transform import SageMakerBatchTransform
         from cvtune.errors import RunFailedError
+        from cvtune.sagemaker.config import SageMakerConfig
+        from cvtune.sagemaker.transform import SageMakerBatchTransform
 
         if not event or event.get("status") == "error":
             raise RunFailedError(f"waiting for the batch transform job failed: {(event or {}).get('message', event)}")

@@ -174,9 +174,9 @@ class CVTuningOperator(CvtuneBaseOperator):
     def plan_dry_run(self, context: Any, config: Any, manifest: dict[str, Any]) -> dict[str, Any]:
         import json
 
-        from cvtune.aws.config import SageMakerConfig
-        from cvtune.aws.dryrun import dry_run
         from cvtune.errors import ConfigError
+        from cvtune.sagemaker.config import SageMakerConfig
+        from cvtune.sagemaker.dryrun import dry_run
 
         settings = self.hook.settings
         if settings.backend != "sagemaker":

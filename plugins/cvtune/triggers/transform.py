@@ -18,9 +18,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 def _runner(cvtune_conn_id: str) -> Any:
     """The connection's batch transform runner (it polls; this trigger never launches anything)."""
-    from cvtune.aws.config import SageMakerConfig
-    from cvtune.aws.transform import SageMakerBatchTransform
     from cvtune.hooks.cvtune import CvtuneHook
+    from cvtune.sagemaker.config import SageMakerConfig
+    from cvtune.sagemaker.transform import SageMakerBatchTransform
 
     settings = CvtuneHook(cvtune_conn_id).settings
     return SageMakerBatchTransform(SageMakerConfig.from_options(settings.options, source=settings.source))
@@ -30,7 +30,7 @@ class TransformJobTrigger(BaseTrigger):
     """Polls ``DescribeTransformJob`` every ``poll_interval`` seconds until the job ends.
 
     Events: ``{"status": "Completed" | "Failed" | "Stopped", "job_name", "failure_reason"}`` (the
-    job's :func:`cvtune.aws.transform.job_outcome`); ``{"status": "error", "job_name", "message"}``
+    job's :func:`cvtune.sagemaker.transform.job_outcome`); ``{"status": "error", "job_name", "message"}``
     when the client cannot be opened or the job cannot be described (e.g. it does not exist).
     """
 

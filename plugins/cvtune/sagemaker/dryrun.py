@@ -14,11 +14,11 @@ import shutil
 import tempfile
 from typing import Any
 
-from cvtune.aws import requests as sm_requests
-from cvtune.aws.config import SageMakerConfig
-from cvtune.aws.staging import Staging
 from cvtune.backends.base import Backend, JobDescription, JobSpec
 from cvtune.errors import JobNotFoundError
+from cvtune.sagemaker import requests as sm_requests
+from cvtune.sagemaker.config import SageMakerConfig
+from cvtune.sagemaker.staging import Staging
 
 
 class _Recorder(Backend):
@@ -71,7 +71,7 @@ def dry_run(
     warm_start: Any = None,
 ) -> dict[str, Any]:
     """``{"requests": [...], "plan": {...}}`` for the first trial of a tuning run."""
-    from cvtune.backends.sagemaker import region_of
+    from cvtune.sagemaker.backend import region_of
     from cvtune.tuner import CVTuner
 
     region = region or region_of(sm)
@@ -84,7 +84,7 @@ def dry_run(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     staging = Staging(sm.s3_prefix)
-    from cvtune.backends.sagemaker import training_job_request
+    from cvtune.sagemaker.backend import training_job_request
 
     requests = [training_job_request(spec, sm, staging, region) for spec in specs]
     for request in requests:

@@ -1,6 +1,6 @@
 """Worker-process side of the local backend, plus the on-disk job-state helpers it shares.
 
-A *worker* ("zygote") is a fresh interpreter started by :class:`cvtune.backends.local.LocalBackend`.
+A *worker* ("zygote") is a fresh interpreter started by :class:`cvtune.local.backend.LocalBackend`.
 It imports the preload modules once, then loops on its pipe: for each job it ``os.fork()``\\ s a
 child that runs the training script under the SageMaker script-mode contract, supervises that
 child (max runtime, stop escalation), records how it ended if the child could not, and reports

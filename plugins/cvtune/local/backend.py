@@ -1,6 +1,6 @@
 """The local backend: a warm pool of worker processes that behaves like SageMaker training jobs.
 
-Each worker ("zygote", see :mod:`cvtune.backends._zygote`) is a fresh interpreter that imports the
+Each worker ("zygote", see :mod:`cvtune.local._zygote`) is a fresh interpreter that imports the
 heavy modules once (``preload``) and then runs one job at a time, each in a fresh ``os.fork()``
 child: jobs start in milliseconds yet are as isolated as separate ``python train.py`` runs (own
 environment, cwd, argv, globals; a crash kills only the job). The pool grows on demand up to
@@ -65,7 +65,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cvtune import store
-from cvtune.backends import _zygote as z
 from cvtune.backends.base import (
     FAILED,
     IN_PROGRESS,
@@ -77,6 +76,7 @@ from cvtune.backends.base import (
     JobSpec,
 )
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
+from cvtune.local import _zygote as z
 from cvtune.metrics import validate_metric_definitions
 
 __all__ = ["DEFAULT_PRELOAD", "LocalBackend", "WARM_COLD", "WARM_REUSED", "WORKER_LOG"]
@@ -113,7 +113,7 @@ _DEADLINE_SLACK_S = 2.0
 # plugins/ on it at runtime, so cvtune may only be importable that way).
 _BOOTSTRAP = (
     "import sys, json; cfg = json.loads(sys.argv[1]); sys.path[:] = cfg['sys_path']; "
-    "from cvtune.backends._zygote import worker_main; worker_main(cfg, int(sys.argv[2]))"
+    "from cvtune.local._zygote import worker_main; worker_main(cfg, int(sys.argv[2]))"
 )
 
 

@@ -40,9 +40,9 @@ from collections.abc import Callable
 from typing import Any
 
 from cvtune import store
-from cvtune.aws.config import LazyClients
-from cvtune.aws.throttle import Backoff
 from cvtune.errors import ConfigError, JobNotFoundError, RunFailedError
+from cvtune.sagemaker.config import LazyClients
+from cvtune.sagemaker.throttle import Backoff
 from cvtune.store import split_s3_uri
 
 TERMINAL = ("Completed", "Failed", "Stopped")

@@ -135,7 +135,7 @@ class SageMakerConfig:
                 "set keep_alive_period_s to 0 to use spot instances, or turn use_spot_instances off",
             )
         if options.get("image_uri") is None:
-            from cvtune.aws.images import check_framework
+            from cvtune.sagemaker.images import check_framework
 
             check_framework(
                 options.get("framework", cls.framework), options.get("framework_version", cls.framework_version), source
@@ -189,7 +189,7 @@ class SageMakerConfig:
         """``image_uri`` if given, else the framework's training image for the region."""
         if self.image_uri:
             return self.image_uri
-        from cvtune.aws.images import framework_image_uri
+        from cvtune.sagemaker.images import framework_image_uri
 
         return framework_image_uri(self.framework, self.framework_version, self.region_name or region)
 

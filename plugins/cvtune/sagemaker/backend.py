@@ -1,16 +1,16 @@
 """The SageMaker backend: every fold job is a ``CreateTrainingJob`` on a warm pool.
 
 Where a fold job is launched: :meth:`SageMakerBackend.submit` → :func:`training_job_request`
-(code and local channels staged to S3 by :mod:`cvtune.aws.staging`, parameters built by the pure
-:func:`cvtune.aws.requests.create_training_job`) → ``CreateTrainingJob``.
+(code and local channels staged to S3 by :mod:`cvtune.sagemaker.staging`, parameters built by the pure
+:func:`cvtune.sagemaker.requests.create_training_job`) → ``CreateTrainingJob``.
 
 Warm-pool rule. SageMaker hands the instances a finished job kept alive
 (``ResourceConfig.KeepAlivePeriodInSeconds``) to the next job only if both have the same role,
 instance type and count, volume size and volume KMS key, VPC subnets and security groups,
 network isolation and inter-container traffic encryption, and neither uses spot instances. So
-every request takes these from one place, :class:`~cvtune.aws.config.SageMakerConfig`
-(:meth:`~cvtune.aws.config.SageMakerConfig.resource_config` and
-:meth:`~cvtune.aws.config.SageMakerConfig.warm_pool_key`, which also includes the image); the
+every request takes these from one place, :class:`~cvtune.sagemaker.config.SageMakerConfig`
+(:meth:`~cvtune.sagemaker.config.SageMakerConfig.resource_config` and
+:meth:`~cvtune.sagemaker.config.SageMakerConfig.warm_pool_key`, which also includes the image); the
 final training job must be built from the same config (same ``warm_pool_key()``) to land on the
 pool the fold jobs leave behind. Spot together with a keep-alive period is rejected up front.
 
@@ -26,7 +26,7 @@ do not contain this run's id) are not counted.
 
 Clients come from the amazon provider's hooks (``SageMakerHook`` / ``S3Hook``) with adaptive
 retries; ``CreateTrainingJob`` refusals for rate or quota are retried with jittered backoff
-(:mod:`cvtune.aws.throttle`).
+(:mod:`cvtune.sagemaker.throttle`).
 
 Sync and async. :meth:`SageMakerBackend.describe` (the task's polls) and
 :meth:`SageMakerBackend.adescribe_many` (a deferred run's polls in the triggerer) run the same
@@ -51,14 +51,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cvtune import store
-from cvtune.aws import requests as sm_requests
-from cvtune.aws.config import SageMakerConfig
-from cvtune.aws.staging import Staging
-from cvtune.aws.throttle import Backoff
 from cvtune.backends.base import IN_PROGRESS, STOPPING, Backend, JobDescription, JobSpec
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
+from cvtune.sagemaker import requests as sm_requests
+from cvtune.sagemaker.config import SageMakerConfig
+from cvtune.sagemaker.staging import Staging
+from cvtune.sagemaker.throttle import Backoff
 
-log = logging.getLogger("cvtune.backends.sagemaker")
+log = logging.getLogger("cvtune.sagemaker.backend")
 T = TypeVar("T")
 
 TAG_RUN = "cvtune:run"

@@ -1,8 +1,8 @@
 """SageMaker API requests as pure functions: what the backend sends, and what the dry run prints.
 
 Nothing here talks to AWS. :func:`create_training_job` turns a :class:`~cvtune.backends.base.JobSpec`
-and the :class:`~cvtune.aws.config.SageMakerConfig` into ``CreateTrainingJob`` parameters, with
-the code and channel locations already resolved (see :mod:`cvtune.aws.staging`);
+and the :class:`~cvtune.sagemaker.config.SageMakerConfig` into ``CreateTrainingJob`` parameters, with
+the code and channel locations already resolved (see :mod:`cvtune.sagemaker.staging`);
 :func:`validate` checks any request against botocore's model of the SageMaker API, the same check
 botocore makes before sending.
 """
@@ -14,9 +14,9 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from cvtune.aws.config import SageMakerConfig
 from cvtune.backends.base import JobSpec
 from cvtune.errors import ConfigError
+from cvtune.sagemaker.config import SageMakerConfig
 
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, what the SageMaker SDK sends by default
 SPOT_WAIT_FACTOR = 2  # MaxWaitTimeInSeconds = factor x MaxRuntimeInSeconds for spot jobs

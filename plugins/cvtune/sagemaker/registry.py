@@ -3,7 +3,7 @@
 A version is a versioned model package in the group:
 
 - ``InferenceSpecification``: the image, ``model.tar.gz`` and script-mode environment of the
-  training job that made the model (read back from it, see :mod:`cvtune.aws.final_training`),
+  training job that made the model (read back from it, see :mod:`cvtune.sagemaker.final_training`),
   ``text/csv`` in and out, the transform instance type;
 - ``ModelMetrics.ModelQuality.Statistics``: a JSON file on S3 (``{s3_prefix}/registry/{group}/
   {key}/statistics.json``) in the model-quality shape (``binary_classification_metrics`` or
@@ -30,9 +30,9 @@ import time
 import unicodedata
 from typing import Any
 
-from cvtune.aws.config import LazyClients
 from cvtune.errors import ConfigError
 from cvtune.registry import APPROVED, GROUP_RE, STATUSES
+from cvtune.sagemaker.config import LazyClients
 
 PREFIX = "cvtune:"
 KEY = PREFIX + "idempotency-key"
@@ -265,7 +265,7 @@ class SageMakerModelRegistry(LazyClients):
             found = self.find(group, idempotency_key)
             if found is not None:
                 return found
-        from cvtune.aws.final_training import training_job_container
+        from cvtune.sagemaker.final_training import training_job_container
 
         container = training_job_container(self.client, job)
         if container["ModelDataUrl"] != model_uri:

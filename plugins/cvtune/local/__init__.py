@@ -1,0 +1,1 @@
+"""Everything that runs on the local machine: the warm worker pool and its job lifecycle."""
