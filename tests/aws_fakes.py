@@ -47,3 +47,78 @@ def record_to_thread(monkeypatch: Any) -> list[str]:
 
     monkeypatch.setattr(asyncio, "to_thread", recording_to_thread)
     return in_threads
+
+
+# -- the SageMaker emulator ------------------------------------------------------------------------
+EMU_BUCKET = "cvtune-emu"
+EMU_KEYS = {"aws_access_key_id": "emulator", "aws_secret_access_key": "emulator", "region_name": "us-east-1"}
+
+
+def emulator_clients(emulator: Any) -> tuple[Any, Any]:
+    """(sagemaker, s3) boto3 clients on the emulator; no retries, so a test sees every answer."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1})
+    sm = boto3.client("sagemaker", endpoint_url=emulator.endpoint, config=config, **EMU_KEYS)
+    s3 = boto3.client("s3", endpoint_url=emulator.s3_endpoint, config=config, **EMU_KEYS)
+    return sm, s3
+
+
+def upload_script(s3: Any, source: str, key: str = "code/sourcedir.tar.gz", name: str = "train.py") -> str:
+    """A ``sourcedir.tar.gz`` holding ``source`` as ``name``; its S3 URI."""
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    data = source.encode()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    s3.put_object(Bucket=EMU_BUCKET, Key=key, Body=raw.getvalue())
+    return f"s3://{EMU_BUCKET}/{key}"
+
+
+def script_job(name: str, code_uri: str, **overrides: Any) -> dict[str, Any]:
+    """A script-mode CreateTrainingJob request as cvtune sends it (a ``train`` channel under data/train/)."""
+    import json
+
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "RoleArn": ROLE,
+        "AlgorithmSpecification": {
+            "TrainingImage": IMAGE, "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": "validation:auc", "Regex": "validation:auc=([0-9.]+);"}],
+        },
+        "HyperParameters": {
+            "sagemaker_program": json.dumps("train.py"), "sagemaker_submit_directory": json.dumps(code_uri),
+            "eta": json.dumps(0.1), "model": json.dumps("xgboost"),
+        },
+        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{EMU_BUCKET}/data/train/", "S3DataDistributionType": "FullyReplicated"}}}],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{EMU_BUCKET}/jobs"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+    for key, value in overrides.items():
+        if key == "ResourceConfig":
+            request[key] = {**request[key], **value}
+        elif value is None:
+            request.pop(key, None)
+        else:
+            request[key] = value
+    return request
+
+
+def wait_job(sm: Any, name: str, timeout: float = 60.0, until: tuple[str, ...] = ("Completed", "Failed", "Stopped")) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = sm.describe_training_job(TrainingJobName=name)
+        if job["TrainingJobStatus"] in until or job["SecondaryStatus"] in until:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} still {job['TrainingJobStatus']}/{job['SecondaryStatus']} after {timeout} s")
+        time.sleep(0.02)

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from cvtune.errors import CvtuneError
+from cvtune.errors import ConfigError, CvtuneError
 
 DEFAULT_OUT = "cvtune-artifacts"
 
@@ -213,7 +213,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ledger", help="ledger.json URI")
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("sagemaker-emulator", help="run the SageMaker emulator (training, warm pools, transform) "
+                       "on 127.0.0.1 until stopped; needs the [emulator] extra")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed)")
+    p.add_argument("--s3-endpoint", help="moto server to use for S3 and the model registry (default: start one)")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="real seconds per emulated second of provisioning, downloads, uploads and keep-alive")
+    p.add_argument("--instance-quota", action="append", default=[], metavar="TYPE=N",
+                   help="training instances allowed per instance type (default 20)")
+    p.add_argument("--warm-pool-quota", action="append", default=[], metavar="TYPE=N",
+                   help="warm-pool instances allowed per instance type (AWS's default is 0: no pool is kept)")
+    p.add_argument("--fault", action="append", default=[], metavar="OP=CODE:RATE",
+                   help="inject errors, e.g. CreateTrainingJob=ThrottlingException:0.2 or job=InternalServerError:0.1")
+    p.add_argument("--seed", type=int, help="seed of the fault draws")
+    p.add_argument("--ready-file", help="write the endpoints as JSON to this file once listening")
+    p.set_defaults(func=cmd_sagemaker_emulator)
     return parser
+
+
+def cmd_sagemaker_emulator(args: argparse.Namespace) -> int:
+    try:
+        from cvtune.emulator.faults import Faults
+        from cvtune.emulator.quotas import Quotas
+        from cvtune.emulator.server import EmulatorConfig, serve
+    except ImportError as exc:  # moto's server is the extra
+        raise ConfigError("sagemaker-emulator", f"needs the emulator extra ({exc})",
+                          "pip install 'airflow-provider-cvtune[emulator]'") from None
+    try:
+        quotas = Quotas(training_instances=Quotas.parse(args.instance_quota, "instance-quota"),
+                        warm_pool=Quotas.parse(args.warm_pool_quota, "warm-pool-quota"))
+        faults = Faults.parse(args.fault, seed=args.seed)
+    except ValueError as exc:
+        raise ConfigError("sagemaker-emulator", str(exc)) from None
+    if not args.time_scale > 0:
+        raise ConfigError("--time-scale", f"must be > 0, got {args.time_scale}", "e.g. 0.01 for a 100x faster clock")
+    config = EmulatorConfig(port=args.port, s3_endpoint=args.s3_endpoint, region=args.region,
+                            time_scale=args.time_scale, quotas=quotas, faults=faults)
+    serve(config, ready_file=args.ready_file)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,292 @@
+"""The SageMaker emulator behaves as AWS documents: protocol, validation, lifecycle, script mode,
+warm pools, quotas, billing, faults and isolation. Each rule's test quotes the AWS sentence it
+implements. Scripts are tiny (standard library) so the file stays fast; the clock runs 1000x."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tarfile
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.aws_fakes import EMU_BUCKET, EMU_KEYS, emulator_clients, script_job, upload_script, wait_job
+
+SCRIPT = """
+import json, os, sys
+print("argv", json.dumps(sys.argv[1:]))
+print("env", json.dumps(sorted(os.environ)))
+print("hps", os.environ["SM_HPS"])
+print("files", sorted(os.listdir(os.environ["SM_CHANNEL_TRAIN"])))
+print("validation:auc=0.5;")
+print("validation:auc=0.75;")
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.txt"), "w") as f:
+    f.write("trained")
+"""
+
+
+def _emulator(**kw):
+    from cvtune.emulator.server import Emulator, EmulatorConfig
+
+    return Emulator(EmulatorConfig(time_scale=kw.pop("time_scale", 0.001), **kw)).start()
+
+
+@pytest.fixture(scope="module")
+def emu():
+    from cvtune.emulator.quotas import Quotas
+
+    emulator = _emulator(quotas=Quotas(warm_pool={"ml.m5.large": 4}, training_instances={"ml.m5.large": 8}))
+    sm, s3 = emulator_clients(emulator)
+    s3.create_bucket(Bucket=EMU_BUCKET)
+    s3.put_object(Bucket=EMU_BUCKET, Key="data/train/part-0.csv", Body=b"a,b\n1,2\n")
+    emulator.code = upload_script(s3, SCRIPT)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def sm(emu):
+    return emulator_clients(emu)[0]
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{time.monotonic_ns() % 10**9}"
+
+
+# -- protocol and validation --------------------------------------------------------------------
+def test_botocore_and_aiobotocore_reach_it_and_validation_covers_what_botocore_skips(emu, sm):
+    from aiobotocore.session import get_session
+
+    name = _name("proto")
+    sm.create_training_job(**script_job(name, emu.code))
+
+    async def describe():
+        async with get_session().create_client("sagemaker", endpoint_url=emu.endpoint, **EMU_KEYS) as client:
+            return await client.describe_training_job(TrainingJobName=name)
+
+    assert asyncio.run(describe())["TrainingJobName"] == name
+    bad = {
+        "fold_1": script_job("fold_1", emu.code),  # job-name regex
+        "keep": script_job(_name("keep"), emu.code, ResourceConfig={"KeepAlivePeriodInSeconds": 3601}),
+        "tag": script_job(_name("tag"), emu.code, Tags=[{"Key": "team#1", "Value": "x"}]),
+        "hp": script_job(_name("hp"), emu.code, HyperParameters={"x": "y" * 2501}),
+        "hps": script_job(_name("hps"), emu.code, HyperParameters={f"h{i}": "1" for i in range(101)}),
+    }
+    for what, request in bad.items():
+        with pytest.raises(ClientError) as caught:
+            sm.create_training_job(**request)
+        assert caught.value.response["Error"]["Code"] == "ValidationException", what
+    with pytest.raises(ClientError, match="ResourceInUse|already exists"):
+        sm.create_training_job(**script_job(name, emu.code))
+    wait_job(sm, name)
+
+
+# -- lifecycle and script mode ------------------------------------------------------------------
+def test_script_mode_lifecycle_metrics_model_and_environment(emu, sm):
+    name = _name("life")
+    sm.create_training_job(**script_job(name, emu.code, Environment={"MY_SETTING": "1"}))
+    job = wait_job(sm, name)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    statuses = [t["Status"] for t in job["SecondaryStatusTransitions"]]
+    assert [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert job["FinalMetricDataList"][0]["MetricName"] == "validation:auc"
+    assert job["FinalMetricDataList"][0]["Value"] == 0.75  # the last match wins
+    uri = job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert uri == f"s3://{EMU_BUCKET}/jobs/{name}/output/model.tar.gz"
+    _, s3 = emulator_clients(emu)
+    body = s3.get_object(Bucket=EMU_BUCKET, Key=uri.split("/", 3)[3])["Body"].read()
+    assert tarfile.open(fileobj=io.BytesIO(body)).extractfile("model.txt").read() == b"trained"
+    log = emu.service.logs[name]
+    env = json.loads(log.split("env ", 1)[1].splitlines()[0])
+    assert "MY_SETTING" in env and "SM_CHANNEL_TRAIN" in env and "SM_HPS" in env
+    assert not [k for k in env if k.startswith("AWS_") or k in ("PYTHONPATH", "AIRFLOW_HOME")], env
+    assert json.loads(log.split("hps ", 1)[1].splitlines()[0]) == {"eta": 0.1, "model": "xgboost"}
+    assert json.loads(log.split("argv ", 1)[1].splitlines()[0]) == ["--eta", "0.1", "--model", "xgboost"]
+    assert "part-0.csv" in log
+
+
+def test_failure_file_exit_code_max_runtime_and_stop(emu, sm):
+    _, s3 = emulator_clients(emu)
+    failing = upload_script(s3, "import os\nopen(os.path.join(os.environ['SM_OUTPUT_DIR'], 'failure'), 'w').write('bad target')\nraise SystemExit(1)\n", key="code/fail.tar.gz")
+    crashing = upload_script(s3, "raise RuntimeError('boom')\n", key="code/crash.tar.gz")
+    sleeping = upload_script(s3, "import time\ntime.sleep(60)\n", key="code/sleep.tar.gz")
+    names = {k: _name(k) for k in ("fail", "crash", "slow", "stopme")}
+    sm.create_training_job(**script_job(names["fail"], failing))
+    sm.create_training_job(**script_job(names["crash"], crashing))
+    sm.create_training_job(**script_job(names["slow"], sleeping, StoppingCondition={"MaxRuntimeInSeconds": 1}))
+    sm.create_training_job(**script_job(names["stopme"], sleeping))
+    wait_job(sm, names["stopme"], until=("Training",))
+    sm.stop_training_job(TrainingJobName=names["stopme"])
+    assert sm.describe_training_job(TrainingJobName=names["stopme"])["TrainingJobStatus"] in ("Stopping", "Stopped")
+    fail, crash = wait_job(sm, names["fail"]), wait_job(sm, names["crash"])
+    assert fail["TrainingJobStatus"] == "Failed" and fail["FailureReason"] == "AlgorithmError: bad target"
+    assert crash["TrainingJobStatus"] == "Failed" and crash["FailureReason"].startswith("AlgorithmError:")
+    assert "boom" in crash["FailureReason"]
+    slow = wait_job(sm, names["slow"])
+    assert (slow["TrainingJobStatus"], slow["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    stopped = wait_job(sm, names["stopme"])
+    assert (stopped["TrainingJobStatus"], stopped["SecondaryStatus"]) == ("Stopped", "Stopped")
+    with pytest.raises(ClientError, match="ValidationException"):
+        sm.stop_training_job(TrainingJobName=names["stopme"])
+
+
+def test_network_isolation_job_cannot_read_s3_but_code_channel_works(emu, sm):
+    """AWS (CreateTrainingJob, EnableNetworkIsolation): "If you enable network isolation for training
+    jobs that are configured to use a VPC, SageMaker downloads and uploads customer data and model
+    artifacts through the specified VPC, but the training container does not have network access."
+    The SDK then ships the code as a ``code`` input channel."""
+    isolated = _name("iso")
+    sm.create_training_job(**script_job(isolated, emu.code, EnableNetworkIsolation=True))
+    job = wait_job(sm, isolated)
+    assert job["TrainingJobStatus"] == "Failed" and "network" in job["FailureReason"]
+    channel = _name("isochan")
+    request = script_job(channel, emu.code, EnableNetworkIsolation=True)
+    request["HyperParameters"]["sagemaker_submit_directory"] = json.dumps("/opt/ml/input/data/code/sourcedir.tar.gz")
+    request["InputDataConfig"].append({"ChannelName": "code", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": emu.code, "S3DataDistributionType": "FullyReplicated"}}})
+    sm.create_training_job(**request)
+    assert wait_job(sm, channel)["TrainingJobStatus"] == "Completed"
+
+
+# -- warm pools ---------------------------------------------------------------------------------
+def test_matching_job_reuses_an_available_pool_and_skips_provisioning(emu, sm):
+    """AWS: "If the warm pool identifies a second training job with matching specifications such as
+    instance count or instance type, then the warm pool moves from the first training job to the
+    second training job for reuse." and WarmPoolStatus "Reused: The warm pool moved to a matching
+    training job for reuse." """
+    first, second, other = _name("wp1"), _name("wp2"), _name("wp3")
+    keep = {"KeepAlivePeriodInSeconds": 900}
+    sm.create_training_job(**script_job(first, emu.code, ResourceConfig=keep))
+    # created while the first still runs: no pool is Available yet, so it cannot take one
+    sm.create_training_job(**script_job(other, emu.code, ResourceConfig=keep))
+    assert wait_job(sm, first)["WarmPoolStatus"]["Status"] == "Available"
+    wait_job(sm, other)
+    assert emu.service.jobs[other].took_pool_from is None
+    sm.create_training_job(**script_job(second, emu.code, ResourceConfig=keep))
+    done = wait_job(sm, second)
+    provider = sm.describe_training_job(TrainingJobName=emu.service.jobs[second].took_pool_from)
+    assert provider["WarmPoolStatus"]["Status"] == "Reused" and provider["WarmPoolStatus"]["ReusedByJob"] == second
+    assert provider["WarmPoolStatus"]["ResourceRetainedBillableTimeInSeconds"] >= 1
+    messages = [t["StatusMessage"] for t in done["SecondaryStatusTransitions"]]
+    assert "Reusing warm pool instances" in messages and "Launching requested ML instances" not in messages
+    listed = sm.list_training_jobs(NameContains=provider["TrainingJobName"], WarmPoolStatusEquals="Reused")
+    assert [j["TrainingJobName"] for j in listed["TrainingJobSummaries"]] == [provider["TrainingJobName"]]
+
+
+def test_pool_matching_fields_keep_alive_expiry_and_update_to_zero(emu, sm):
+    """AWS (WarmPoolStatus): "Terminated: The warm pool is no longer available. Warm pools are
+    unavailable if they are terminated by a user, terminated for a patch update, or terminated for
+    exceeding the specified KeepAlivePeriodInSeconds." Matching needs the same volume size."""
+    short, big, user = _name("short"), _name("bigvol"), _name("user")
+    sm.create_training_job(**script_job(short, emu.code, ResourceConfig={"KeepAlivePeriodInSeconds": 60}))
+    sm.create_training_job(**script_job(user, emu.code, ResourceConfig={"KeepAlivePeriodInSeconds": 3600, "VolumeSizeInGB": 77}))
+    wait_job(sm, short)
+    wait_job(sm, user)
+    sm.create_training_job(**script_job(big, emu.code, ResourceConfig={"KeepAlivePeriodInSeconds": 60, "VolumeSizeInGB": 31}))
+    assert emu.service.jobs[big].took_pool_from is None  # VolumeSizeInGB differs from every pool
+    time.sleep(0.1)  # 60 emulated seconds at 1000x
+    expired = sm.describe_training_job(TrainingJobName=short)["WarmPoolStatus"]
+    assert expired == {"Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 60}
+    sm.update_training_job(TrainingJobName=user, ResourceConfig={"KeepAlivePeriodInSeconds": 0})
+    assert sm.describe_training_job(TrainingJobName=user)["WarmPoolStatus"]["Status"] == "Terminated"
+    wait_job(sm, big)
+
+
+def test_spot_with_keep_alive_is_refused(emu, sm):
+    """Warm-pools guide, Considerations: managed spot training cannot use warm pools."""
+    request = script_job(_name("spot"), emu.code, ResourceConfig={"KeepAlivePeriodInSeconds": 60},
+                         EnableManagedSpotTraining=True, StoppingCondition={"MaxRuntimeInSeconds": 60, "MaxWaitTimeInSeconds": 120})
+    with pytest.raises(ClientError, match="spot"):
+        sm.create_training_job(**request)
+
+
+# -- quotas and billing -------------------------------------------------------------------------
+def test_default_warm_pool_quota_keeps_no_pool_and_raises_nothing():
+    """AWS: "The default resource limit for warm pools is 0." and "If a training job is created with
+    KeepAlivePeriodInSeconds specified, but you did not request a warm pool limit increase, then a
+    warm pool is not retained after the completion of the training job." """
+    with _emulator() as emulator:
+        sm, s3 = emulator_clients(emulator)
+        s3.create_bucket(Bucket=EMU_BUCKET)
+        s3.put_object(Bucket=EMU_BUCKET, Key="data/train/x.csv", Body=b"a\n1\n")
+        code = upload_script(s3, "print('ok')\n")
+        name = _name("noquota")
+        sm.create_training_job(**script_job(name, code, ResourceConfig={"KeepAlivePeriodInSeconds": 600}))
+        job = wait_job(sm, name)
+        assert job["TrainingJobStatus"] == "Completed" and "WarmPoolStatus" not in job
+        assert not emulator.service.warm_pools.pools
+
+
+def test_instance_quota_counts_running_jobs_and_retained_pools():
+    """AWS: "All warm pool instance usage counts toward your SageMaker training resource limit." —
+    beyond the per-instance-type limit CreateTrainingJob answers ResourceLimitExceeded."""
+    from cvtune.emulator.quotas import Quotas
+
+    quotas = Quotas(training_instances={"ml.m5.large": 2}, warm_pool={"ml.m5.large": 2})
+    with _emulator(quotas=quotas) as emulator:
+        sm, s3 = emulator_clients(emulator)
+        s3.create_bucket(Bucket=EMU_BUCKET)
+        s3.put_object(Bucket=EMU_BUCKET, Key="data/train/x.csv", Body=b"a\n1\n")
+        code = upload_script(s3, "print('ok')\n")
+        keep = {"KeepAlivePeriodInSeconds": 3600}
+        a, b = _name("qa"), _name("qb")
+        sm.create_training_job(**script_job(a, code, ResourceConfig=keep))
+        sm.create_training_job(**script_job(b, code, ResourceConfig={**keep, "VolumeSizeInGB": 40}))
+        wait_job(sm, a)
+        wait_job(sm, b)  # both ended: 2 instances retained in pools, none running
+        with pytest.raises(ClientError) as caught:
+            sm.create_training_job(**script_job(_name("qc"), code, ResourceConfig={**keep, "VolumeSizeInGB": 50}))
+        assert caught.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+        assert "current utilization of 2 Instances" in caught.value.response["Error"]["Message"]
+        reuse = _name("qd")  # matches a's pool: takes it instead of new instances
+        sm.create_training_job(**script_job(reuse, code, ResourceConfig=keep))
+        assert wait_job(sm, reuse)["TrainingJobStatus"] == "Completed"
+
+
+def test_billable_time_starts_at_training_start():
+    """AWS (DescribeTrainingJob, TrainingStartTime): "You are billed for the time interval between
+    this time and the value of TrainingEndTime." Provisioning (1000 emulated seconds here) is not billed."""
+    from cvtune.emulator.service import Timing
+
+    with _emulator(timing=Timing(provision_s=1000, download_s=5, upload_s=5)) as emulator:
+        sm, s3 = emulator_clients(emulator)
+        s3.create_bucket(Bucket=EMU_BUCKET)
+        s3.put_object(Bucket=EMU_BUCKET, Key="data/train/x.csv", Body=b"a\n1\n")
+        name = _name("bill")
+        sm.create_training_job(**script_job(name, upload_script(s3, "print('ok')\n")))
+        job = wait_job(sm, name)
+        wall = (job["TrainingEndTime"] - job["CreationTime"]).total_seconds()
+        assert 10 <= job["BillableTimeInSeconds"] < 10 + wall + 2
+        assert job["TrainingStartTime"] > job["CreationTime"]
+        report = emulator.report()
+        assert report["training_jobs"]["billable_seconds"] == job["BillableTimeInSeconds"]
+        assert report["api_calls"]["CreateTrainingJob"] == 1
+
+
+# -- faults -------------------------------------------------------------------------------------
+def test_injected_throttling_and_internal_errors_retried_by_retry_strategy():
+    """AWS (RetryStrategy): "The retry strategy to use when a training job fails due to an
+    InternalServerError." """
+    from cvtune.emulator.faults import Faults
+
+    faults = Faults(first_n={"DescribeTrainingJob": ("ThrottlingException", 1)}, job_internal_error_first_n=2)
+    with _emulator(faults=faults) as emulator:
+        sm, s3 = emulator_clients(emulator)
+        s3.create_bucket(Bucket=EMU_BUCKET)
+        s3.put_object(Bucket=EMU_BUCKET, Key="data/train/x.csv", Body=b"a\n1\n")
+        code = upload_script(s3, "print('ok')\n")
+        plain, retried = _name("ise"), _name("retry")
+        sm.create_training_job(**script_job(plain, code))
+        with pytest.raises(ClientError, match="ThrottlingException"):
+            sm.describe_training_job(TrainingJobName=plain)
+        failed = wait_job(sm, plain)
+        assert failed["TrainingJobStatus"] == "Failed" and failed["FailureReason"].startswith("InternalServerError")
+        sm.create_training_job(**script_job(retried, code, RetryStrategy={"MaximumRetryAttempts": 2}))
+        job = wait_job(sm, retried)
+        assert job["TrainingJobStatus"] == "Completed"
+        assert "Restarting" in [t["Status"] for t in job["SecondaryStatusTransitions"]]
+        assert emulator.report()["api_errors"]["DescribeTrainingJob:ThrottlingException"] == 1
