@@ -1,8 +1,10 @@
 """Cross-validated hyperparameter tuning, end to end.
 
-resolve_data → split_folds → tune → decide_refinement ─┬─ refine ─┐
-                                                       └──────────┴─ best_params → train_final → register
-                                                                      → batch_transform → report
+```
+resolve_data → validate_inputs → split_folds → tune → decide_refinement ─┬─ refine ─┐
+                                                                         └──────────┴─ best_params
+    → train_final → register → batch_transform → report
+```
 
 Every fold of every candidate is its own training job on the backend named by the ``cvtune``
 connection (local warm pool by default, SageMaker warm pools in production). ``tune`` warm-starts
@@ -30,6 +32,7 @@ from cvtune.operators import (
     RegisterModelOperator,
     TrainModelOperator,
     TuningReportOperator,
+    ValidateInputsOperator,
     WarmStartTuningOperator,
 )
 
@@ -45,6 +48,8 @@ RAW_DATA = Asset(name="raw data", uri=f"file://{RAW_ROOT or '/cvtune/raw'}")
 # asset-triggered), e.g. a small budget on a dev box: CVTUNE_PARAM_DEFAULTS='{"max_trials": 4}'.
 PARAM_DEFAULTS = json.loads(os.environ.get("CVTUNE_PARAM_DEFAULTS") or "{}")
 CONN = "{{ params.cvtune_conn_id }}"
+# the trigger form's sections
+DATA, SEARCH, REFINEMENT, REGISTRY, CONNECTION = "Data", "Search", "Refinement", "Registry", "Connection"
 BOTH_RUNS = "{{ ti.xcom_pull(task_ids=['tune', 'refine']) }}"  # refine's is None when skipped
 
 
@@ -72,76 +77,129 @@ with DAG(
     tags=["cvtune", "ml"],
     doc_md=__doc__,
     params=with_deployment_defaults({
-        "data_uri": Param(SAMPLE_DATA, type="string", title="Data URI",
-                          description="CSV or Parquet file or folder (local or s3://) for manual runs."),
-        "partition_root": Param(RAW_ROOT, type="string", title="Partition root",
+        # -- data ---------------------------------------------------------------------------
+        "data_uri": Param(SAMPLE_DATA, type="string", minLength=1, title="Data URI", section=DATA,
+                          description="CSV or Parquet file or folder of part files (local or s3://) for manual runs."),
+        "partition_root": Param(RAW_ROOT or None, type=["null", "string"], title="Partition root", section=DATA,
                                 description="Scheduled and backfill runs read {partition_root}/dt={ds}/; "
                                 "empty: they use the data URI too."),
-        "target": Param("target", type="string", minLength=1, title="Target column"),
-        "folds": Param(5, type="integer", minimum=2, maximum=20, title="Folds (K)",
+        "target": Param("target", type="string", minLength=1, title="Target column", section=DATA),
+        "folds": Param(5, type="integer", minimum=2, maximum=20, title="Folds (K)", section=DATA,
                        description="Each candidate is trained K times, one training job per fold."),
         "split_strategy": Param("stratified", type="string", enum=["kfold", "stratified", "group", "timeseries"],
-                                title="Split strategy"),
-        "holdout": Param(0.2, type="number", minimum=0, maximum=0.9, title="Holdout fraction",
+                                title="Split strategy", section=DATA,
+                                description="stratified: classification; kfold: regression; group: rows sharing "
+                                "the group column stay in one fold; timeseries: validation always later than training."),
+        "group_column": Param(None, type=["null", "string"], title="Group column", section=DATA,
+                              description="Split strategy group: rows with the same value stay in one fold "
+                              "(patient, customer...). Empty otherwise."),
+        "time_column": Param(None, type=["null", "string"], title="Time column", section=DATA,
+                             description="Split strategy timeseries: folds follow this column (numbers or dates); "
+                             "empty: the file's row order."),
+        "holdout": Param(0.2, type="number", minimum=0, maximum=0.9, title="Holdout fraction", section=DATA,
                          description="Rows kept out of tuning to evaluate the final model."),
-        "tuning_config": Param(SAMPLE_CONFIG, type="string", title="Tuning config",
-                               description="YAML/JSON file in SageMaker shapes (ParameterRanges, MetricDefinitions)."),
+        "seed": Param(42, type="integer", minimum=0, title="Seed", section=DATA,
+                      description="Seeds the split and the sampler: same data + seed → same folds and trials."),
+        # -- search -------------------------------------------------------------------------
+        "tuning_config": Param(SAMPLE_CONFIG, type="string", minLength=1, title="Tuning config", section=SEARCH,
+                               description="YAML/JSON file in SageMaker shapes (ParameterRanges, MetricDefinitions); "
+                               "keys in docs/configuration.md."),
         "strategy": Param("Bayesian", type="string", enum=["Bayesian", "Random", "Grid", "Hyperband"],
-                          title="Search strategy"),
-        "max_trials": Param(20, type="integer", minimum=1, maximum=10000, title="Max trials",
+                          title="Search strategy", section=SEARCH),
+        "max_trials": Param(20, type="integer", minimum=1, maximum=10000, title="Max trials", section=SEARCH,
                             description="Candidates to evaluate (each runs K fold jobs)."),
         "max_parallel_trials": Param(2, type="integer", minimum=1, maximum=1000, title="Max parallel trials",
-                                     description="Candidates in flight at once."),
-        "seed": Param(42, type="integer", minimum=0, title="Seed",
-                      description="Seeds the split and the sampler: same data + seed → same folds and trials."),
-        "warm_start_from_previous": Param(True, type="boolean", title="Learn from the previous run",
+                                     section=SEARCH, description="Candidates in flight at once."),
+        "warm_start_from_previous": Param(True, type="boolean", title="Learn from the previous run", section=SEARCH,
                                           description="Warm-start tune (TRANSFER_LEARNING) from the runs behind "
                                           "the latest registered model."),
-        "refine_below": Param(None, type=["null", "number"], title="Refine when the best CV score is below",
-                              description="Empty: no target."),
-        "refine_at_boundary": Param(0.05, type=["null", "number"], minimum=0, maximum=0.5,
+        # -- refinement ---------------------------------------------------------------------
+        "refine_below": Param(None, type=["null", "number"], title="Refine when the best CV score misses",
+                              section=REFINEMENT, description="Below this when maximizing, above it when "
+                              "minimizing. Empty: no target."),
+        "refine_at_boundary": Param(0.05, type=["null", "number"], minimum=0, maximum=0.5, section=REFINEMENT,
                                     title="Refine when the best is this close to a range boundary",
                                     description="Fraction of the range width; empty: off."),
-        "refine_top_k": Param(3, type=["null", "integer"], minimum=2, title="Refine when the top k are within one std",
-                              description="Empty: off."),
-        "refine_trials": Param(8, type="integer", minimum=1, title="Refinement trials"),
-        "refine_narrowing": Param(0.5, type="number", exclusiveMinimum=0, maximum=1, title="Refinement range width",
+        "refine_top_k": Param(3, type=["null", "integer"], minimum=2, section=REFINEMENT,
+                              title="Refine when the top k are within noise",
+                              description="The k best trials' mean scores differ from the best by no more than "
+                              "the standard error of their paired fold differences. Empty: off."),
+        "refine_trials": Param(8, type="integer", minimum=1, title="Refinement trials", section=REFINEMENT),
+        "refine_narrowing": Param(0.5, type="number", exclusiveMinimum=0, maximum=1, section=REFINEMENT,
+                                  title="Refinement range width",
                                   description="Narrowed ranges are this fraction of the original, around the best."),
-        "approval_threshold": Param(0.95, type="number", title="Registry approval threshold",
-                                    description="Holdout AUC needed to approve the new model version automatically."),
+        # -- registry -----------------------------------------------------------------------
+        "approval_metric": Param(None, type=["null", "string"], title="Approval metric", section=REGISTRY,
+                                 description="Holdout metric that decides approval (auc, rmse, f1...). Empty: the "
+                                 "tuning objective's metric on the holdout (validation:X → test:X)."),
+        "approval_direction": Param(None, type=["null", "string"], enum=[None, "Maximize", "Minimize"],
+                                    title="Approval direction", section=REGISTRY,
+                                    description="Is larger better? Empty: the tuning objective's type."),
+        "approval_threshold": Param(None, type=["null", "number"], title="Approval threshold", section=REGISTRY,
+                                    description="Holdout value needed for automatic approval: a minimum when "
+                                    "maximizing, a maximum when minimizing. Empty: no threshold."),
+        "champion_margin": Param(0.0, type="number", minimum=0, title="Margin over the champion", section=REGISTRY,
+                                 description="How much better than the approved version the new one must be; "
+                                 "0: not worse is enough."),
         "model_package_group": Param("breast-cancer-xgboost", type="string", pattern="^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
-                                     title="Model package group"),
-        "cvtune_conn_id": Param("cvtune_default", type="string", title="cvtune connection id",
+                                     title="Model package group", section=REGISTRY),
+        # -- connection ---------------------------------------------------------------------
+        "cvtune_conn_id": Param("cvtune_default", type="string", minLength=1, title="cvtune connection id",
+                                section=CONNECTION,
                                 description="Connection of type cvtune naming the backend and artifact root."),
     }),
 ) as dag:
 
     @task
-    def resolve_data(**context) -> str:
-        """Which data this run tunes on: the asset event's, the day's partition, or the form's."""
+    def resolve_data(**context) -> str | list[str]:
+        """Which data this run tunes on: every asset event's partition, the day's partition, or the form's."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         params, dag_run = context["params"], context["dag_run"]
         events = context.get("triggering_asset_events") or {}
-        for asset_events in events.values():
-            for event in reversed(list(asset_events)):
-                uri = (event.extra or {}).get("uri")
-                if uri:
-                    print(f"asset-triggered run: data from the asset event: {uri}")
-                    return uri
+        landed = [
+            (event.extra or {}).get("uri") for asset_events in events.values() for event in asset_events
+        ]
+        landed = list(dict.fromkeys(uri for uri in landed if uri))  # every event once, in landing order
+        if landed:
+            # several events can be merged into one run: tune all of their partitions together
+            print(f"asset-triggered run: {len(landed)} landed partition(s) tuned together: {', '.join(landed)}")
+            return landed if len(landed) > 1 else landed[0]
         run_type = str(getattr(dag_run, "run_type", "")).lower()
         if params["partition_root"] and context.get("ds") and ("scheduled" in run_type or "backfill" in run_type):
             uri = f"{params['partition_root'].rstrip('/')}/dt={context['ds']}/"
+            from cvtune import store
+
+            if not store.exists(uri):
+                raise AirflowSkipException(
+                    f"{run_type} run for {context['ds']}: the day's partition {uri} has not landed yet; "
+                    "nothing to tune (the run tunes it once ingest_new_data lands it)"
+                )
             print(f"{run_type} run for {context['ds']}: data from the day's partition {uri}")
             return uri
         print(f"{run_type or 'manual'} run: data from the trigger form: {params['data_uri']}")
         return params["data_uri"]
 
     data_uri = resolve_data()
+    validate = ValidateInputsOperator(
+        task_id="validate_inputs",
+        data_uri=data_uri,
+        target="{{ params.target }}",
+        strategy="{{ params.split_strategy }}",
+        group_column="{{ params.group_column }}",
+        time_column="{{ params.time_column }}",
+        tuning_config="{{ params.tuning_config }}",
+        approval_metric="{{ params.approval_metric }}",
+        cvtune_conn_id=CONN,
+    )
     split = FoldSplitOperator(
         task_id="split_folds",
         data_uri=data_uri,
         target="{{ params.target }}",
         folds="{{ params.folds }}",
         strategy="{{ params.split_strategy }}",
+        group_column="{{ params.group_column }}",
+        time_column="{{ params.time_column }}",
         holdout="{{ params.holdout }}",
         seed="{{ params.seed }}",
         cvtune_conn_id=CONN,
@@ -192,8 +250,10 @@ with DAG(
         model=train.output,
         runs=BOTH_RUNS,
         model_package_group="{{ params.model_package_group }}",
-        holdout_metric="auc",
+        holdout_metric="{{ params.approval_metric }}",
+        approval_direction="{{ params.approval_direction }}",
         approval_threshold="{{ params.approval_threshold }}",
+        champion_margin="{{ params.champion_margin }}",
         cvtune_conn_id=CONN,
     )
     transform = BatchTransformOperator(
@@ -217,5 +277,5 @@ with DAG(
         "batch_transform=ti.xcom_pull(task_ids='batch_transform')) }}",
         cvtune_conn_id=CONN,
     )
-    split >> tune >> decide >> [refine, best]
+    validate >> split >> tune >> decide >> [refine, best]
     refine >> best >> train >> register >> transform >> report

@@ -50,15 +50,20 @@ def test_dag_imports_without_errors_and_without_heavy_modules(airflow_db):
     assert bag.import_errors == {}
     dag = bag.get_dag("cv_tuning_pipeline")
     assert [t.task_id for t in dag.topological_sort()] == [
-        "resolve_data", "split_folds", "tune", "decide_refinement", "refine", "best_params", "train_final",
+        "resolve_data", "validate_inputs", "split_folds", "tune", "decide_refinement", "refine", "best_params", "train_final",
         "register", "batch_transform", "report",
     ]
     assert bag.get_dag("ingest_new_data") is not None
     assert dag.catchup is False
     params = dag.params
-    for name in ("data_uri", "target", "folds", "split_strategy", "tuning_config", "strategy", "max_trials",
-                 "max_parallel_trials", "seed", "approval_threshold", "cvtune_conn_id"):
+    for name in params:  # every param has a title and a section of the trigger form
         assert params.get_param(name).schema.get("title"), name
+        assert params.get_param(name).schema.get("section") in {"Data", "Search", "Refinement", "Registry", "Connection"}, name
+    # optional params really are optional: empty (null) validates, so the Trigger button stays enabled
+    for name in ("partition_root", "group_column", "time_column", "refine_below", "approval_metric",
+                 "approval_direction", "approval_threshold"):
+        assert "null" in params.get_param(name).schema["type"], name
+        params.get_param(name).resolve(None)
     # the trigger form's defaults validate, and a bad value is rejected
     params.validate()
     from airflow.sdk.exceptions import ParamValidationError

@@ -455,7 +455,8 @@ def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, a
     put(s3, "cv/scoring/a.csv", "x,y,target\n1,2,0\n3,4,1\n5,6,1\n")
     put(s3, "cv/predictions/a.csv.out", "0.1\n0.9\n0.8\n")  # what the (stubbed) job leaves behind
     trained = {"model_uri": MODEL_DATA, "job_name": job, "entry_point": "/x/train.py", "hyperparameters": {"eta": 0.1},
-               "holdout_metrics": {"auc": 0.97}, "cv": {"mean": 0.99, "std": 0.01}, "manifest_fingerprint": "fp"}
+               "holdout_metrics": {"auc": 0.97}, "manifest_fingerprint": "fp",
+               "cv": {"mean": 0.99, "std": 0.01, "objective": {"metric": "validation:auc", "type": "Maximize"}}}
     dag_file = write_dag("sagemaker_ops_dag.py", textwrap.dedent(f'''
         from datetime import datetime
         from airflow.sdk import DAG

@@ -80,7 +80,7 @@ MISSING_CATEGORY = "__missing__"
 MODELS = ("xgboost", "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge")
 TASKS = ("classification", "regression")
 LINEAR_MODELS = ("logistic_regression", "ridge")
-STATIC_HYPERPARAMETERS = ("model", "task", "target", "seed", "train_metrics")
+STATIC_HYPERPARAMETERS = ("model", "task", "target", "seed", "train_metrics", "exclude_columns")
 DATA_SUFFIXES = (".csv", ".parquet")
 JSONLINES_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
 
@@ -291,6 +291,26 @@ def read_hyperparameters(argv: Sequence[str], environ: dict[str, str]) -> dict[s
     return merged
 
 
+def parse_column_list(value: Any) -> list[str]:
+    """``exclude_columns``: a JSON list or comma-separated names (hyperparameters arrive as strings)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise TrainingError(f"bad value for hyperparameter 'exclude_columns': {text!r} is not a JSON list") from None
+        else:
+            value = [part.strip() for part in text.split(",")]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise TrainingError(
+            f"bad value for hyperparameter 'exclude_columns': expected column names (\"id,day\" or a JSON list), got {value!r}"
+        )
+    return list(dict.fromkeys(value))
+
+
 def resolve_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate raw hyperparameters into a settings dict (static values, estimator kwargs, ...)."""
     ignored = sorted(name for name in raw if name.startswith("sagemaker_"))
@@ -344,6 +364,10 @@ def resolve_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
             f"bad value for hyperparameter 'train_metrics': expected true or false, got {train_metrics!r}"
         )
 
+    exclude_columns = parse_column_list(given.get("exclude_columns"))
+    if target in exclude_columns:
+        raise TrainingError(f"hyperparameter 'exclude_columns' names the target {target!r}; the target is never a feature")
+
     tuned: dict[str, Any] = {}
     estimator_params: dict[str, Any] = {}
     for name, (keyword, validate, default) in table.items():
@@ -367,6 +391,7 @@ def resolve_hyperparameters(raw: dict[str, Any]) -> dict[str, Any]:
         "target": target,
         "seed": seed,
         "train_metrics": bool(train_metrics),
+        "exclude_columns": exclude_columns,
         "tuned": tuned,
         "estimator_params": estimator_params,
         "ignored": ignored,
@@ -432,6 +457,21 @@ def _data_files(directory: str) -> tuple[list[str], list[str]]:
     return files, skipped
 
 
+def _file_header(path: str) -> list[str] | None:
+    """Column names as the file spells them: pandas renames a repeated CSV name ``y`` to ``y.1``."""
+    if path.lower().endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+
+            return [str(n) for n in pq.read_schema(path).names]
+        except Exception:  # noqa: BLE001 - no pyarrow schema: pandas' names will do
+            return None
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return next(csv.reader(fh), None)
+
+
 def read_channel(name: str, directory: str) -> pd.DataFrame:
     """All ``.csv``/``.parquet`` files under ``directory``, concatenated in file-name order."""
     if not os.path.isdir(directory):
@@ -452,6 +492,13 @@ def read_channel(name: str, directory: str) -> pd.DataFrame:
             raise TrainingError(
                 f"channel {name!r}: cannot read {path}: {type(exc).__name__}: {exc}"
             ) from None
+        names = _file_header(path) or [str(c) for c in frame.columns]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise TrainingError(
+                f"channel {name!r}: {os.path.basename(path)} repeats column name(s) {repeated}; "
+                "give every column a unique name (a repeated target would become a feature)"
+            )
         frame.columns = [str(c) for c in frame.columns]
         if columns is None:
             columns = list(frame.columns)
@@ -740,9 +787,19 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
     x_train, y_train_raw = _split_target(train_frame, "train", target, None)
     if len(x_train) == 0:
         raise TrainingError(f"channel 'train': every row has a missing target {target!r}")
-    features = list(x_train.columns)
+    input_columns = list(x_train.columns)  # what a scoring record without the target holds
+    excluded = settings.get("exclude_columns") or []
+    absent = [c for c in excluded if c not in input_columns]
+    if absent:
+        hints = [
+            f"{c!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(c, input_columns, n=1)) else "")
+            for c in absent
+        ]
+        raise TrainingError(f"hyperparameter 'exclude_columns': no column {', '.join(hints)} in the train channel")
+    features = [c for c in input_columns if c not in excluded]
+    x_train = x_train[features]
     if not features:
-        raise TrainingError(f"channel 'train': no feature columns besides the target {target!r}")
+        raise TrainingError(f"channel 'train': no feature columns besides the target {target!r} and exclude_columns")
     numeric = [c for c in features if not _is_categorical_dtype(x_train[c].dtype)]
     categorical = [c for c in features if c not in numeric]
 
@@ -850,6 +907,7 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
         "model": model,
         "target": target,
         "feature_columns": features,
+        "input_columns": input_columns,
         "numeric_columns": numeric,
         "categorical_columns": categorical,
     }
@@ -870,6 +928,7 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
             "target": target,
             "seed": settings["seed"],
             "train_metrics": settings["train_metrics"],
+            **({"exclude_columns": excluded} if excluded else {}),
             **settings["tuned"],
         },
         "estimator_params": settings["estimator_params"],
@@ -1009,6 +1068,12 @@ def _align_columns(data: Any, model: dict[str, Any]) -> pd.DataFrame:
         elif all(f in known for f in first):
             missing = [c for c in features if c not in first]
             raise ValueError(f"the header row lacks feature column(s): {', '.join(missing)}")
+    inputs: list[str] = model.get("input_columns") or features
+    if positional and frame.shape[1] == len(inputs) != len(features):
+        # a record with every column but the target (what batch transform sends): drop the excluded
+        frame = frame.copy()
+        frame.columns = inputs
+        return frame[features]
     if positional:
         if frame.shape[1] != len(features):
             preview = ", ".join(features[:8]) + (", ..." if len(features) > 8 else "")

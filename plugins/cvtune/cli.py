@@ -67,6 +67,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         folds=args.folds,
         strategy=args.strategy,
         group_column=args.group_column,
+        time_column=args.time_column,
         holdout=args.holdout,
         seed=args.seed,
         task=args.task,
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--strategy", choices=["kfold", "stratified", "group", "timeseries"])
     p.add_argument("--group-column")
+    p.add_argument("--time-column", help="strategy timeseries: order folds by this column (numbers or dates)")
     p.add_argument("--holdout", type=float, default=0.0, help="fraction of rows held out before folding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", choices=["classification", "regression"])

@@ -56,13 +56,14 @@ _REQUIRED_FOLD_KEYS = ("fold", "train_uri", "validation_uri", "train_rows", "val
 
 
 def split_dataset(
-    data_uri: str,
+    data_uri: str | list[str],
     out_uri: str,
     *,
     target: str,
     folds: int = 5,
     strategy: str | None = None,
     group_column: str | None = None,
+    time_column: str | None = None,
     holdout: float = 0.0,
     seed: int = 0,
     task: str | None = None,
@@ -72,12 +73,17 @@ def split_dataset(
 
     Everything is validated (arguments, data, and that ``out_uri`` holds no foreign files in the
     channel directories) before the first byte is written, so a bad call leaves ``out_uri``
-    untouched.
+    untouched. ``data_uri`` may be a list (e.g. several landed partitions): their rows are
+    concatenated in the order given, and every one must have the same columns.
     """
     import numpy as np
 
     # Cheap argument checks first: a typo should not cost reading a large dataset.
-    _check_uri("data_uri", data_uri)
+    uris = list(data_uri) if isinstance(data_uri, (list, tuple)) else [data_uri]
+    if not uris:
+        raise ConfigError("data_uri", "is an empty list", "pass a file, a directory, or a list of them")
+    for uri in uris:
+        _check_uri("data_uri", uri)
     _check_uri("out_uri", out_uri)
     if not isinstance(target, str) or not target:
         raise ConfigError("target", f"must be a non-empty column name, got {target!r}", "pass the label column's name")
@@ -98,12 +104,20 @@ def split_dataset(
     elif group_column is not None:
         # Silently ignoring groups would leak rows of one entity across train and validation.
         raise ConfigError("group_column", f"is only used by strategy 'group' (strategy is {strategy!r})", "pass strategy='group', or drop group_column")
+    if time_column is not None and time_column != "":
+        if strategy != "timeseries":
+            raise ConfigError("time_column", f"is only used by strategy 'timeseries' (strategy is {strategy!r})", "pass strategy='timeseries', or drop time_column")
+        if time_column == target:
+            raise ConfigError("time_column", f"is the target column {target!r}", "name the column holding each row's time")
+    else:
+        time_column = None
 
-    data_uri = _normalise(data_uri)
+    uris = [_normalise(uri) for uri in uris]
     out_uri = _normalise(out_uri)
     if store.is_local(out_uri) and os.path.isfile(store.local_path(out_uri)):
         raise ConfigError("out_uri", f"{out_uri} is a file", "pass a directory (it is created if missing)")
-    df, dataset_sha, in_format = _read_dataset(data_uri)
+    df, dataset_sha, in_format = _read_datasets(uris)
+    data_uri = uris[0] if len(uris) == 1 else ", ".join(uris)
     out_format = file_format or in_format
 
     n = len(df)
@@ -128,6 +142,10 @@ def split_dataset(
     if folds > n:
         raise DataError("folds", f"folds={folds} is more than the {n} rows of {data_uri}", f"use folds <= {n}")
 
+    times = None
+    if time_column is not None:
+        times = _time_values(df, time_column, data_uri, columns)
+
     groups = None
     if strategy == "group":
         if group_column not in df.columns:
@@ -144,14 +162,16 @@ def split_dataset(
 
     # Positions are row numbers in file order; every later step works on sorted position arrays so
     # each output file keeps the input's row order.
-    held = _holdout_positions(n, strategy, holdout, seed, labels, groups, folds)
+    held = _holdout_positions(n, strategy, holdout, seed, labels, groups, folds, times)
     pool = np.setdiff1d(np.arange(n), held)
     need = folds + 1 if strategy == "timeseries" else folds  # timeseries also needs an initial train block
     if len(pool) < need:
         if len(held):
             raise DataError("holdout", f"holdout={holdout} leaves {len(pool)} of {n} rows, fewer than the {need} needed for {folds} folds", "use a smaller holdout or fewer folds")
         raise DataError("folds", f"strategy {strategy!r} with folds={folds} needs at least {need} rows, {data_uri} has {n}", f"use folds <= {n - 1}")
-    splits = _fold_positions(pool, strategy, folds, seed, labels, groups, y, holdout)
+    splits = _fold_positions(pool, strategy, folds, seed, labels, groups, y, holdout, times)
+    if times is not None:
+        check_time_order(times, splits, held, time_column)
 
     # The layout, computed and checked before anything is written.
     ext = out_format
@@ -171,6 +191,8 @@ def split_dataset(
         "group_column": group_column,
         "holdout": holdout,
     }
+    if time_column is not None:  # only when set: earlier splits keep their fingerprints
+        split_config["time_column"] = time_column
     manifest_uri = store.join(out_uri, MANIFEST_NAME)
 
     def balance(positions: np.ndarray) -> dict[str, float] | None:
@@ -180,7 +202,7 @@ def split_dataset(
         "version": MANIFEST_VERSION,
         "manifest_uri": manifest_uri,
         "fingerprint": _fingerprint(dataset_sha, split_config),
-        "dataset": {"uri": data_uri, "sha256": dataset_sha, "rows": n, "columns": columns, "format": in_format},
+        "dataset": {"uri": uris[0] if len(uris) == 1 else uris, "sha256": dataset_sha, "rows": n, "columns": columns, "format": in_format},
         "split": split_config,
         "output_format": out_format,
         "folds": [
@@ -387,6 +409,55 @@ def _read_dataset(data_uri: str) -> tuple[pd.DataFrame, str, str]:
     return df, digest.hexdigest(), fmt
 
 
+def read_columns(data_uri: str) -> list[str]:
+    """The column names of a dataset (its first data file), read cheaply: a CSV's first line, a
+    Parquet file's schema. For checks before the split, which reads everything."""
+    uri = _normalise(data_uri)
+    try:
+        is_dir = _is_dir(uri)
+    except Exception as exc:  # any filesystem backend error (missing s3fs, credentials...)
+        raise DataError("data_uri", f"cannot access {uri}: {exc}", "check the path and that it is readable") from exc
+    if is_dir:
+        names = sorted(n for n in store.listdir(uri) if not n.startswith((".", "_")) and _format_of(n))
+        if not names:
+            raise DataError("data_uri", f"directory {uri} holds no .csv or .parquet files", "point data_uri at a file or a directory of part files")
+        uri = store.join(uri, names[0])
+    fmt = _format_of(uri)
+    if fmt is None:
+        if not store.exists(uri):
+            raise DataError("data_uri", f"{uri} does not exist", "check the path")
+        raise DataError("data_uri", f"unsupported file type {os.path.basename(uri)!r}", "use a .csv or .parquet file, or a directory of them")
+    if fmt == "csv" and store.is_local(uri):
+        try:
+            with open(store.local_path(uri), "rb") as fh:
+                raw = fh.readline()
+        except FileNotFoundError:
+            raise DataError("data_uri", f"{uri} does not exist", "check the path") from None
+    else:
+        raw = _read_raw(uri)
+    names = _raw_header(raw, fmt)
+    if names is None:
+        names = [str(c) for c in _parse(raw, fmt, uri).columns]
+    return [str(n) for n in names]
+
+
+def _read_datasets(uris: list[str]) -> tuple[pd.DataFrame, str, str]:
+    """One dataset, or several concatenated (same columns, same format) in the order given."""
+    import pandas as pd
+
+    if len(uris) == 1:
+        return _read_dataset(uris[0])
+    parts = [_read_dataset(uri) for uri in uris]
+    first = parts[0][0]
+    for uri, (frame, _, fmt) in zip(uris[1:], parts[1:], strict=True):
+        if list(frame.columns) != list(first.columns):
+            raise DataError("data_uri", f"{uri} has columns {list(frame.columns)}, but {uris[0]} has {list(first.columns)}", "give every dataset the same columns in the same order")
+        if fmt != parts[0][2]:
+            raise DataError("data_uri", f"{uri} is {fmt}, but {uris[0]} is {parts[0][2]}", "keep one format across the datasets")
+    digest = hashlib.sha256("\n".join(sha for _, sha, _ in parts).encode()).hexdigest()
+    return pd.concat([frame for frame, _, _ in parts], ignore_index=True), digest, parts[0][2]
+
+
 def _read_raw(uri: str) -> bytes:
     try:
         return store.read_bytes(uri)
@@ -409,8 +480,27 @@ def _parse(raw: bytes, fmt: str, uri: str) -> pd.DataFrame:
         raise DataError("data_uri", f"{uri} is empty (no header, no rows)", "point data_uri at a non-empty dataset") from None
     except Exception as exc:
         raise DataError("data_uri", f"cannot parse {uri} as {fmt}: {exc}", f"check that the file is valid {fmt}") from exc
+    names = _raw_header(raw, fmt) or [str(c) for c in df.columns]
+    duplicated = sorted({str(c) for c in names if names.count(c) > 1})
+    if duplicated:
+        raise DataError("data_uri", f"{uri} has duplicate column name(s) {duplicated}; a repeated target would become a feature (a copy of the label)", "give every column a unique name")
     # Row positions, not whatever index the file carried, identify rows from here on.
     return df.reset_index(drop=True)
+
+
+def _raw_header(raw: bytes, fmt: str) -> list[str] | None:
+    """Column names as the file spells them (pandas renames a repeated CSV name to ``x.1``)."""
+    if fmt == "csv":
+        import csv
+
+        first = raw.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r")
+        return next(csv.reader([first]), None)
+    try:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(io.BytesIO(raw)).names)
+    except Exception:  # noqa: BLE001 - pandas already read the file; its own names will do
+        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,7 +519,7 @@ def _codes(values: pd.Series) -> np.ndarray:
     return codes
 
 
-def _holdout_positions(n: int, strategy: str, holdout: float, seed: int, labels, groups, folds: int) -> np.ndarray:
+def _holdout_positions(n: int, strategy: str, holdout: float, seed: int, labels, groups, folds: int, times=None) -> np.ndarray:
     """Sorted positions of the holdout rows."""
     import numpy as np
 
@@ -441,7 +531,17 @@ def _holdout_positions(n: int, strategy: str, holdout: float, seed: int, labels,
         raise DataError("holdout", f"holdout={holdout} would hold out all {n} rows", "use a smaller holdout")
     if strategy == "timeseries":
         # The holdout must be the future of everything the folds train on.
-        return np.arange(n - n_hold, n)
+        if times is None:
+            return np.arange(n - n_hold, n)
+        # whole time values from the latest back, so no holdout row shares a time with a training row
+        distinct = np.unique(times)
+        rows_from = np.searchsorted(np.sort(times), distinct)  # rows strictly before each time value
+        later = n - rows_from  # rows at or after each time value
+        cut = distinct[later >= n_hold][-1] if (later >= n_hold).any() else distinct[0]
+        held = np.flatnonzero(times >= cut)
+        if len(held) >= n:
+            raise DataError("holdout", f"holdout={holdout} would hold out every time value of the data", "use a smaller holdout")
+        return held
     rs = np.random.RandomState(seed)
     if strategy == "group":
         return _group_holdout(groups, holdout * n, folds, rs)
@@ -491,14 +591,24 @@ def _group_holdout(groups: np.ndarray, wanted_rows: float, folds: int, rs: np.ra
     return np.sort(np.flatnonzero(np.isin(groups, order[:k])))
 
 
-def _fold_positions(pool: np.ndarray, strategy: str, folds: int, seed: int, labels, groups, y, holdout: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def _fold_positions(pool: np.ndarray, strategy: str, folds: int, seed: int, labels, groups, y, holdout: float, times=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, validation) sorted position arrays for each fold, drawn from ``pool``."""
     import numpy as np
 
     if strategy == "timeseries":
         from sklearn.model_selection import TimeSeriesSplit
 
-        return [(pool[tr], pool[va]) for tr, va in TimeSeriesSplit(n_splits=folds).split(pool)]
+        if times is None:  # file order is time order
+            return [(pool[tr], pool[va]) for tr, va in TimeSeriesSplit(n_splits=folds).split(pool)]
+        # Folds over the distinct time values, so rows sharing a time are never split between a
+        # fold's train and validation sets; rows keep file order within each set.
+        distinct, which = np.unique(times[pool], return_inverse=True)
+        if len(distinct) < folds + 1:
+            raise DataError("time_column", f"{len(distinct)} distinct time values remain outside the holdout; folds={folds} needs at least {folds + 1}", "use fewer folds or a smaller holdout")
+        out = []
+        for tr, va in TimeSeriesSplit(n_splits=folds).split(distinct):
+            out.append((pool[np.isin(which, tr)], pool[np.isin(which, va)]))
+        return out
 
     if strategy == "kfold":
         from sklearn.model_selection import KFold
@@ -553,6 +663,42 @@ def _group_assignment(pool_groups: np.ndarray, folds: int, seed: int) -> np.ndar
         group_fold[g] = f
         fold_rows[f] += sizes[g]
     return group_fold[local]
+
+
+def _time_values(df: pd.DataFrame, column: str, data_uri: str, columns: list[str]) -> np.ndarray:
+    """The time column as sortable numbers (numbers as they are, anything else parsed as dates)."""
+    import pandas as pd
+
+    if column not in df.columns:
+        raise DataError("time_column", f"column {column!r} not in {data_uri}; available columns: {', '.join(columns)}", "pass one of the available columns")
+    values = df[column]
+    missing = int(values.isna().sum())
+    if missing:
+        raise DataError("time_column", f"column {column!r} has {missing} missing value(s)", "give every row a time")
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype="float64")
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # "could not infer format": fine, each value is parsed
+            warnings.simplefilter("ignore", UserWarning)
+            parsed = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DataError("time_column", f"column {column!r} is neither numeric nor dates: {exc}", "store times as numbers or ISO dates") from None
+    return parsed.astype("int64").to_numpy(dtype="float64")
+
+
+def check_time_order(times: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], held: np.ndarray, column: str) -> None:
+    """Every validation row later than every training row of its fold; the holdout later than all."""
+    for i, (train, valid) in enumerate(splits):
+        if len(train) and len(valid) and times[valid].min() <= times[train].max():
+            raise DataError("time_column", f"fold {i}: a validation row is not later than every training row by {column!r}", "report this: the time-ordered split is broken")
+    import numpy as np
+
+    if len(held):
+        tuned = np.concatenate([np.concatenate(pair) for pair in splits])
+        if len(tuned) and times[held].min() <= times[tuned].max():
+            raise DataError("time_column", f"a holdout row is not later than every tuning row by {column!r}", "report this: the time-ordered split is broken")
 
 
 def _class_balance(y: pd.Series, positions: np.ndarray) -> dict[str, float]:

@@ -6,7 +6,6 @@ wins (``FinalMetricDataList`` holds the final value of each metric).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 
@@ -37,7 +36,10 @@ def validate_metric_definitions(definitions: Iterable[dict], field: str = "metri
 
 
 def extract_metrics(log: str, definitions: Iterable[dict]) -> dict[str, float]:
-    """Final value of each defined metric found in ``log`` (last match wins; non-numbers skipped)."""
+    """Final value of each defined metric found in ``log`` (last match wins; non-numbers skipped).
+
+    ``nan`` and ``inf`` are kept: a script that prints them reported a value, and the tuner
+    says so instead of calling the metric missing."""
     found: dict[str, float] = {}
     for d in definitions:
         pattern = re.compile(d["Regex"])
@@ -46,8 +48,7 @@ def extract_metrics(log: str, definitions: Iterable[dict]) -> dict[str, float]:
                 value = float(match.group(1))
             except (TypeError, ValueError):
                 continue
-            if not math.isnan(value):
-                found[d["Name"]] = value
+            found[d["Name"]] = value
     return found
 
 

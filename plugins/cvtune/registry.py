@@ -5,14 +5,16 @@ model (copied under ``v{n}/model/`` so it outlives job directories), hyperparame
 holdout metrics, the data fingerprint and an approval status
 (``PendingManualApproval`` | ``Approved`` | ``Rejected``).
 
-The approval gate is champion/challenger: a new version is approved automatically only when
-its holdout metric reaches the threshold *and* is not worse than the currently approved
-version's; otherwise it waits for a person as ``PendingManualApproval``.
+The approval gate is champion/challenger (:func:`decide_approval`): a new version is approved
+automatically only when its holdout metric reaches the threshold *and* beats the currently
+approved version's by at least ``margin`` (in the metric's direction; margin 0 means "not
+worse": a tie is approved); otherwise it waits for a person as ``PendingManualApproval``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -34,21 +36,43 @@ def decide_approval(
     threshold: float | None,
     champion: dict[str, Any] | None,
     maximize: bool = True,
+    margin: float = 0.0,
 ) -> tuple[str, str]:
-    """The gate: ``(status, reason)`` for a challenger with holdout ``value``."""
+    """The gate: ``(status, reason)`` for a challenger with holdout ``value``.
+
+    ``threshold`` is read in the metric's direction: at least it when maximizing, at most it when
+    minimizing. Against a champion the challenger must be better by ``margin`` or more
+    (``value >= champion + margin`` when maximizing, ``value <= champion - margin`` when
+    minimizing); ``margin=0`` approves a challenger that is merely not worse.
+    """
+    if margin < 0 or not math.isfinite(margin):
+        raise ConfigError("champion_margin", f"must be a finite number >= 0, got {margin}", "use 0 for 'not worse'")
     if value is None:
         return PENDING, f"no holdout {metric_name} to judge by; a person must approve"
+    if not math.isfinite(value):
+        return PENDING, f"holdout {metric_name} is {value}; a person must approve"
+    sense = "at least" if maximize else "at most"
     if threshold is not None and (value < threshold if maximize else value > threshold):
-        return PENDING, f"holdout {metric_name} {value:.6g} misses the threshold {threshold:.6g}"
+        return PENDING, f"holdout {metric_name} {value:.6g} misses the threshold ({sense} {threshold:.6g})"
+    meets = f"meets the threshold ({sense} {threshold:.6g})" if threshold is not None else "has no threshold"
     if champion is not None:
         best = (champion.get("holdout_metrics") or {}).get(metric_name)
-        if best is not None and (value < best if maximize else value > best):
-            return PENDING, (
-                f"holdout {metric_name} {value:.6g} is worse than approved version {champion['version']} ({best:.6g})"
-            )
         if best is not None:
-            return APPROVED, f"holdout {metric_name} {value:.6g} is not worse than version {champion['version']} ({best:.6g})"
-    return APPROVED, f"holdout {metric_name} {value:.6g} meets the threshold and there is no champion"
+            needed = best + margin if maximize else best - margin
+            beats = value >= needed if maximize else value <= needed
+            versus = f"approved version {champion['version']} ({best:.6g})"
+            if not beats:
+                problem = f"does not beat {versus} by the margin {margin:g}" if margin else f"is worse than {versus}"
+                return PENDING, (
+                    f"holdout {metric_name} {value:.6g} {problem}; needs {'>=' if maximize else '<='} {needed:.6g}"
+                )
+            wins = f"beats {versus} by at least {margin:g}" if margin else f"is not worse than {versus}"
+            return APPROVED, f"holdout {metric_name} {value:.6g} {meets} and {wins}"
+        return APPROVED, (
+            f"holdout {metric_name} {value:.6g} {meets}; approved version {champion['version']} has no "
+            f"holdout {metric_name} to compare with"
+        )
+    return APPROVED, f"holdout {metric_name} {value:.6g} {meets} and there is no champion"
 
 
 class LocalModelRegistry:

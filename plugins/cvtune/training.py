@@ -25,6 +25,28 @@ FINAL_METRIC_DEFINITIONS = default_metric_definitions(
 )
 
 
+def holdout_definition(definition: dict[str, str]) -> dict[str, str] | None:
+    """The ``test:X`` twin of a ``validation:X`` definition whose regex names its channel."""
+    name, regex = definition["Name"], definition["Regex"]
+    if not name.startswith("validation:") or "validation" not in regex:
+        return None
+    return {"Name": "test:" + name[len("validation:"):], "Regex": regex.replace("validation", "test")}
+
+
+def final_metric_definitions(metric_definitions: list[dict[str, str]] | None) -> list[dict[str, str]]:
+    """What the final job's log is searched for: the generic script's ``train:``/``test:`` metrics,
+    the tuning config's own definitions (first: they win), and a ``test:X`` twin of each ``validation:X`` one, so a
+    custom objective is measured on the holdout without writing its definition twice."""
+    out: list[dict[str, str]] = []
+    names: set[str] = set()
+    # the config's own definitions first: a script's log format wins over the generic script's
+    for d in [*(metric_definitions or []), *map(holdout_definition, metric_definitions or []), *FINAL_METRIC_DEFINITIONS]:
+        if d is not None and d["Name"] not in names:
+            names.add(d["Name"])
+            out.append(d)
+    return out
+
+
 def ensure_job(backend: Backend, spec: JobSpec) -> None:
     """Create the job, or re-attach if an earlier attempt of the same task created it.
 
@@ -64,8 +86,7 @@ def train_final(
     channels = {"train": manifest["full_train"]["uri"]}
     if manifest.get("holdout"):
         channels["test"] = manifest["holdout"]["uri"]
-    names = {d["Name"] for d in FINAL_METRIC_DEFINITIONS}
-    definitions = FINAL_METRIC_DEFINITIONS + [d for d in metric_definitions or [] if d["Name"] not in names]
+    definitions = final_metric_definitions(metric_definitions)
     spec = JobSpec(
         name=job_name,
         entry_point=entry_point,

@@ -5,8 +5,12 @@ Like ``CreateTransformJob`` with ``SplitType=Line`` and ``AssembleWith=Line``: e
 ``max_records`` through ``input_fn`` → ``predict_fn`` → ``output_fn``, and the number of output
 records must equal the number of input records, per file.
 
-SageMaker sends records without a header; ``header=True`` (local only) drops each file's first
+SageMaker sends records without a header; ``header=True`` (local only) drops each CSV file's first
 line and ``exclude_columns`` removes named columns first — the counterpart of an ``InputFilter``.
+CSV files with a header are parsed as CSV (quoted fields keep their commas) and re-emitted as
+records. Parquet files (``.parquet``) are read by column name (``header`` does not apply), the
+excluded columns removed, and their rows sent to the script as the same headerless ``text/csv``
+records; their predictions land in ``x.parquet.out``, one CSV line per row.
 """
 
 from __future__ import annotations
@@ -61,31 +65,24 @@ def batch_transform(
         raise ConfigError("content_type", f"{content_type!r} is not supported by the local transform", "use text/csv")
     if max_records < 1:
         raise ConfigError("max_records", f"must be at least 1, got {max_records}")
-    if exclude_columns and not header:
-        raise ConfigError("exclude_columns", "columns can only be excluded by name when the files have a header", "set header=True")
     if not store.exists(input_uri):
         raise ConfigError("input_uri", f"{input_uri} does not exist")
     files = [input_uri] if not _is_dir(input_uri) else [
-        store.join(input_uri, n) for n in store.listdir(input_uri) if not n.startswith(".") and not n.endswith(".out")
+        # hidden and marker files (.crc, _SUCCESS) are bookkeeping, as for the split
+        store.join(input_uri, n) for n in sorted(store.listdir(input_uri))
+        if not n.startswith((".", "_")) and not n.endswith(".out")
     ]
     if not files:
         raise ConfigError("input_uri", f"{input_uri} holds no input files")
+    if exclude_columns and not header and not all(is_parquet(f) for f in files):
+        raise ConfigError("exclude_columns", "columns can only be excluded by name when the files have a header", "set header=True")
     module = load_inference_module(entry_point)
     model_dir = store.local_path(model_uri)
     model = module.model_fn(model_dir)
     started = time.time()
     outputs, total = [], 0
     for uri in files:
-        lines = _records(store.read_text(uri))
-        if header and lines:
-            names = [c.strip() for c in lines[0].split(",")]
-            lines = lines[1:]
-            drop = {i for i, n in enumerate(names) if n in set(exclude_columns or [])}
-            missing = set(exclude_columns or []) - set(names)
-            if missing:
-                raise ConfigError("exclude_columns", f"{sorted(missing)} not in the header of {uri}")
-            if drop:
-                lines = [",".join(v for i, v in enumerate(line.split(",")) if i not in drop) for line in lines]
+        lines = read_records(uri, header=header, exclude_columns=list(exclude_columns or []))
         predictions: list[str] = []
         for start in range(0, len(lines), max_records):
             body = "\n".join(lines[start : start + max_records])
@@ -108,6 +105,37 @@ def batch_transform(
         "records": total,
         "seconds": round(time.time() - started, 3),
     }
+
+
+def is_parquet(uri: str) -> bool:
+    return uri.rstrip("/").lower().endswith(".parquet")
+
+
+def read_records(uri: str, *, header: bool, exclude_columns: list[str]) -> list[str]:
+    """The file's records as headerless CSV lines, with the named columns removed."""
+    if not (is_parquet(uri) or header):
+        return _records(store.read_text(uri))  # SageMaker's case: lines sent as they are
+    return table_records(store.read_bytes(uri), uri, exclude_columns)
+
+
+def table_records(raw: bytes, uri: str, exclude_columns: list[str]) -> list[str]:
+    """Headerless CSV records of a Parquet file or a CSV file with a header, named columns removed."""
+    import io
+
+    import pandas as pd
+
+    if is_parquet(uri):
+        frame = pd.read_parquet(io.BytesIO(raw))
+    else:
+        # text as it is in the file: the script parses values, not this reader
+        frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, skip_blank_lines=True)
+    missing = [c for c in exclude_columns if c not in frame.columns]
+    if missing:
+        raise ConfigError("exclude_columns", f"{sorted(missing)} not in the columns of {uri}: {list(frame.columns)}")
+    frame = frame.drop(columns=exclude_columns)
+    if frame.empty:
+        return []
+    return _records(frame.to_csv(header=False, index=False, lineterminator="\n"))
 
 
 def _is_dir(uri: str) -> bool:

@@ -256,14 +256,20 @@ class CVTuner:
 
     def finish(self) -> dict[str, Any]:
         """Mark the run Completed; returns its summary."""
+        if self.ledger.summary()["best"] is None:
+            # a run without one usable trial has no result: Failed, with what went wrong
+            reasons = [t.get("failure_reason") for t in self.ledger.trials if t.get("failure_reason")]
+            reason = "no trial completed" + (f"; last failure: {reasons[-1]}" if reasons else "")
+            if self.ledger.status != "Failed":
+                self.ledger.data["status"] = "Failed"
+                self.ledger.data["failure_reason"] = reason
+                self._save()
+            raise RunFailedError(f"run {self.run_id} failed: {reason}; see {self.uri}")
         if self.ledger.status != "Completed":
             self.ledger.data["status"] = "Completed"
             self.ledger.data["best"] = self.ledger.summary()["best"]
             self._save()
-        summary = self.ledger.summary()
-        if summary["best"] is None:
-            raise RunFailedError(f"run {self.run_id} finished without a completed trial; see {self.uri}")
-        return summary
+        return self.ledger.summary()
 
     def stop(self, reason: str = "stopped by user") -> None:
         """Stop every in-flight fold job and mark the run Stopped (used by ``on_kill``)."""
@@ -408,11 +414,17 @@ class CVTuner:
         metric = self.config.objective.metric
         if d.status == COMPLETED:
             value = d.final_metrics.get(metric)
-            if value is None or not math.isfinite(value):
+            if value is None:
                 job["state"] = FAILED
                 job["failure_reason"] = (
                     f"the objective metric {metric!r} was not found in the job log ({d.log_uri}); "
                     f"check its Regex in metric_definitions"
+                )
+            elif not math.isfinite(value):
+                job["state"] = FAILED
+                job["failure_reason"] = (
+                    f"the objective metric {metric!r} is {value} (not a finite number) in the job log "
+                    f"({d.log_uri}); the training script diverged or scored an empty/degenerate fold"
                 )
             else:
                 job["objective"] = value

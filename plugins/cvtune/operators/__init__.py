@@ -7,6 +7,7 @@ from cvtune.operators.split import FoldSplitOperator
 from cvtune.operators.training import TrainModelOperator
 from cvtune.operators.transform import BatchTransformOperator
 from cvtune.operators.tuning import CVTuningOperator
+from cvtune.operators.validate import ValidateInputsOperator
 from cvtune.operators.warm_start import RefinementDecisionOperator, WarmStartTuningOperator
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "RegisterModelOperator",
     "TrainModelOperator",
     "TuningReportOperator",
+    "ValidateInputsOperator",
     "WarmStartTuningOperator",
 ]

@@ -4,9 +4,30 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from cvtune.errors import ConfigError
+
+
+class UserInputError(ConfigError, AirflowFailException):
+    """A :class:`ConfigError` raised out of a task: Airflow fails the task at once, without the
+    retries meant for infrastructure errors (a retry cannot fix a wrong column name)."""
+
+
+@contextmanager
+def fail_fast_on_config_errors() -> Iterator[None]:
+    """Re-raise a ``ConfigError`` as :class:`UserInputError`; every other error keeps its retries."""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except ConfigError as exc:
+        raise UserInputError(exc.field, exc.problem, exc.fix) from exc
 
 
 class CvtuneBaseOperator(BaseOperator):
@@ -29,7 +50,8 @@ class CvtuneBaseOperator(BaseOperator):
 
     def execute(self, context: Any) -> Any:
         started = time.monotonic()
-        result = self.run(context)
+        with fail_fast_on_config_errors():
+            result = self.run(context)
         if isinstance(result, dict):
             result = {**result, "elapsed_s": round(time.monotonic() - started, 3)}
         return result

@@ -16,15 +16,18 @@ class FoldSplitOperator(CvtuneBaseOperator):
     retried split rewrites identical files.
 
     :param data_uri: CSV/Parquet file or directory, local path or URI (templated, e.g.
-        ``s3://bucket/raw/dt={{ ds }}/``).
+        ``s3://bucket/raw/dt={{ ds }}/``), or a list of them (concatenated: several partitions).
     :param target: target column.
     :param folds: number of folds K.
     :param strategy: ``kfold``, ``stratified`` (default for classification), ``group``,
         ``timeseries``.
+    :param group_column: strategy ``group``: rows sharing its value stay in one fold.
+    :param time_column: strategy ``timeseries``: folds follow this column's order (numbers or
+        dates), every validation row later than every training row of its fold; empty: file order.
     """
 
     template_fields: Sequence[str] = (
-        "data_uri", "target", "folds", "strategy", "group_column", "holdout", "seed", "task", "output_uri",
+        "data_uri", "target", "folds", "strategy", "group_column", "time_column", "holdout", "seed", "task", "output_uri",
         "cvtune_conn_id",
     )
 
@@ -36,6 +39,7 @@ class FoldSplitOperator(CvtuneBaseOperator):
         folds: int | str = 5,
         strategy: str | None = None,
         group_column: str | None = None,
+        time_column: str | None = None,
         holdout: float | str = 0.0,
         seed: int | str = 0,
         task: str | None = None,
@@ -50,6 +54,7 @@ class FoldSplitOperator(CvtuneBaseOperator):
         self.folds = folds
         self.strategy = strategy
         self.group_column = group_column
+        self.time_column = time_column
         self.holdout = holdout
         self.seed = seed
         self.task = task
@@ -73,12 +78,14 @@ class FoldSplitOperator(CvtuneBaseOperator):
                 raise ConfigError(name, f"expected {kind.__name__}, got {value!r}") from None
 
         manifest = split_dataset(
-            self.resolve_path(str(self.data_uri)),
+            [self.resolve_path(str(u)) for u in self.data_uri] if isinstance(self.data_uri, (list, tuple))
+            else self.resolve_path(str(self.data_uri)),
             out,
             target=self.target,
             folds=number("folds", self.folds, int),
             strategy=self.strategy or None,
             group_column=self.group_column or None,
+            time_column=self.time_column or None,
             holdout=number("holdout", self.holdout, float),
             seed=number("seed", self.seed, int),
             task=self.task or None,
@@ -88,7 +95,7 @@ class FoldSplitOperator(CvtuneBaseOperator):
         holdout = manifest.get("holdout")
         return {
             "manifest": manifest["manifest_uri"],
-            "data_uri": str(self.data_uri),
+            "data_uri": self.data_uri if isinstance(self.data_uri, (list, tuple)) else str(self.data_uri),
             "holdout_uri": holdout["uri"] if holdout else None,
             # what batch transform scores: the holdout rows, or the training rows without one
             "scoring_uri": holdout["uri"] if holdout else manifest["full_train"]["uri"],

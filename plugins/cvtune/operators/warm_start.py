@@ -119,6 +119,12 @@ class RefinementDecisionOperator(BaseBranchOperator):
         self.narrowing = narrowing
 
     def choose_branch(self, context: Any) -> str:
+        from cvtune.operators.base import fail_fast_on_config_errors
+
+        with fail_fast_on_config_errors():
+            return self._choose(context)
+
+    def _choose(self, context: Any) -> str:
         from cvtune.best import ledger_uris
         from cvtune.errors import ConfigError
         from cvtune.ledger import RunLedger

@@ -235,6 +235,10 @@ class SageMakerBatchTransform(LazyClients):
         bucket, key = split_s3_uri(uri)
         return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
 
+    def _read_bytes(self, uri: str) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
     def _write(self, uri: str, text: str) -> None:
         bucket, key = split_s3_uri(uri)
         extra: dict[str, Any] = {}
@@ -250,7 +254,9 @@ class SageMakerBatchTransform(LazyClients):
         Files are staged when they have a header (SageMaker would score it as a record) or are
         local; otherwise the job reads ``input_uri`` where it is.
         """
-        if exclude_columns and not header:
+        from cvtune.transform import is_parquet, table_records
+
+        if exclude_columns and not header and not is_parquet(input_uri):
             raise ConfigError("exclude_columns", "columns can only be excluded by name when the files have a header", "set header=True")
         if store.is_local(input_uri):
             if not store.exists(input_uri):
@@ -268,6 +274,24 @@ class SageMakerBatchTransform(LazyClients):
             base = input_uri.rsplit("/", 1)[0] if single else input_uri
         if not files:
             raise ConfigError("input_uri", f"{input_uri} holds no input files")
+        parquet = [is_parquet(uri) for uri in files]
+        if any(parquet) and not all(parquet):
+            raise ConfigError("input_uri", f"{input_uri} mixes Parquet and CSV files", "keep one format per input")
+        if exclude_columns and not header and not all(parquet):
+            raise ConfigError("exclude_columns", "columns can only be excluded by name when the files have a header", "set header=True")
+        if all(parquet):
+            # A transform job splits its input by line, so Parquet is staged as CSV records; the
+            # excluded columns are dropped while converting (no InputFilter needed).
+            read_raw = store.read_bytes if store.is_local(input_uri) else self._read_bytes
+            base = store.local_path(base) if store.is_local(input_uri) else base
+            staging = f"{self.config.s3_prefix}/transform-input/{job_name}"
+            entries = []
+            for uri in files:
+                lines = table_records(read_raw(uri), uri, exclude_columns)
+                relative = os.path.relpath(uri, base) if store.is_local(input_uri) else uri[len(base.rstrip("/")) + 1 :]
+                self._write(f"{staging}/{relative}", "\n".join(lines) + ("\n" if lines else ""))
+                entries.append({"input": uri, "key": relative, "records": len(lines)})
+            return staging + "/", entries, None
         # A prefix is transformed in place; anything else is staged: a header (SageMaker would
         # score it as a record), local files, and a single object (an S3Prefix would also
         # match its siblings).
