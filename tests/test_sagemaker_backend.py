@@ -168,6 +168,10 @@ def describe_response(name, status, **extra):
         ({"tags": ["team"]}, "tags", "mapping"),
         ({"max_parallel_jobs": 0}, "max_parallel_jobs", "between 1 and"),
         ({"image_uri": ""}, "image_uri", "non-empty string"),
+        ({"release_pools": "always"}, "release_pools", "one of auto, never"),
+        ({"input_mode": "Pipe"}, "input_mode", "one of File, FastFile"),
+        ({"price_per_instance_hour": -1}, "price_per_instance_hour", "non-negative number"),
+        ({"price_per_instance_hour": "0.1"}, "price_per_instance_hour", "non-negative number"),
     ],
 )
 def test_each_bad_setting_is_a_config_error_naming_it(options, field, words):
@@ -367,41 +371,36 @@ def test_describe_in_progress_then_completed(s3):
     with Stubber(client) as stub:
         stub.add_response("describe_training_job", describe_response(name, "InProgress", TrainingStartTime=T0,
                           WarmPoolStatus={"Status": "InUse"}), {"TrainingJobName": name})
-        stub.add_response("list_tags", {"Tags": tags[:2], "NextToken": "more"}, {"ResourceArn": ACCOUNT_ARN + name})
-        stub.add_response("list_tags", {"Tags": tags[2:]}, {"ResourceArn": ACCOUNT_ARN + name, "NextToken": "more"})
         stub.add_response("describe_training_job", describe_response(name, "Stopping"), {"TrainingJobName": name})
         stub.add_response(
             "describe_training_job",
             describe_response(
                 name, "Completed", TrainingStartTime=T0, TrainingEndTime=T0 + dt.timedelta(seconds=95),
-                BillableTimeInSeconds=95, WarmPoolStatus={"Status": "Available"},
+                BillableTimeInSeconds=95, WarmPoolStatus={"Status": "Available", "ResourceRetainedBillableTimeInSeconds": 7},
                 FinalMetricDataList=[{"MetricName": "validation:auc", "Value": 0.93, "Timestamp": T0},
                                      {"MetricName": "train:auc", "Value": 0.99, "Timestamp": T0}],
             ),
             {"TrainingJobName": name},
         )
-        stub.add_response(
-            "list_training_jobs",
-            {"TrainingJobSummaries": [{"TrainingJobName": "run1-t0001-f1", "TrainingJobArn": ACCOUNT_ARN + "run1-t0001-f1",
-                                       "CreationTime": T0, "TrainingJobStatus": "Completed",
-                                       "WarmPoolStatus": {"Status": "Reused", "ReusedByJob": name}}]},
-            {"NameContains": "run1", "WarmPoolStatusEquals": "Reused", "MaxResults": 100},
-        )
+        # tags only when someone asks who owns the job (re-attaching), listed once
+        stub.add_response("list_tags", {"Tags": tags[:2], "NextToken": "more"}, {"ResourceArn": ACCOUNT_ARN + name})
+        stub.add_response("list_tags", {"Tags": tags[2:]}, {"ResourceArn": ACCOUNT_ARN + name, "NextToken": "more"})
         running = b.describe(name)
         stopping = b.describe(name)  # Stopping is still in flight for the tuner
-        done = b.describe(name)
+        done = b.describe(name)  # one DescribeTrainingJob per describe, nothing else
+        owner = b.owner_tags(name)
+        assert b.owner_tags(name) is owner  # ListTags once per job
         stub.assert_no_pending_responses()
     assert running.status == "InProgress" and not running.done and running.warm_pool_status == "InUse"
-    assert running.tags == {"cvtune:run": "run1", "cvtune:trial": "2", "cvtune:fold": "1"}
+    assert owner == {"cvtune:run": "run1", "cvtune:trial": "2", "cvtune:fold": "1"}
     assert stopping.status == "InProgress"
     assert done.status == "Completed" and done.done
     assert done.final_metrics == {"validation:auc": 0.93, "train:auc": 0.99}
     assert done.model_artifacts == f"{PREFIX}/jobs/{name}/output/model.tar.gz"
     assert done.start_time == T0.timestamp() and done.end_time == T0.timestamp() + 95
     assert done.billable_seconds == 95
-    assert done.warm_pool_status == "Reused"  # it took the pool trial 1's fold 1 passed on
+    assert done.warm_pool_status == "Available" and done.pool_status == "Available" and done.retained_seconds == 7
     assert done.log_uri.startswith("https://us-east-1.console.aws.amazon.com/cloudwatch/") and name in done.log_uri
-    assert done.tags == running.tags  # ListTags once per job
 
 
 def test_describe_failed_stopped_and_passed_on(s3):
@@ -419,6 +418,7 @@ def test_describe_failed_stopped_and_passed_on(s3):
     assert failed.status == "Failed" and failed.failure_reason == "AlgorithmError: ValueError: bad column"
     assert stopped.status == "Stopped" and stopped.done
     assert provider.warm_pool_status == "PassedOn"  # its pool went to d: not a reuse by c
+    assert provider.pool_status == "Reused" and provider.pool_reused_by == "d"
 
 
 def test_not_found_and_name_collision(code_dir, channels, s3):
@@ -440,7 +440,7 @@ def test_not_found_and_name_collision(code_dir, channels, s3):
         with pytest.raises(JobExistsError):
             b.submit(spec(code_dir, channels))
         # after a collision the tags are those of the job that exists, not of our spec
-        assert b.describe("run1-t0000-f0").tags == {"cvtune:run": "other"}
+        assert b.owner_tags("run1-t0000-f0") == {"cvtune:run": "other"}
         stub.assert_no_pending_responses()
 
 
@@ -547,6 +547,10 @@ class FakeSageMaker:
             job.update(status=status, metrics=metrics, reason=reason, billable=30 if job["reused"] else 90)
             job["pool"] = "Available" if status == "Completed" else "Terminated"
         extra = {"TrainingStartTime": T0, "WarmPoolStatus": {"Status": job["pool"]}}
+        if job["pool"] == "Available":
+            job["retained"] = job.get("retained", 0) + 5  # the pool is billed while it waits
+        if job["pool"] in ("Available", "Reused", "Terminated") and "retained" in job:
+            extra["WarmPoolStatus"]["ResourceRetainedBillableTimeInSeconds"] = job["retained"]
         if job["pool"] == "Reused":
             extra["WarmPoolStatus"]["ReusedByJob"] = job["reused_by"]
         if job["status"] not in ("InProgress", "Stopping"):
@@ -570,6 +574,14 @@ class FakeSageMaker:
             for n, j in self.jobs.items() if params["NameContains"] in n and j["pool"] == "Reused"
         ]
         return self._answer("list_training_jobs", params, {"TrainingJobSummaries": summaries})
+
+    def update_training_job(self, **params):
+        name = params["TrainingJobName"]
+        self.calls.append(("update", name))
+        if self.jobs[name]["pool"] != "Available":
+            return self._answer("update_training_job", params, error=("ValidationException", "no warm pool to update"))
+        self.jobs[name]["pool"] = "Terminated"
+        return self._answer("update_training_job", params, {"TrainingJobArn": ACCOUNT_ARN + name})
 
     def stop_training_job(self, **params):
         name = params["TrainingJobName"]
@@ -659,6 +671,59 @@ def test_a_tuning_run_on_sagemaker_with_failures_billing_and_warm_pool_reuse(cod
     # code + 6 channel directories uploaded once for 11-12 fold jobs
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="cv/")["Contents"]]
     assert sum(k.startswith("cv/code/") for k in keys) == 1 and sum(k.startswith("cv/data/") for k in keys) == 6
+
+
+def test_pools_are_released_once_nothing_will_use_them_and_billed_with_retained_time(code_dir, manifest, s3, tmp_path):
+    fake = FakeSageMaker(completes)
+    options = {**BASE, "max_parallel_jobs": 3, "price_per_instance_hour": 0.5, "instance_count": 2}
+    b = SageMakerBackend(SageMakerConfig.from_options(options), sagemaker_client=fake, s3_client=s3, sleep=lambda s: None)
+    summary = CVTuner(tuning_config(code_dir), manifest, b, run_id="rel", artifact_root=str(tmp_path), poll_s=0).run()
+    ops = [op for op, _ in fake.calls]
+    last_create = max(i for i, op in enumerate(ops) if op == "create")
+    released = [n for op, n in fake.calls if op == "update"]
+    assert released and all(i > last_create for i, op in enumerate(ops) if op == "update")
+    # every pool ended but one — the one the next step (final training) takes
+    assert [n for n, j in fake.jobs.items() if j["pool"] == "Available"] == [
+        n for n in fake.jobs if n not in released and fake.jobs[n]["pool"] not in ("Reused", "Terminated")]
+    assert sum(1 for j in fake.jobs.values() if j["pool"] == "Available") == 1
+    ledger = RunLedger.load(summary["ledger"])
+    jobs = {j["job_name"]: j for t in ledger.trials for j in t["fold_jobs"]}
+    assert {n for n, j in jobs.items() if j.get("pool_released")} == set(released)
+    # retained time is counted per job, with the pool's last status; reuse learned from providers only
+    assert summary["retained_seconds"] == sum(j.get("retained_seconds") or 0 for j in jobs.values()) > 0
+    assert summary["billable_seconds"] == sum(j["billable"] for j in fake.jobs.values())
+    assert summary["instance_count"] == 2
+    assert summary["instance_seconds"] == 2 * (summary["billable_seconds"] + summary["retained_seconds"])
+    assert summary["instance_hours"] == round(summary["instance_seconds"] / 3600, 4)
+    assert summary["cost"] == round(summary["instance_seconds"] / 3600 * 0.5, 4)
+    assert {n for n, j in jobs.items() if j.get("took_pool_of")} == {n for n, j in fake.jobs.items() if j["reused"]}
+    assert all(jobs[j["reused_by"]]["took_pool_of"] == n for n, j in fake.jobs.items() if j["pool"] == "Reused")
+    assert "list" not in ops and "list_tags" not in ops
+
+    never = FakeSageMaker(completes)
+    b = SageMakerBackend(SageMakerConfig.from_options({**BASE, "max_parallel_jobs": 3, "release_pools": "never"}),
+                         sagemaker_client=never, s3_client=s3, sleep=lambda s: None)
+    CVTuner(tuning_config(code_dir), manifest, b, run_id="keep", artifact_root=str(tmp_path), poll_s=0).run()
+    assert "update" not in [op for op, _ in never.calls]
+
+
+@pytest.mark.parametrize("trials", [8, 40])
+def test_api_calls_per_fold_job_stay_flat_as_the_run_grows(code_dir, manifest, s3, tmp_path, trials):
+    """Every operation but the polling DescribeTrainingJob at most once per fold job, at any run length."""
+    fake = FakeSageMaker(completes)
+    b = SageMakerBackend(SageMakerConfig.from_options({**BASE, "max_parallel_jobs": 4}), sagemaker_client=fake,
+                         s3_client=s3, sleep=lambda s: None)
+    config = tuning_config(code_dir, max_trials=trials, max_parallel_trials=2)
+    summary = CVTuner(config, manifest, b, run_id=f"flat{trials}", artifact_root=str(tmp_path), poll_s=0).run()
+    jobs = summary["fold_jobs"]
+    assert jobs == 3 * trials
+    counts: dict[str, int] = {}
+    for op, _ in fake.calls:
+        counts[op] = counts.get(op, 0) + 1
+    assert counts["create"] == jobs and counts.get("list", 0) == 0 and counts.get("list_tags", 0) == 0
+    assert counts.get("update", 0) <= 4  # pools released at the end only: bounded by the concurrency
+    # polling: each job is described until it ends (twice here), plus its pool until it is taken
+    assert counts["describe"] <= 4 * jobs
 
 
 def test_a_retried_run_reattaches_to_its_jobs_and_refuses_foreign_ones(code_dir, manifest, s3, tmp_path):
@@ -771,17 +836,13 @@ def test_async_client_comes_from_the_amazon_provider_hook_with_adaptive_retries(
 
 
 def script_describes(stub) -> None:
-    """One throttled DescribeTrainingJob, a running job (tags in two pages), a completed one that
-    took trial 1's pool, and an unknown name — the same answers for the sync and the async client."""
+    """One throttled DescribeTrainingJob, a running job, a completed one, and an unknown name — the
+    same answers for the sync and the async client, one DescribeTrainingJob per job and poll."""
     running, done = "run1-t0002-f1", "run1-t0002-f0"
-    tags = [{"Key": "cvtune:run", "Value": "run1"}, {"Key": "cvtune:trial", "Value": "2"}]
     stub.add_client_error("describe_training_job", "ThrottlingException", "Rate exceeded",
                           expected_params={"TrainingJobName": running})
     stub.add_response("describe_training_job", describe_response(running, "InProgress", TrainingStartTime=T0,
                       WarmPoolStatus={"Status": "InUse"}), {"TrainingJobName": running})
-    stub.add_response("list_tags", {"Tags": tags, "NextToken": "p2"}, {"ResourceArn": ACCOUNT_ARN + running})
-    stub.add_response("list_tags", {"Tags": [{"Key": "cvtune:fold", "Value": "1"}]},
-                      {"ResourceArn": ACCOUNT_ARN + running, "NextToken": "p2"})
     stub.add_response(
         "describe_training_job",
         describe_response(
@@ -790,15 +851,6 @@ def script_describes(stub) -> None:
             FinalMetricDataList=[{"MetricName": "validation:auc", "Value": 0.91, "Timestamp": T0}],
         ),
         {"TrainingJobName": done},
-    )
-    stub.add_response("list_tags", {"Tags": [*tags, {"Key": "cvtune:fold", "Value": "0"}]},
-                      {"ResourceArn": ACCOUNT_ARN + done})
-    stub.add_response(
-        "list_training_jobs",
-        {"TrainingJobSummaries": [{"TrainingJobName": "run1-t0001-f0", "TrainingJobArn": ACCOUNT_ARN + "run1-t0001-f0",
-                                   "CreationTime": T0, "TrainingJobStatus": "Completed",
-                                   "WarmPoolStatus": {"Status": "Reused", "ReusedByJob": done}}]},
-        {"NameContains": "run1", "WarmPoolStatusEquals": "Reused", "MaxResults": 100},
     )
     stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.",
                           expected_params={"TrainingJobName": "nope"})
@@ -852,15 +904,14 @@ def test_adescribe_many_on_the_async_client_matches_describe(s3, monkeypatch):
     assert got == expected  # one mapping for both paths: the same descriptions, field for field
     running, done = got
     assert running.status == "InProgress" and not running.done and running.warm_pool_status == "InUse"
-    assert running.tags == {"cvtune:run": "run1", "cvtune:trial": "2", "cvtune:fold": "1"}
     assert done.status == "Completed" and done.final_metrics == {"validation:auc": 0.91}
     assert done.billable_seconds == 40 and done.end_time == T0.timestamp() + 40
-    assert done.warm_pool_status == "Reused"  # ListTrainingJobs on the async client found the pool it took
+    assert done.pool_status == "Available"
     assert done.model_artifacts == f"{PREFIX}/jobs/run1-t0002-f0/output/model.tar.gz"
     assert "region=us-east-1" in done.log_uri
     assert "nope" in str(missing) and isinstance(missing.__cause__, botocore.exceptions.ClientError)
     assert len(async_sleeps) == 1 and 0 <= async_sleeps[0] <= 2.0  # Backoff.base_s: awaited, not slept
-    assert len(threads) == 9 and set(threads) == {loop_thread}  # 8 describe-path calls + the owner's StopTrainingJob, all in the loop
+    assert len(threads) == 5 and set(threads) == {loop_thread}  # 4 DescribeTrainingJob + the owner's StopTrainingJob, all in the loop
 
 
 def test_jobs_trigger_on_sagemaker_polls_through_the_async_client(monkeypatch, tmp_path):
@@ -872,7 +923,6 @@ def test_jobs_trigger_on_sagemaker_polls_through_the_async_client(monkeypatch, t
 
     monkeypatch.setenv("AIRFLOW_CONN_CVTUNE_SM", json.dumps({"conn_type": "cvtune", "extra": {"backend": "sagemaker", **BASE}}))
     names = ["smr-t0000-f0", "smr-t0000-f1"]
-    run_tags = {"Tags": [{"Key": "cvtune:run", "Value": "smr"}]}
     threads: list[int] = []
 
     class StubbedAsyncClient:
@@ -885,17 +935,14 @@ def test_jobs_trigger_on_sagemaker_polls_through_the_async_client(monkeypatch, t
             client = await self.context.__aenter__()
             record_threads(client, threads)
             self.stub = AioStubber(client)
-            for name in names:  # poll 1: both running (tags listed once per job)
+            for name in names:  # poll 1: both running (one DescribeTrainingJob each, no ListTags)
                 self.stub.add_response("describe_training_job", describe_response(name, "InProgress"), {"TrainingJobName": name})
-                self.stub.add_response("list_tags", run_tags, {"ResourceArn": ACCOUNT_ARN + name})
-            # poll 2: f0 still running, f1 completed (then: did it take a pool?)
+            # poll 2: f0 still running, f1 completed (no ListTrainingJobs: reuse is learned from the ledger)
             self.stub.add_response("describe_training_job", describe_response(names[0], "InProgress"),
                                    {"TrainingJobName": names[0]})
             self.stub.add_response("describe_training_job", describe_response(
                 names[1], "Completed", FinalMetricDataList=[{"MetricName": "validation:auc", "Value": 0.9, "Timestamp": T0}]),
                 {"TrainingJobName": names[1]})
-            self.stub.add_response("list_training_jobs", {"TrainingJobSummaries": []},
-                                   {"NameContains": "smr", "WarmPoolStatusEquals": "Reused", "MaxResults": 100})
             self.stub.activate()
             StubbedAsyncClient.opened += 1
             return client
@@ -923,6 +970,19 @@ def test_jobs_trigger_on_sagemaker_polls_through_the_async_client(monkeypatch, t
     assert [e.payload for e in events] == [{"status": "ended", "run_id": "smr", "ledger_uri": "s3://b/runs/smr/ledger.json",
                                             "ended": ["smr-t0000-f1"], "polls": 2}]
     assert StubbedAsyncClient.opened == 1 and StubbedAsyncClient.closed == 1
-    # threads only to build the backend from the connection and to open the client; the 7 calls in the loop
+    # threads only to build the backend from the connection and to open the client; the 4 calls in the loop
     assert in_threads == ["_observer", "client"]
-    assert len(threads) == 7 and set(threads) == {loop_thread}
+    assert len(threads) == 4 and set(threads) == {loop_thread}
+
+
+def test_a_wait_right_after_the_last_round_waits_out_the_poll_interval_first(s3, monkeypatch):
+    client = sm_client()
+    sleeps: list[float] = []
+    b = backend(client, s3, sleeps=sleeps, keep_alive_period_s=0)
+    monkeypatch.setattr("cvtune.sagemaker.backend.time.monotonic", lambda: 200.0)
+    b._last_round = 195.0  # the previous round of describes, 5 s ago
+    with Stubber(client) as stub:
+        stub.add_response("describe_training_job", describe_response("w2", "Completed"), {"TrainingJobName": "w2"})
+        assert [d.name for d in b.wait(["w2"], timeout=30)] == ["w2"]
+        stub.assert_no_pending_responses()
+    assert sleeps == [5.0]  # then one DescribeTrainingJob: never more than one per job and interval

@@ -404,12 +404,18 @@ def test_final_training_uses_the_fold_jobs_pool_and_reads_holdout_from_metrics(a
         {"MetricName": "test:logloss", "Value": 0.12, "Timestamp": NOW},
     ])
     stubber.add_response("describe_training_job", done, {"TrainingJobName": job})
-    # the backend learns that the final job took over fold job f4's pool
+    # nothing after it trains on its pool: released at once
+    stubber.add_response("update_training_job", {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{job}"},
+                         {"TrainingJobName": job, "ResourceConfig": {"KeepAlivePeriodInSeconds": 0}})
+    # the backend learns that the final job took over fold job f4's pool: one ListTrainingJobs in
+    # the window a provider can have been created in (keep-alive + max runtime before this job)
+    stubber.add_response("describe_training_job", done, {"TrainingJobName": job})
     stubber.add_response("list_training_jobs", {"TrainingJobSummaries": [{
         "TrainingJobName": "bc-1-t0003-f4", "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/bc-1-t0003-f4",
         "CreationTime": NOW, "TrainingJobStatus": "Completed",
         "WarmPoolStatus": {"Status": "Reused", "ReusedByJob": job}}]},
-        {"NameContains": "bc-1", "WarmPoolStatusEquals": "Reused", "MaxResults": 100})
+        {"WarmPoolStatusEquals": "Reused", "MaxResults": 100, "CreationTimeBefore": NOW,
+         "CreationTimeAfter": NOW - dt.timedelta(seconds=1800 + 3600)})
     sent = capture(client, "CreateTrainingJob")
     with stubber:
         result = train_final(backend, manifest, entry_point=str(code / "train.py"), hyperparameters={"eta": 0.1, "max_depth": 4},
@@ -433,3 +439,4 @@ def test_final_training_uses_the_fold_jobs_pool_and_reads_holdout_from_metrics(a
     assert result["model_uri"] == model_data(job)
     assert result["holdout_metrics"] == {"auc": 0.97, "logloss": 0.12}
     assert result["warm_pool_status"] == "Reused" and result["billable_seconds"] == 41
+    assert result["took_pool_of"] == "bc-1-t0003-f4" and result["pool_released"] is True

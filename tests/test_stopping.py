@@ -131,3 +131,20 @@ def test_wilcoxon_default_threshold_can_stop_after_the_first_wave():
     assert EarlyStopping.parse("wilcoxon").p_threshold == EarlyStopping().p_threshold == 0.3
     assert EarlyStopping.parse({"rule": "wilcoxon", "p_threshold": 0.1}).p_threshold == 0.1
     assert 1 / 2**2 < EarlyStopping().p_threshold  # two folds can already be significant
+
+
+def test_waves_leave_no_slot_idle_more_trials_fill_them(tmp_path):
+    # 4 trials x first wave of 2 = 8 jobs; the other 12 slots go to further trials' first waves
+    summary, ledger, backend, tuner = run(
+        tmp_path, k=5, capacity=20, max_trials=40, max_parallel_trials=4,
+        early_stopping={"rule": "wilcoxon", "first_wave": 2},
+    )
+    assert backend.max_running == 20
+    assert sum(summary["trials"].values()) == 40 and len(backend.submitted) < 40 * 5
+    # a job cap below trials x folds still holds
+    _, _, capped, _ = run(tmp_path, k=5, capacity=20, max_trials=20, max_parallel_trials=4, max_parallel_jobs=6,
+                          run_id="capped", early_stopping={"rule": "wilcoxon", "first_wave": 2})
+    assert capped.max_running == 6
+    # without waves, max_parallel_trials bounds the trials in flight as before
+    _, _, off, _ = run(tmp_path, k=5, capacity=20, max_trials=8, max_parallel_trials=2, run_id="off")
+    assert off.max_running == 10

@@ -147,7 +147,16 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from cvtune.ledger import RunLedger
 
-    rows = RunLedger.load(args.ledger).rows()
+    ledger = RunLedger.load(args.ledger)
+    rows = ledger.rows()
+    bill = ledger.summary()
+    cost = f", cost {bill['cost']}" if "cost" in bill else ""
+    print(
+        f"run {ledger.run_id}: billed job time {bill['billable_seconds']} s + retained warm-pool time "
+        f"{bill['retained_seconds']} s, x {bill['instance_count']} instance(s) = {bill['instance_seconds']} "
+        f"instance-seconds ({bill['instance_hours']} instance-hours){cost}",
+        file=sys.stderr,
+    )
     if args.format == "json":
         _print(rows)
         return 0

@@ -194,10 +194,10 @@ class RunLedger:
         return sum(1 for t in self.trials for j in t["fold_jobs"] if j["state"] not in (PENDING, CANCELLED))
 
     def summary(self) -> dict[str, Any]:
+        from cvtune.pools import billing
+
         best = self.best_trial()
-        billable = [
-            j["billable_seconds"] for t in self.trials for j in t["fold_jobs"] if j.get("billable_seconds") is not None
-        ]
+        bill = billing(self.data)
         return {
             "run_id": self.run_id,
             "ledger": self.uri,
@@ -216,7 +216,8 @@ class RunLedger:
             },
             "trials": self.counts(),
             "fold_jobs": self.fold_jobs_launched(),
-            "billable_seconds": round(sum(billable), 3),
+            # job time + retained warm-pool time = instance-seconds (see cvtune.pools.billing)
+            **bill,
             "warm_pool_reused": sum(
                 1 for t in self.trials for j in t["fold_jobs"] if j.get("warm_pool_status") == "Reused"
             ),
@@ -243,6 +244,8 @@ class RunLedger:
                 sum(j["end_time"] - j["start_time"] for j in t["fold_jobs"] if j.get("start_time") and j.get("end_time")),
                 3,
             )
+            row["billable_s"] = round(sum(j.get("billable_seconds") or 0 for j in t["fold_jobs"]), 3)
+            row["retained_s"] = round(sum(j.get("retained_seconds") or 0 for j in t["fold_jobs"]), 3)
             row["first_job_start"] = min(starts) if starts else None
             row["last_job_end"] = max(ends) if ends else None
             row["failure_reason"] = t["failure_reason"]

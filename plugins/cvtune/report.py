@@ -91,6 +91,10 @@ def build_summary(
                 "trials": {"total": len(ledger.trials), "by_state": counts},
                 "fold_jobs": info["fold_jobs"],
                 "billable_seconds": info["billable_seconds"],
+                "retained_seconds": info.get("retained_seconds", 0.0),
+                "instance_seconds": info.get("instance_seconds", info["billable_seconds"]),
+                "instance_hours": info.get("instance_hours", round(info["billable_seconds"] / 3600, 4)),
+                **({"cost": info["cost"]} if "cost" in info else {}),
                 "warm_pool_reused": info["warm_pool_reused"],
                 "elapsed_s": info["elapsed_s"],
                 "best": None if info["best"] is None else {k: info["best"][k] for k in ("trial", "mean", "std")},
@@ -127,6 +131,11 @@ def build_summary(
         "trials": {"total": sum(by_state.values()), "by_state": by_state},
         "fold_jobs": sum(r["fold_jobs"] for r in runs),
         "billable_seconds": round(sum(r["billable_seconds"] for r in runs), 3),
+        # job time + retained warm-pool time, per instance: what the runs were billed for
+        "retained_seconds": round(sum(r["retained_seconds"] for r in runs), 3),
+        "instance_seconds": round(sum(r["instance_seconds"] for r in runs), 3),
+        "instance_hours": round(sum(r["instance_seconds"] for r in runs) / 3600, 4),
+        **({"cost": round(sum(r.get("cost", 0.0) for r in runs), 4)} if any("cost" in r for r in runs) else {}),
         "warm_pool_reused": sum(r["warm_pool_reused"] for r in runs),
         "holdout": holdout,
         "final_model": None
@@ -222,6 +231,17 @@ def _fmt_param(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
     return str(value)
+
+
+def _fmt_instance_hours(info: dict[str, Any]) -> str:
+    """``1.234 instance-h`` (and the cost when a price was given)."""
+    hours = info.get("instance_hours")
+    if hours is None:
+        return EMPTY
+    text = f"{hours:.3f} instance-h"
+    if info.get("cost") is not None:
+        text += f" · {info['cost']:.2f}"
+    return text
 
 
 def _fmt_duration(seconds: Any) -> str:
@@ -898,13 +918,15 @@ def _runs_table(summary: dict[str, Any]) -> str:
             + f"<td>{_fmt_int(r.get('fold_jobs'))}</td>"
             f"<td>{_e(_fmt_score(best.get('mean')))}</td>"
             f"<td>{_fmt_duration(r.get('billable_seconds'))}</td>"
+            f"<td>{_fmt_duration(r.get('retained_seconds'))}</td>"
+            f"<td>{_e(_fmt_instance_hours(r))}</td>"
             f"<td>{_fmt_duration(r.get('elapsed_s'))}</td>"
             "</tr>"
         )
     head = (
         '<th class="l">run id / ledger</th><th class="l">kind</th><th class="l">status</th>'
         + "".join(f"<th>{_e(s.lower())}</th>" for s in TRIAL_STATES)
-        + '<th>fold jobs</th><th>best mean</th><th>billable</th><th>elapsed</th>'
+        + '<th>fold jobs</th><th>best mean</th><th>billable</th><th>retained</th><th>instance-hours</th><th>elapsed</th>'
     )
     return (
         f'<div class="table-wrap"><table class="runs"><thead><tr>{head}</tr></thead><tbody>'
@@ -1120,6 +1142,10 @@ def _cards(summary: dict[str, Any]) -> str:
 
     jobs = summary.get("fold_jobs")
     detail = f"billable {_fmt_duration(summary.get('billable_seconds'))}"
+    if summary.get("retained_seconds"):
+        detail += f" + retained {_fmt_duration(summary.get('retained_seconds'))}"
+    if summary.get("instance_hours") is not None:
+        detail += f" = {_fmt_instance_hours(summary)}"
     if summary.get("warm_pool_reused"):
         detail += f" · {summary['warm_pool_reused']} warm-pool reuses"
     cards.append(_card("fold jobs run", _e(_fmt_int(jobs)), _e(detail)))

@@ -112,6 +112,9 @@ def _worse(a: float, b: float, maximize: bool) -> bool:
 
 
 class NoStopping:
+    #: whether some folds wait for a decision (the tuner then asks more trials to fill the slots)
+    launches_in_waves = False
+
     def __init__(self, folds: int) -> None:
         self.folds = folds
 
@@ -125,6 +128,8 @@ class NoStopping:
 
 class RuleStopping(NoStopping):
     """``wilcoxon`` and ``median``, with folds launched in two waves."""
+
+    launches_in_waves = True
 
     def __init__(self, folds: int, settings: EarlyStopping) -> None:
         super().__init__(folds)
@@ -181,6 +186,8 @@ class HyperbandStopper(NoStopping):
     reached that rung (completed trials count with their first folds). Trials are spread over
     brackets by number, so some get the full K folds without any early decision.
     """
+
+    launches_in_waves = True
 
     def __init__(self, folds: int, settings: EarlyStopping) -> None:
         super().__init__(folds)

@@ -81,8 +81,13 @@ def train_final(
     max_runtime_s: int = 3600,
     tags: dict[str, str] | None = None,
     poll_s: float = 5.0,
+    release_pool: bool = True,
 ) -> dict[str, Any]:
-    """Train on the full training set (holdout as ``test``); returns the model URI and metrics."""
+    """Train on the full training set (holdout as ``test``); returns the model URI and metrics.
+
+    ``release_pool``: end the job's warm pool once it ended (when the backend releases pools), so
+    nothing is billed for a keep-alive no later step uses.
+    """
     channels = {"train": manifest["full_train"]["uri"]}
     if manifest.get("holdout"):
         channels["test"] = manifest["holdout"]["uri"]
@@ -98,6 +103,10 @@ def train_final(
     )
     ensure_job(backend, spec)
     description = wait_for(backend, job_name, poll_s)
+    released = bool(release_pool and backend.releases_pools and backend.release_pool(job_name))
+    # a provider ended less than its keep-alive (and at most its runtime) before this job was created
+    window = getattr(getattr(backend, "config", None), "keep_alive_period_s", 0) + max_runtime_s
+    provider = backend.pool_provider(job_name, window) if window > max_runtime_s else None
     if description.status != COMPLETED:
         raise RunFailedError(f"final training job {job_name} {description.status}: {description.failure_reason}")
     return {
@@ -108,6 +117,8 @@ def train_final(
         "hyperparameters": hyperparameters,
         "entry_point": entry_point,
         "billable_seconds": description.billable_seconds,
-        "warm_pool_status": description.warm_pool_status,
+        "warm_pool_status": "Reused" if provider else description.warm_pool_status,
+        "took_pool_of": provider,
+        "pool_released": released,
         "log_uri": description.log_uri,
     }

@@ -93,6 +93,7 @@ class CVTuner:
         self._jobs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._session_start = time.monotonic()
         self._elapsed_before = 0.0
+        self._extra_trials = 0
         if warm_start is not None:
             from cvtune import warmstart
 
@@ -104,6 +105,9 @@ class CVTuner:
                 "inherited": warmstart.inherited_trials(warm_start),
             }
         self.ledger = self._open_ledger()
+        from cvtune.pools import PoolKeeper
+
+        self._pools = PoolKeeper(self.ledger, backend)
         # A resumed sampler must not replay the random draws of the first attempt (it would
         # re-propose the same candidates): its seed moves on with the trials already asked.
         restored = len(self.ledger.trials)
@@ -242,6 +246,8 @@ class CVTuner:
 
     def advance(self, ended: list[JobDescription]) -> list[str]:
         """Record ended jobs, ask new trials, launch; returns the job names still in flight."""
+        if ended:  # providers first: a job ending now may have started on one of their pools
+            self._pools.follow()
         for description in ended:
             self._record(description)
         self._check_failures()
@@ -250,12 +256,15 @@ class CVTuner:
         self._fill_trials()
         self._launch()
         inflight = self._inflight_names()
+        self._pools.release(self._launch_done(), keep=0 if inflight else 1)
         if not inflight and any(t["state"] == L.RUNNING for t in self.ledger.trials):
             raise RuntimeError(f"run {self.run_id}: running trials but no job in flight")  # a bug
         return inflight
 
     def finish(self) -> dict[str, Any]:
         """Mark the run Completed; returns its summary."""
+        self._pools.release(True, keep=1)  # the one left is for the next step (final training, refinement)
+        self._pools.follow()
         if self.ledger.summary()["best"] is None:
             # a run without one usable trial has no result: Failed, with what went wrong
             reasons = [t.get("failure_reason") for t in self.ledger.trials if t.get("failure_reason")]
@@ -305,6 +314,7 @@ class CVTuner:
                 if job["state"] == "InProgress":
                     self._jobs[job["job_name"]] = (trial, job)
         self._save()
+        self._pools.follow()
         ended = []
         for name in self._inflight_names():
             description = self.backend.describe(name)
@@ -314,7 +324,7 @@ class CVTuner:
             self._record(description)
 
     def _attach(self, job: dict[str, Any], description: JobDescription, trial: dict[str, Any]) -> None:
-        tags = description.tags or {}
+        tags = description.tags or self.backend.owner_tags(job["job_name"])
         if tags.get(TAG_RUN) != self.run_id or tags.get(TAG_TRIAL) != str(trial["number"]) or tags.get(
             TAG_FOLD
         ) != str(job["fold"]):
@@ -338,11 +348,21 @@ class CVTuner:
         return min(caps) if caps else 10**9
 
     def _fill_trials(self) -> None:
+        """Ask trials up to ``max_parallel_trials`` — and beyond, while job slots would stay free.
+
+        With early stopping, a trial waiting for its first wave's decision holds no job slot; the
+        slots its later folds would fill go to the next trials' first waves instead, so as many
+        jobs run as ``max_parallel_trials × folds`` (or the capacity, if lower) allow.
+        """
         running = sum(1 for t in self.ledger.trials if t["state"] == L.RUNNING)
+        target = self._target_jobs()
+        waves = self.stopper.launches_in_waves
         # trials stopped by a kill don't use up the budget: a retry replaces them
-        while running < self.config.max_parallel_trials and self._budget_used() < self.config.max_trials:
-            if self._exhausted:
-                return
+        while self._budget_used() < self.config.max_trials and not self._exhausted:
+            if running >= self.config.max_parallel_trials:
+                idle = target - len(self._inflight_names()) - sum(1 for _ in self._pending_jobs())
+                if not waves or idle <= 0 or running >= target:
+                    return
             proposal = self.proposer.ask()
             if proposal is None:  # a grid or fixed list has nothing more to offer
                 self._exhausted = True
@@ -354,6 +374,19 @@ class CVTuner:
                 self._jobs[job["job_name"]] = (trial, job)
             running += 1
             self._save()
+
+    def _target_jobs(self) -> int:
+        """Jobs the run keeps in flight: ``max_parallel_trials × folds``, or the capacity if lower."""
+        return min(self._capacity(), self.config.max_parallel_trials * self.ledger.data["folds"])
+
+    def _launch_done(self) -> bool:
+        """Whether the run has launched its last fold job (no trial left to ask, no fold left to launch)."""
+        if self._budget_used() < self.config.max_trials and not self._exhausted:
+            return False
+        return not any(
+            j["state"] in (L.PENDING, L.LAUNCHING)
+            for t in self.ledger.trials if t["state"] == L.RUNNING for j in t["fold_jobs"]
+        )
 
     def _budget_used(self) -> int:
         return sum(1 for t in self.ledger.trials if t["state"] != L.STOPPED)
@@ -368,7 +401,7 @@ class CVTuner:
                     yield trial, job
 
     def _launch(self) -> None:
-        free = self._capacity() - len(self._inflight_names())
+        free = self._target_jobs() - len(self._inflight_names())
         for trial, job in list(self._pending_jobs()):
             if free <= 0:
                 return
@@ -380,6 +413,7 @@ class CVTuner:
             except JobExistsError:
                 self._attach(job, self.backend.describe(spec.name), trial)
             job["state"] = "InProgress"
+            self.ledger.data["last_launch_at"] = time.time()
             self._save()
             free -= 1
 
@@ -411,6 +445,7 @@ class CVTuner:
             billable_seconds=d.billable_seconds,
             warm_pool_status=d.warm_pool_status,
         )
+        self._pools.ended(job, d)
         metric = self.config.objective.metric
         if d.status == COMPLETED:
             value = d.final_metrics.get(metric)

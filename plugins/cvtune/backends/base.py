@@ -65,6 +65,12 @@ class JobDescription:
     warm_pool_status: str | None = None
     log_uri: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # The pool this job left behind (SageMaker's own WarmPoolStatus of the job): its status
+    # (Available / InUse / Reused / Terminated), the job that took it, and the seconds it was
+    # retained so far (billed like job time, final once Reused or Terminated).
+    pool_status: str | None = None
+    pool_reused_by: str | None = None
+    retained_seconds: float | None = None
 
     @property
     def done(self) -> bool:
@@ -134,6 +140,28 @@ class Backend(abc.ABC):
         """Most jobs this backend runs at once, if it has a hard limit (``None``: no limit)."""
         return None
 
+    #: Instances one job runs on (job and retained seconds are billed per instance).
+    instance_count: int = 1
+    #: What one instance-hour costs, if the user said (money in summaries); ``None``: unknown.
+    price_per_instance_hour: float | None = None
+
+    @property
+    def releases_pools(self) -> bool:
+        """Whether the pools ended jobs leave behind should be released once nothing will use them."""
+        return False
+
+    def release_pool(self, name: str) -> bool:
+        """End the warm pool job ``name`` left behind now; ``False`` if there was none to end."""
+        return False
+
+    def owner_tags(self, name: str) -> dict[str, str]:
+        """The tags of job ``name``: who it belongs to, checked before re-attaching to it."""
+        return self.describe(name).tags or {}
+
+    def pool_provider(self, name: str, window_s: float) -> str | None:
+        """The job whose warm pool job ``name`` started on (``None``: none, or not known)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (worker processes, clients). Running jobs are not stopped."""
 
@@ -164,6 +192,9 @@ class Observer(Backend):
         self.backend = backend
         self.name = backend.name
         self.cannot_defer_reason = backend.cannot_defer_reason
+        self.instance_count = backend.instance_count
+        self.price_per_instance_hour = backend.price_per_instance_hour
+        self.poll_interval_s = backend.poll_interval_s
 
     def submit(self, spec: JobSpec) -> None:
         raise RuntimeError(f"an observer of the {self.name} backend cannot submit jobs ({spec.name})")
@@ -180,6 +211,19 @@ class Observer(Backend):
     @property
     def capacity(self) -> int | None:
         return self.backend.capacity
+
+    @property
+    def releases_pools(self) -> bool:
+        return self.backend.releases_pools
+
+    def release_pool(self, name: str) -> bool:
+        return self.backend.release_pool(name)
+
+    def owner_tags(self, name: str) -> dict[str, str]:
+        return self.backend.owner_tags(name)
+
+    def pool_provider(self, name: str, window_s: float) -> str | None:
+        return self.backend.pool_provider(name, window_s)
 
     def close(self) -> None:
         self.backend.close()

@@ -18,6 +18,9 @@ class TrainModelOperator(CvtuneBaseOperator):
     :param hyperparameters: a dict of hyperparameters, or ``BestParamsOperator``'s output
         (its ``hyperparameters``, ``entry_point`` and ``metric_definitions`` are used).
     :param entry_point: the training script; defaults to the one the best run used.
+    :param release_pool: end the warm pool the job leaves behind as soon as it ends (SageMaker
+        with ``release_pools: auto``; nothing after this step trains on it). ``False`` keeps it
+        for its keep-alive, e.g. when another training job of the same shape follows.
     """
 
     template_fields: Sequence[str] = ("manifest_uri", "hyperparameters", "entry_point", "job_name", "cvtune_conn_id")
@@ -32,9 +35,11 @@ class TrainModelOperator(CvtuneBaseOperator):
         job_name: str | None = None,
         max_runtime_s: int = 3600,
         poll_interval: float = 2.0,
+        release_pool: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.release_pool = release_pool
         self.manifest_uri = manifest_uri
         self.hyperparameters = hyperparameters
         self.entry_point = entry_point
@@ -61,8 +66,7 @@ class TrainModelOperator(CvtuneBaseOperator):
         manifest = load_manifest(self.manifest_uri)
         tags = {"cvtune:dag": dag_id[:128], "cvtune:task": task_id[:128]}
         if best.get("run_id"):
-            # the tuning run's tag: lets the SageMaker backend see the final job take over a
-            # fold job's warm pool (it looks for reuse among the run's jobs)
+            # the tuning run whose model this is (and whose fold pool the job usually takes)
             tags["cvtune:run"] = str(best["run_id"])[:256]
         with self.hook.get_conn() as backend:
             result = train_final(
@@ -75,6 +79,7 @@ class TrainModelOperator(CvtuneBaseOperator):
                 max_runtime_s=self.max_runtime_s,
                 tags=tags,
                 poll_s=self.poll_interval,
+                release_pool=self.release_pool,
             )
         result["cv"] = {k: best.get(k) for k in ("mean", "std", "fold_scores", "run_id", "trial", "objective")} if best else None
         result["manifest_fingerprint"] = manifest.get("fingerprint")

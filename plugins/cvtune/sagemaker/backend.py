@@ -14,15 +14,29 @@ every request takes these from one place, :class:`~cvtune.sagemaker.config.SageM
 final training job must be built from the same config (same ``warm_pool_key()``) to land on the
 pool the fold jobs leave behind. Spot together with a keep-alive period is rejected up front.
 
-Counting reuse. SageMaker's ``WarmPoolStatus.Status == "Reused"`` sits on the job whose pool
-*was taken* (the provider), with ``ReusedByJob`` naming the job that took it — and only from the
-moment the next job starts, long after the provider's own end was recorded. cvtune reports
-reuse on the *consumer* instead: when a job is first seen ended, the backend lists the run's jobs
-whose pool status is ``Reused`` (``ListTrainingJobs`` by name and warm-pool status) and reports
-``warm_pool_status="Reused"`` if one of them names this job in ``ReusedByJob``. A provider's own
-``Reused`` is reported as ``"PassedOn"``, so the ledger's ``warm_pool_reused`` counts each fold
-job that started on a warm pool exactly once. Pools passed on by jobs of other runs (whose names
-do not contain this run's id) are not counted.
+Counting reuse without listing the run. SageMaker's ``WarmPoolStatus.Status == "Reused"`` sits
+on the job whose pool *was taken* (the provider), with ``ReusedByJob`` naming the job that took
+it — and only from the moment the next job starts. cvtune reports reuse on the *consumer*: the
+tuner keeps following, in its ledger, each ended fold job whose pool is not final yet (one
+``DescribeTrainingJob`` per such pool per poll, before it records the jobs that ended), and
+marks the job named in ``ReusedByJob`` as having started on a warm pool. A provider's own
+``Reused`` is reported as ``"PassedOn"``. Nothing lists the run's jobs, so the calls per fold
+job stay flat however long the run is, and a deferred run keeps that state in its ledger across
+triggers and resumes. Only a single job outside a run (the final model) asks
+``ListTrainingJobs`` once, in a ``CreationTime`` window that can hold its provider
+(:meth:`SageMakerBackend.pool_provider`).
+
+Billing. ``BillableTimeInSeconds`` is the job's time and ``WarmPoolStatus.
+ResourceRetainedBillableTimeInSeconds`` the time its pool was kept afterwards; AWS: "Multiply
+ResourceRetainedBillableTimeInSeconds by the number of instances (InstanceCount) in your
+training cluster to get the total compute time SageMaker bills you" (API reference,
+WarmPoolStatus). Both are reported per job; the ledger sums them.
+
+Releasing pools. :meth:`SageMakerBackend.release_pool` ends a job's warm pool now with
+``UpdateTrainingJob`` and ``ResourceConfig.KeepAlivePeriodInSeconds = 0`` (a pool is
+"Terminated ... if they are terminated by a user", API reference WarmPoolStatus; "Create, update,
+or terminate warm pools", developer guide, *Use SageMaker AI managed warm pools*). The tuner calls
+it once nothing will use the pool (``release_pools: auto``).
 
 Clients come from the amazon provider's hooks (``SageMakerHook`` / ``S3Hook``) with adaptive
 retries; ``CreateTrainingJob`` refusals for rate or quota are retried with jittered backoff
@@ -31,8 +45,7 @@ retries; ``CreateTrainingJob`` refusals for rate or quota are retried with jitte
 Sync and async. :meth:`SageMakerBackend.describe` (the task's polls) and
 :meth:`SageMakerBackend.adescribe_many` (a deferred run's polls in the triggerer) run the same
 steps, :meth:`SageMakerBackend._describing`: a generator that yields each SageMaker call it
-needs (``DescribeTrainingJob``, ``ListTags`` once per job, ``ListTrainingJobs`` when a job is
-first seen ended) and receives its response, so the describe logic, the response mapping
+needs (``DescribeTrainingJob``) and receives its response, so the describe logic, the response mapping
 (:func:`job_description`) and the error mapping exist once. The sync driver makes the calls on
 the boto3 client; the async one awaits them on the hook's aiobotocore client, opened once per
 event loop and closed by :meth:`SageMakerBackend.aclose` — no call of a trigger's poll goes
@@ -109,7 +122,7 @@ def _timestamp(value: Any) -> float | None:
 
 
 def job_description(
-    name: str, raw: dict[str, Any], *, tags: dict[str, str], took_pool: bool, region: str
+    name: str, raw: dict[str, Any], *, tags: dict[str, str], took_pool: bool = False, region: str
 ) -> JobDescription:
     """The ``DescribeTrainingJob`` response ``raw`` of job ``name`` as the tuner sees it.
 
@@ -118,7 +131,9 @@ def job_description(
     ``Reused`` becomes ``PassedOn``).
     """
     status = raw["TrainingJobStatus"]
-    pool = (raw.get("WarmPoolStatus") or {}).get("Status")
+    warm = raw.get("WarmPoolStatus") or {}
+    pool = warm.get("Status")
+    retained = warm.get("ResourceRetainedBillableTimeInSeconds")
     return JobDescription(
         name=name,
         status=IN_PROGRESS if status == STOPPING else status,
@@ -131,6 +146,9 @@ def job_description(
         warm_pool_status="Reused" if took_pool else ("PassedOn" if pool == "Reused" else pool),
         log_uri=log_uri(region, name),
         tags=tags,
+        pool_status=pool,
+        pool_reused_by=warm.get("ReusedByJob"),
+        retained_seconds=None if retained is None else float(retained),
     )
 
 
@@ -174,8 +192,8 @@ class SageMakerBackend(Backend):
         self._sleep = sleep
         self._staging: Staging | None = None
         self._tags: dict[str, dict[str, str]] = {}  # job name -> tags (from submit, or ListTags once)
-        self._consumers: dict[str, str] = {}  # job that reused a pool -> job that passed it on
-        self._ended: set[str] = set()
+        self._arns: dict[str, str] = {}  # job name -> ARN, from its last describe (for ListTags)
+        self._last_round = -float("inf")  # monotonic time of wait()'s last round of describes
         self._store_client = lambda: self.s3
         store.use_s3_client(self._store_client)  # ledgers on s3:// go through the same connection
 
@@ -221,6 +239,68 @@ class SageMakerBackend(Backend):
     @property
     def capacity(self) -> int | None:
         return self.config.max_parallel_jobs
+
+    @property
+    def instance_count(self) -> int:  # type: ignore[override]
+        return self.config.instance_count
+
+    @property
+    def price_per_instance_hour(self) -> float | None:  # type: ignore[override]
+        return self.config.price_per_instance_hour
+
+    @property
+    def releases_pools(self) -> bool:
+        return self.config.release_pools == "auto" and self.config.keep_alive_period_s > 0
+
+    def release_pool(self, name: str) -> bool:
+        """``UpdateTrainingJob`` with ``KeepAlivePeriodInSeconds: 0``: the pool ``name`` left ends now.
+
+        A pool already taken or ended is refused with a ``ValidationException``: ``False``.
+        """
+        from botocore.exceptions import ClientError
+
+        try:
+            self.backoff.call(
+                f"UpdateTrainingJob {name}", self.sagemaker.update_training_job,
+                TrainingJobName=name, ResourceConfig={"KeepAlivePeriodInSeconds": 0},
+            )
+        except ClientError as exc:
+            if _not_found(exc) or _code(exc)[0] == "ValidationException":
+                log.info("not releasing the pool of %s: %s", name, _code(exc)[1])
+                return False
+            raise
+        log.info("released the warm pool of %s", name)
+        return True
+
+    def owner_tags(self, name: str) -> dict[str, str]:
+        """Tags from this process's own ``CreateTrainingJob``, else ``ListTags`` (once per job)."""
+        if name not in self._tags:
+            arn = self._arns.get(name) or self._run(self._describe_raw(name))["TrainingJobArn"]
+            self._tags[name] = self._run(self._listing_tags(name, arn))
+        return self._tags[name]
+
+    def pool_provider(self, name: str, window_s: float) -> str | None:
+        """The job whose warm pool job ``name`` started on, if any.
+
+        One ``ListTrainingJobs`` of jobs whose pool was ``Reused``, created in the ``window_s``
+        seconds before ``name`` (a provider ended before ``name`` was created, less than its
+        keep-alive earlier): for single jobs such as the final model, never per fold job.
+        """
+        raw = self._run(self._describe_raw(name))
+        created: Any = raw.get("CreationTime")
+        params: dict[str, Any] = {"WarmPoolStatusEquals": "Reused", "MaxResults": 100}
+        if hasattr(created, "timestamp"):
+            import datetime as dt
+
+            params.update(CreationTimeBefore=created, CreationTimeAfter=created - dt.timedelta(seconds=window_s))
+        while True:
+            page = self._run(self._one(_Call("ListTrainingJobs", "list_training_jobs", dict(params))))
+            for job in page.get("TrainingJobSummaries", []):
+                if (job.get("WarmPoolStatus") or {}).get("ReusedByJob") == name:
+                    return job["TrainingJobName"]
+            if not page.get("NextToken"):
+                return None
+            params["NextToken"] = page["NextToken"]
 
     # -- Backend ---------------------------------------------------------------------------
     def build_request(self, spec: JobSpec) -> dict[str, Any]:
@@ -268,15 +348,23 @@ class SageMakerBackend(Backend):
             log.info("not stopping %s: %s", name, _code(exc)[1])
 
     def wait(self, names: list[str], timeout: float) -> list[JobDescription]:
-        """Like the default, but one round of DescribeTrainingJob per ``timeout`` at most.
+        """Like the default, but one round of DescribeTrainingJob per poll interval at most.
 
         The tuner calls ``wait`` again right after it returns, so describing again at the
-        deadline (as the default does) would describe every job twice per poll.
+        deadline (as the default does), or at once on the next call, would describe every job
+        twice per poll: calls to DescribeTrainingJob stay within jobs in flight ÷ poll interval.
         """
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        # back-to-back calls (the tuner calls again right after launching) wait out the interval
+        # first: a job in flight is described at most once per poll interval
+        gap = min(self.poll_interval_s - (start - self._last_round), timeout)
+        if gap > 0:
+            self._sleep(gap)
         while True:
             ended = [d for d in (self.describe(n) for n in names) if d.done]
-            remaining = deadline - time.monotonic()
+            self._last_round = now = time.monotonic()
+            remaining = deadline - now
             if ended or remaining <= 0:
                 return ended
             self._sleep(min(self.poll_interval_s, remaining))
@@ -297,23 +385,29 @@ class SageMakerBackend(Backend):
         self.close()
 
     # -- internals -------------------------------------------------------------------------
-    def _describing(self, name: str, region: str) -> Steps[JobDescription]:
-        """The steps of describing ``name``; :meth:`_run` or :meth:`_arun` make their calls."""
+    def _describe_raw(self, name: str) -> Steps[dict[str, Any]]:
         from botocore.exceptions import ClientError
 
         try:
-            raw = yield _Call(f"DescribeTrainingJob {name}", "describe_training_job", {"TrainingJobName": name})
+            return (yield _Call(f"DescribeTrainingJob {name}", "describe_training_job", {"TrainingJobName": name}))
         except ClientError as exc:
             if _not_found(exc):
                 raise JobNotFoundError(name) from exc
             raise
-        if name not in self._tags:
-            self._tags[name] = yield from self._listing_tags(name, raw["TrainingJobArn"])
-        tags = self._tags[name]
-        if raw["TrainingJobStatus"] not in (IN_PROGRESS, STOPPING) and name not in self._ended:
-            self._ended.add(name)
-            yield from self._learning_reuse(name, tags)
-        return job_description(name, raw, tags=tags, took_pool=name in self._consumers, region=region)
+
+    def _describing(self, name: str, region: str) -> Steps[JobDescription]:
+        """The steps of describing ``name``; :meth:`_run` or :meth:`_arun` make their calls.
+
+        One ``DescribeTrainingJob``, nothing else: tags are only read when a job is re-attached
+        (:meth:`owner_tags`), reuse is learned from the providers' descriptions (module docstring).
+        """
+        raw = yield from self._describe_raw(name)
+        self._arns[name] = raw["TrainingJobArn"]
+        return job_description(name, raw, tags=self._tags.get(name, {}), region=region)
+
+    @staticmethod
+    def _one(call: _Call) -> Steps[Any]:
+        return (yield call)
 
     def _listing_tags(self, name: str, arn: str) -> Steps[dict[str, str]]:
         tags: dict[str, str] = {}
@@ -323,22 +417,6 @@ class SageMakerBackend(Backend):
             tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
             if not page.get("NextToken"):
                 return tags
-            params["NextToken"] = page["NextToken"]
-
-    def _learning_reuse(self, name: str, tags: dict[str, str]) -> Steps[None]:
-        """Find out whether the job that just ended started on a pool another job passed on."""
-        run = tags.get(TAG_RUN)
-        if not run or self.config.keep_alive_period_s == 0 or name in self._consumers:
-            return
-        params: dict[str, Any] = {"NameContains": run, "WarmPoolStatusEquals": "Reused", "MaxResults": 100}
-        while True:
-            page = yield _Call(f"ListTrainingJobs {run}", "list_training_jobs", dict(params))
-            for job in page.get("TrainingJobSummaries", []):
-                consumer = (job.get("WarmPoolStatus") or {}).get("ReusedByJob")
-                if consumer:
-                    self._consumers[consumer] = job["TrainingJobName"]
-            if not page.get("NextToken"):
-                return
             params["NextToken"] = page["NextToken"]
 
     def _run(self, steps: Steps[T]) -> T:

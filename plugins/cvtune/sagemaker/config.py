@@ -51,6 +51,11 @@ class SageMakerConfig:
     enable_profiler: bool = False
     max_parallel_jobs: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # auto: end each warm pool once nothing will use it (see cvtune.sagemaker.pools); never: keep
+    # every pool for its full keep-alive (e.g. for a run started by hand right after)
+    release_pools: str = "auto"
+    price_per_instance_hour: float | None = None  # turns instance-hours into money; no price table shipped
+    input_mode: str = "File"  # File | FastFile (streams channels from S3 instead of copying them)
 
     # -- validation ------------------------------------------------------------------------
     @classmethod
@@ -73,6 +78,16 @@ class SageMakerConfig:
             value = options.get(key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(name(key), f"expected a non-empty string, got {value!r}")
+        choices = {"release_pools": ("auto", "never"), "input_mode": ("File", "FastFile")}
+        for key, allowed in choices.items():
+            if key in options and options[key] not in allowed:
+                raise ConfigError(name(key), f"must be one of {', '.join(allowed)}, got {options[key]!r}")
+        price = options.get("price_per_instance_hour")
+        if price is not None and (isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0):
+            raise ConfigError(
+                name("price_per_instance_hour"), f"expected a non-negative number, got {price!r}",
+                "give the on-demand price of one instance-hour of instance_type in your region, e.g. 0.115",
+            )
         for key in ("role_arn", "s3_prefix", "instance_type", "framework", "framework_version"):
             if key in options and not isinstance(options[key], str):
                 raise ConfigError(name(key), f"expected a string, got {options[key]!r}")

@@ -63,7 +63,7 @@ def script_mode_hyperparameters(
     )
 
 
-def channel(name: str, s3_uri: str, content_type: str | None) -> dict[str, Any]:
+def channel(name: str, s3_uri: str, content_type: str | None, input_mode: str = "File") -> dict[str, Any]:
     out: dict[str, Any] = {
         "ChannelName": name,
         "DataSource": {
@@ -73,7 +73,7 @@ def channel(name: str, s3_uri: str, content_type: str | None) -> dict[str, Any]:
                 "S3DataDistributionType": "FullyReplicated",
             }
         },
-        "InputMode": "File",
+        "InputMode": input_mode,
     }
     if content_type:
         out["ContentType"] = content_type
@@ -96,7 +96,7 @@ def create_training_job(
     """``CreateTrainingJob`` parameters of one fold job; ``channels``: name → (S3 URI, ContentType)."""
     algorithm: dict[str, Any] = {
         "TrainingImage": config.resolved_image_uri(region),
-        "TrainingInputMode": "File",
+        "TrainingInputMode": config.input_mode,
         "EnableSageMakerMetricsTimeSeries": False,
     }
     if spec.metric_definitions:
@@ -112,7 +112,7 @@ def create_training_job(
         ),
         "AlgorithmSpecification": algorithm,
         "RoleArn": config.role_arn,
-        "InputDataConfig": [channel(name, uri, ctype) for name, (uri, ctype) in channels.items()],
+        "InputDataConfig": [channel(name, uri, ctype, config.input_mode) for name, (uri, ctype) in channels.items()],
         "OutputDataConfig": output,
         "ResourceConfig": config.resource_config(),
         "StoppingCondition": stopping,
