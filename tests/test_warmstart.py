@@ -123,3 +123,31 @@ def test_narrowing_in_the_parameters_own_scale():
     assert narrowed["b"].values == ("x", "y")
     with pytest.raises(ConfigError, match="factor"):
         narrow_ranges(space, {}, factor=0)
+
+
+@pytest.mark.parametrize("kind", [IDENTICAL, TRANSFER])
+@pytest.mark.parametrize("strategy", ["Bayesian", "Random"])
+def test_a_child_with_its_parents_seed_never_repeats_their_candidates(tmp_path, kind, strategy):
+    """Before: with parents of fewer than 10 trials and the same seed, the child's first trials
+    were exact copies of the parent's (same candidates, same scores)."""
+    _, parent, _, _ = tune(tmp_path, "parent", max_trials=5, seed=7, strategy=strategy)
+    manifest = MANIFEST
+    if kind == TRANSFER:
+        manifest = copy.deepcopy(MANIFEST)
+        manifest["fingerprint"] = "e" * 64
+    _, child, _, tuner = tune(tmp_path, "child", manifest=manifest, warm=WarmStart(kind, [parent]),
+                              max_trials=6, seed=7, strategy=strategy)
+    parent_params = [t["params"] for t in parent.trials]
+    sampled = [t for t in child.trials if t["source"] is None]  # TRANSFER's deliberate re-run of the best aside
+    assert len(sampled) >= 5
+    assert not [t["params"] for t in sampled if t["params"] in parent_params]
+
+
+def test_exact_repeats_from_the_sampler_are_skipped():
+    from cvtune.proposers import FixedProposer
+    from cvtune.warmstart import WarmStartProposer
+
+    inner = FixedProposer([{"x": 0.1}, {"x": 0.2}, {"x": 0.3}])
+    proposer = WarmStartProposer(inner, [], tried=[{"x": 0.1}, {"x": 0.2}])
+    assert proposer.ask().params == {"x": 0.3}
+    assert proposer.skipped == 2

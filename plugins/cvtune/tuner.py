@@ -111,7 +111,12 @@ class CVTuner:
         # A resumed sampler must not replay the random draws of the first attempt (it would
         # re-propose the same candidates): its seed moves on with the trials already asked.
         restored = len(self.ledger.trials)
-        seed = config.seed if restored == 0 else (config.seed * 1_000_003 + restored) % 2**31
+        seed = config.seed
+        if warm_start is not None:
+            from cvtune import warmstart
+
+            seed = warmstart.sampler_seed(seed, warm_start)
+        seed = seed if restored == 0 else (seed * 1_000_003 + restored) % 2**31
         self.stopper = make_stopper(config.strategy, config.early_stopping, len(manifest["folds"]))
         self.proposer = proposer or make_proposer(
             config.space, config.strategy, config.objective.direction, seed, config.max_parallel_trials
@@ -119,9 +124,12 @@ class CVTuner:
         if warm_start is not None and proposer is None:
             from cvtune import warmstart
 
-            for params, value, state, intermediate in warmstart.history(warm_start, config.space):
+            seen = warmstart.history(warm_start, config.space)
+            for params, value, state, intermediate in seen:
                 self.proposer.observe(params, value, state, intermediate)
-            self.proposer = warmstart.WarmStartProposer(self.proposer, warmstart.first_candidates(warm_start, config.space))
+            self.proposer = warmstart.WarmStartProposer(
+                self.proposer, warmstart.first_candidates(warm_start, config.space), tried=[h[0] for h in seen]
+            )
             log.info(
                 "warm start (%s) from %d parent run(s): %s", warm_start.type, len(warm_start.parents),
                 ", ".join(p.run_id for p in warm_start.parents),

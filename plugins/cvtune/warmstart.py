@@ -200,28 +200,55 @@ def first_candidates(warm: WarmStart, space: SearchSpace) -> list[Proposal]:
 
 
 class WarmStartProposer:
-    """Serves the parents' best configurations first, then asks the inner proposer."""
+    """Serves the parents' best configurations first, then asks the inner proposer, skipping the
+    exact candidates a parent already evaluated (``tried``): a child must not re-run its parents'
+    trials, which a sampler seeded like the parent would otherwise replay."""
 
-    def __init__(self, inner: Any, first: list[Proposal]) -> None:
+    MAX_SKIPS = 50  # a tiny space may hold nothing new: then a repeat is better than no trial
+
+    def __init__(self, inner: Any, first: list[Proposal], tried: list[dict[str, Any]] | None = None) -> None:
         self.inner = inner
         self.first = list(first)
+        self.tried = {_key(params) for params in tried or []}
+        self.skipped = 0
 
     def ask(self) -> Proposal | None:
         if self.first:
             return self.first.pop(0)
+        for _ in range(self.MAX_SKIPS):
+            proposal = self.inner.ask()
+            if proposal is None or _key(proposal.params) not in self.tried:
+                return proposal
+            self.skipped += 1
+            # told as failed: the sampler moves on without counting the repeat as a new result
+            self.inner.tell(proposal, None, "Failed")
         return self.inner.ask()
 
     def tell(self, proposal: Any, value: Any, state: str, intermediate: Any = None) -> None:
         self.inner.tell(proposal, value, state, intermediate)
 
     def observe(self, params: dict[str, Any], value: Any, state: str, intermediate: Any = None) -> None:
-        key = repr(sorted(params.items()))
-        self.first = [p for p in self.first if repr(sorted(p.params.items())) != key]  # already asked
+        key = _key(params)
+        self.first = [p for p in self.first if _key(p.params) != key]  # already asked
         self.inner.observe(params, value, state, intermediate)
 
     @property
     def study(self):
         return getattr(self.inner, "study", None)
+
+
+def _key(params: dict[str, Any]) -> str:
+    return repr(sorted(params.items()))
+
+
+def sampler_seed(seed: int, warm: WarmStart) -> int:
+    """The child's sampler seed: moved on past the parents' trials, so a child seeded like its
+    parent does not replay the parent's random draws (its first trials were exact copies)."""
+    import hashlib
+
+    parents = ",".join(f"{p.run_id}:{len(p.trials)}" for p in warm.parents)
+    digest = hashlib.sha256(f"{seed}|{parents}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
 
 
 def narrow_ranges(space: SearchSpace, best: dict[str, Any], factor: float = 0.5) -> dict[str, Any]:
@@ -242,11 +269,17 @@ def narrow_ranges(space: SearchSpace, best: dict[str, Any], factor: float = 0.5)
         if lo > hi:  # reverse-log maps the range backwards
             lo, hi = hi, lo
         half = (hi - lo) * factor / 2
-        a, b = max(lo, center - half), min(hi, center + half)
-        if b - a < 2 * half:  # clipped on one side: keep the width by moving inward
-            a, b = (lo, min(hi, lo + 2 * half)) if a == lo else (max(lo, hi - 2 * half), hi)
+        a, b = center - half, center + half
+        # past an end: slide the window inward, keeping its width (decided by which end is
+        # crossed, never by comparing recomputed widths, which float rounding makes unequal)
+        if a < lo:
+            a, b = lo, min(hi, lo + 2 * half)
+        elif b > hi:
+            a, b = max(lo, hi - 2 * half), hi
         new_lo, new_hi = sorted((inv(a), inv(b)))
-        new_lo, new_hi = max(new_lo, p.min_value), min(new_hi, p.max_value)
+        # the scale's round trip (exp(log x)) may land a hair inside the best: it stays in range
+        value = float(best[p.name])
+        new_lo, new_hi = max(min(new_lo, value), p.min_value), min(max(new_hi, value), p.max_value)
         if isinstance(p, IntegerParameter):
             lo_i, hi_i = math.floor(new_lo), math.ceil(new_hi)
             if lo_i == hi_i:  # a range needs two values
