@@ -78,7 +78,7 @@ def test_parent_validation(tmp_path):
         load_parents([str(tmp_path / "nope.json")])
     unfinished = RunLedger.load(parent.uri)
     unfinished.data["status"] = "InProgress"
-    unfinished.uri = str(tmp_path / "unfinished.json")
+    unfinished.uri, unfinished.token = str(tmp_path / "unfinished.json"), None  # a new file: no version to match
     unfinished.save()
     with pytest.raises(ConfigError, match="not finished"):
         load_parents([unfinished.uri])

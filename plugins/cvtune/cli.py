@@ -104,7 +104,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return _dry_run(args, config, manifest, run_id, warm)
     with _backend_from_args(args, args.out) as backend:
         tuner = CVTuner(
-            config, manifest, backend, run_id=run_id, artifact_root=args.out, poll_s=args.poll, warm_start=warm
+            config, manifest, backend, run_id=run_id, artifact_root=args.out, poll_s=args.poll, warm_start=warm,
+            lease_label="cvtune tune",
         )
         _print(tuner.run())
     return 0

@@ -38,3 +38,15 @@ class JobNotFoundError(CvtuneError):
 
 class RunFailedError(CvtuneError):
     """A tuning run ended without a usable result (e.g. too many failed trials)."""
+
+
+class LeaseHeldError(CvtuneError):
+    """Another live process drives this run (holds its ledger's lease); ``holder`` describes it."""
+
+    def __init__(self, message: str, holder: dict | None = None) -> None:
+        self.holder = holder or {}
+        super().__init__(message)
+
+
+class LedgerConflictError(CvtuneError):
+    """The ledger changed under this driver (another driver wrote it): nothing was overwritten."""

@@ -8,12 +8,17 @@ created), which is what lets a retried task resume without launching any job twi
 
 from __future__ import annotations
 
+import json
+import logging
 import statistics
 import time
 from typing import Any
 
+from cvtune import lease as lease_
 from cvtune import store
-from cvtune.errors import ConfigError
+from cvtune.errors import ConfigError, LeaseHeldError, LedgerConflictError
+
+log = logging.getLogger("cvtune.ledger")
 
 LEDGER_VERSION = 1
 
@@ -59,59 +64,147 @@ def rank_key(trial: dict[str, Any], maximize: bool) -> tuple[float, float, int]:
     return (-mean if maximize else mean, trial["std"], trial["number"])
 
 
+def new_ledger_data(
+    *,
+    run_id: str,
+    config: dict[str, Any],
+    config_fingerprint: str,
+    manifest: dict[str, Any],
+    kind: str = "tune",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The document of a run that has not started yet."""
+    now = time.time()
+    return {
+        "version": LEDGER_VERSION,
+        "run_id": run_id,
+        "kind": kind,
+        "status": "InProgress",
+        "failure_reason": None,
+        "created": now,
+        "updated": now,
+        "elapsed_s": 0.0,
+        "config": config,
+        "config_fingerprint": config_fingerprint,
+        "manifest_uri": manifest.get("manifest_uri"),
+        "manifest_fingerprint": manifest.get("fingerprint"),
+        "folds": len(manifest["folds"]),
+        "trials": [],
+        "lease": None,
+        **(extra or {}),
+    }
+
+
 class RunLedger:
     """A tuning run's state, backed by ``ledger.json`` in the artifact store."""
 
-    def __init__(self, uri: str, data: dict[str, Any]) -> None:
+    def __init__(self, uri: str, data: dict[str, Any], token: str | None = None) -> None:
         self.uri = uri
         self.data = data
+        self.token = token  # the stored version this copy was read as / last written as
+        self.owner: dict[str, Any] | None = None  # set while this process holds the run's lease
+        self.lease_ttl_s = lease_.LEASE_TTL_S
 
     @classmethod
-    def create(
-        cls,
-        uri: str,
-        *,
-        run_id: str,
-        config: dict[str, Any],
-        config_fingerprint: str,
-        manifest: dict[str, Any],
-        kind: str = "tune",
-        extra: dict[str, Any] | None = None,
-    ) -> RunLedger:
-        now = time.time()
-        data = {
-            "version": LEDGER_VERSION,
-            "run_id": run_id,
-            "kind": kind,
-            "status": "InProgress",
-            "failure_reason": None,
-            "created": now,
-            "updated": now,
-            "elapsed_s": 0.0,
-            "config": config,
-            "config_fingerprint": config_fingerprint,
-            "manifest_uri": manifest.get("manifest_uri"),
-            "manifest_fingerprint": manifest.get("fingerprint"),
-            "folds": len(manifest["folds"]),
-            "trials": [],
-            **(extra or {}),
-        }
-        ledger = cls(uri, data)
-        ledger.save()
+    def create(cls, uri: str, **fields: Any) -> RunLedger:
+        """A new ledger at ``uri`` (refused if one exists); ``fields`` as :func:`new_ledger_data`."""
+        ledger = cls(uri, new_ledger_data(**fields))
+        ledger.save(create=True)
         return ledger
 
     @classmethod
     def load(cls, uri: str) -> RunLedger:
-        if not store.exists(uri):
-            raise ConfigError("ledger", f"no run ledger at {uri}", "check the run id and artifact root")
-        data = store.read_json(uri)
-        if data.get("version") != LEDGER_VERSION or "trials" not in data:
-            raise ConfigError("ledger", f"{uri} is not a cvtune run ledger (version {data.get('version')!r})")
-        return cls(uri, data)
+        try:
+            raw, token = store.read_versioned(uri)
+        except FileNotFoundError:
+            raise ConfigError("ledger", f"no run ledger at {uri}", "check the run id and artifact root") from None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError("ledger", f"{uri} is not valid JSON ({exc})", "restore it from a backup or start a new run id") from None
+        if not isinstance(data, dict) or data.get("version") != LEDGER_VERSION or "trials" not in data:
+            version = data.get("version") if isinstance(data, dict) else None
+            raise ConfigError("ledger", f"{uri} is not a cvtune run ledger (version {version!r})")
+        return cls(uri, data, token)
 
-    def save(self) -> None:
-        self.data["updated"] = time.time()
-        store.write_json(self.uri, self.data)
+    def save(self, *, create: bool = False) -> None:
+        """Write the ledger, only over the version this copy was read as (or only if absent, ``create``).
+
+        While this process holds the lease, each save is also its heartbeat. A write that finds the
+        ledger changed raises :class:`~cvtune.errors.LedgerConflictError`: another driver wrote it,
+        and this one must stop rather than overwrite it.
+        """
+        now = time.time()
+        self.data["updated"] = now
+        if self.owner is not None:
+            self.data["lease"] = {**self.owner, "acquired": (self.data.get("lease") or {}).get("acquired", now),
+                                  "heartbeat": now, "expires": now + self.lease_ttl_s}
+        body = (json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
+        try:
+            if create or self.token is None:
+                self.token = store.write_bytes(self.uri, body, if_none_match=True)
+            else:
+                self.token = store.write_bytes(self.uri, body, if_match=self.token)
+        except store.PreconditionFailed:
+            holder = self._current_holder()
+            raise LedgerConflictError(
+                f"run {self.data.get('run_id')}: the ledger {self.uri} was written by another driver since this one "
+                f"read it ({holder}); this driver stops without overwriting it"
+            ) from None
+
+    def _current_holder(self) -> str:
+        try:
+            current = json.loads(store.read_bytes(self.uri))
+        except Exception:  # noqa: BLE001 - only for the message
+            return "its lease holder is unknown"
+        held = current.get("lease") if isinstance(current, dict) else None
+        return f"now driven by {lease_.describe(held)}" if held else "it holds no lease now"
+
+    # -- the lease -------------------------------------------------------------------------
+    def acquire(self, owner: dict[str, Any], ttl_s: float | None = None) -> None:
+        """Take the run's lease for ``owner`` (:func:`cvtune.lease.new_owner`) with a conditional save.
+
+        Raises :class:`~cvtune.errors.LeaseHeldError` naming the holder while another live process
+        holds it; takes it over (and logs that) from a dead or expired holder.
+        """
+        if ttl_s is not None:
+            self.lease_ttl_s = ttl_s
+        for _ in range(5):
+            held = self.data.get("lease")
+            reason = lease_.vacancy(held, owner)
+            if reason is None:
+                raise LeaseHeldError(
+                    f"run {self.run_id} is being driven by {lease_.describe(held)}; wait for it to finish, "
+                    f"or stop it (its lease is taken over once the process is gone or the lease expired)",
+                    holder=held,
+                )
+            if reason:
+                log.warning("run %s: taking over the lease of %s: %s", self.run_id, lease_.describe(held), reason)
+                self.data.setdefault("lease_takeovers", []).append(
+                    {"from": held, "to": owner["id"], "reason": reason, "at": time.time()}
+                )
+            self.owner = owner
+            try:
+                self.save()
+                return
+            except LedgerConflictError:  # another driver got in between: judge its lease afresh
+                self.owner = None
+                fresh = RunLedger.load(self.uri)
+                self.data, self.token = fresh.data, fresh.token
+        raise LeaseHeldError(f"run {self.run_id}: could not take the lease of {self.uri} (it keeps changing)")
+
+    def release_lease(self) -> None:
+        """Give the lease up (the run is finished or handed over) with a conditional save."""
+        if self.owner is None:
+            return
+        self.owner = None
+        self.data["lease"] = None
+        self.save()
+
+    def lease_due(self) -> bool:
+        """Whether the held lease is past half its time since the last save (time to renew it)."""
+        held = self.data.get("lease") or {}
+        return self.owner is not None and time.time() >= float(held.get("expires", 0)) - self.lease_ttl_s / 2
 
     # -- accessors -------------------------------------------------------------------------
     @property

@@ -169,18 +169,11 @@ class LocalModelRegistry:
 
     @staticmethod
     def _claim(uri: str) -> bool:
-        if not store.is_local(uri):
-            if store.exists(uri):
-                return False
-            store.write_text(uri, json.dumps({"claimed": True}))
-            return True
-        path = store.local_path(uri)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        """Take version file ``uri`` with a create-only write: of two registrations, one gets it."""
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+            store.write_bytes(uri, json.dumps({"claimed": True}).encode(), if_none_match=True)
+        except store.PreconditionFailed:
             return False
-        os.close(fd)
         return True
 
 

@@ -166,28 +166,131 @@ def read_bytes(uri: str) -> bytes:
         return f.read()
 
 
-def write_bytes(uri: str, data: bytes) -> None:
+# -- conditional writes (compare-and-swap) -----------------------------------------------------
+# The two primitives a single-writer protocol needs (the run ledger's lease, the registry's version
+# claim): read an object with a version token, and write it only if it is still at that token
+# (``if_match``) or does not exist yet (``if_none_match``). S3 tokens are ETags; local tokens are
+# a digest of the content, compared and replaced under an flock() held on a sidecar lock file, so
+# the check and the rename are one atomic step for every process on the host.
+
+
+class PreconditionFailed(Exception):
+    """A conditional write found the object changed (``if_match``) or present (``if_none_match``)."""
+
+    def __init__(self, uri: str, condition: str) -> None:
+        self.uri = uri
+        self.condition = condition
+        super().__init__(f"{uri}: {condition}")
+
+
+def _token(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _s3_code(exc: Exception) -> str | None:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code")
+
+
+def read_versioned(uri: str) -> tuple[bytes, str]:
+    """The object's bytes and its version token (``FileNotFoundError`` when absent)."""
     if is_local(uri):
-        path = local_path(uri)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return
+        with open(local_path(uri), "rb") as f:
+            data = f.read()
+        return data, _token(data)
     if _is_s3(uri):
         client, bucket, key = _s3(uri)
-        client.put_object(Bucket=bucket, Key=key, Body=data)
-        return
+        try:
+            response = client.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if _s3_missing(exc):
+                raise FileNotFoundError(uri) from exc
+            raise
+        return response["Body"].read(), response["ETag"]
+    data = read_bytes(uri)
+    return data, _token(data)
+
+
+def _local_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _local_conditional_write(uri: str, path: str, data: bytes, if_match: str | None, if_none_match: bool) -> None:
+    import fcntl
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    lock = os.open(os.path.join(directory, f".{os.path.basename(path)}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        try:
+            with open(path, "rb") as f:
+                current: str | None = _token(f.read())
+        except FileNotFoundError:
+            current = None
+        if if_none_match and current is not None:
+            raise PreconditionFailed(uri, "If-None-Match: * (it exists)")
+        if if_match is not None and current != if_match:
+            raise PreconditionFailed(uri, f"If-Match: {if_match} (it is at {current})")
+        _local_write(path, data)
+    finally:
+        os.close(lock)
+
+
+def write_bytes(uri: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+    """Write ``data`` atomically; returns the new version token.
+
+    ``if_match``: only if the object is still at that token; ``if_none_match``: only if it does not
+    exist. Either failing raises :class:`PreconditionFailed` and writes nothing.
+    """
+    conditional = if_match is not None or if_none_match
+    if is_local(uri):
+        path = local_path(uri)
+        if conditional:
+            _local_conditional_write(uri, path, data, if_match, if_none_match)
+        else:
+            _local_write(path, data)
+        return _token(data)
+    if _is_s3(uri):
+        client, bucket, key = _s3(uri)
+        kwargs: dict[str, Any] = {}
+        # "If-None-Match: Uploads the object only if the object key name does not already exist in
+        # the bucket specified. Otherwise, Amazon S3 returns a 412 Precondition Failed error. If a
+        # conflicting operation occurs during the upload S3 returns a 409 ConditionalRequestConflict
+        # response." / "If-Match: Uploads the object only if the ETag (entity tag) value provided
+        # during the WRITE operation matches the ETag of the object in S3." (S3 API Reference, PutObject)
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        try:
+            response = client.put_object(Bucket=bucket, Key=key, Body=data, **kwargs)
+        except Exception as exc:
+            code = _s3_code(exc)
+            if conditional and code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                raise PreconditionFailed(uri, f"{'If-Match' if if_match else 'If-None-Match'} ({code})") from exc
+            if if_match is not None and _s3_missing(exc):  # If-Match on a deleted object
+                raise PreconditionFailed(uri, "If-Match (the object is gone)") from exc
+            raise
+        return response["ETag"]
+    if conditional:
+        raise ValueError(f"{uri}: conditional writes need a local path or s3://")
     fs, path = _fs(uri)
     with fs.open(path, "wb") as f:
         f.write(data)
+    return _token(data)
+
+
+# -- end of conditional writes --------------------------------------------------------------------
 
 
 def read_text(uri: str) -> str:

@@ -18,11 +18,12 @@ import re
 import time
 from typing import Any
 
+from cvtune import lease as lease_
 from cvtune import ledger as L
 from cvtune import store
 from cvtune.backends.base import COMPLETED, FAILED, STOPPED, Backend, JobDescription, JobSpec
 from cvtune.config import TuningConfig, entry_point_sha256
-from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, RunFailedError
+from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, LedgerConflictError, RunFailedError
 from cvtune.proposers import FixedProposer, Proposal, make_proposer
 from cvtune.stopping import make_stopper
 
@@ -79,6 +80,8 @@ class CVTuner:
         poll_s: float = 5.0,
         ledger_extra: dict[str, Any] | None = None,
         warm_start: Any = None,
+        lease_label: str | None = None,
+        lease_ttl_s: float | None = None,
     ) -> None:
         self.config = config
         self.manifest = manifest
@@ -94,6 +97,8 @@ class CVTuner:
         self._session_start = time.monotonic()
         self._elapsed_before = 0.0
         self._extra_trials = 0
+        self._owner = lease_.new_owner(lease_label)
+        self._lease_ttl_s = lease_ttl_s
         if warm_start is not None:
             from cvtune import warmstart
 
@@ -136,7 +141,10 @@ class CVTuner:
             )
 
     @classmethod
-    def resume(cls, uri: str, backend: Backend, *, poll_s: float = 5.0) -> CVTuner:
+    def resume(
+        cls, uri: str, backend: Backend, *, poll_s: float = 5.0, lease_label: str | None = None,
+        lease_ttl_s: float | None = None,
+    ) -> CVTuner:
         """The tuner of an existing run, rebuilt from its ledger alone.
 
         The ledger holds everything a driver needs: the tuning config (with the latest budget),
@@ -172,61 +180,96 @@ class CVTuner:
             artifact_root=artifact_root_of(uri, run_id),
             poll_s=poll_s,
             warm_start=warm_start,
+            lease_label=lease_label,
+            lease_ttl_s=lease_ttl_s,
         )
 
     # -- ledger ----------------------------------------------------------------------------
     def _open_ledger(self) -> L.RunLedger:
+        """Load (or create) the run's ledger and take its lease: from here on this process drives it."""
+        if not store.exists(self.uri):
+            ledger = L.RunLedger(self.uri, self._new_ledger_data())
+            ledger.owner = self._owner
+            if self._lease_ttl_s is not None:
+                ledger.lease_ttl_s = self._lease_ttl_s
+            try:
+                ledger.save(create=True)
+                return ledger
+            except LedgerConflictError:  # created by another driver just now: judge its lease below
+                pass
+        ledger = L.RunLedger.load(self.uri)
         fingerprint = self.config.fingerprint()
-        if store.exists(self.uri):
-            ledger = L.RunLedger.load(self.uri)
-            if ledger.data["config_fingerprint"] != fingerprint:
-                raise ConfigError(
-                    "run_id",
-                    f"run {self.run_id} already exists with a different tuning config (ledger {self.uri})",
-                    "use a new run id, or restore the config (objective, ranges, static hyperparameters, script) it was started with",
-                )
-            if ledger.data["manifest_fingerprint"] != self.manifest.get("fingerprint"):
-                raise ConfigError(
-                    "run_id",
-                    f"run {self.run_id} already exists on different data (manifest fingerprint differs)",
-                    "use a new run id for new data",
-                )
-            # budget settings may change between attempts (e.g. a larger max_trials)
-            ledger.data["config"].update(
-                {k: v for k, v in self.config.to_dict().items() if k.startswith("max_")}
+        if ledger.data["config_fingerprint"] != fingerprint:
+            raise ConfigError(
+                "run_id",
+                f"run {self.run_id} already exists with a different tuning config (ledger {self.uri})",
+                "use a new run id, or restore the config (objective, ranges, static hyperparameters, script) it was started with",
             )
-            self._elapsed_before = ledger.data.get("elapsed_s", 0.0)
-            log.info("resuming run %s: %s", self.run_id, ledger.counts() or "no trials yet")
-            return ledger
-        return L.RunLedger.create(
-            self.uri,
+        if ledger.data["manifest_fingerprint"] != self.manifest.get("fingerprint"):
+            raise ConfigError(
+                "run_id",
+                f"run {self.run_id} already exists on different data (manifest fingerprint differs)",
+                "use a new run id for new data",
+            )
+        # budget settings may change between attempts (e.g. a larger max_trials)
+        ledger.data["config"].update(
+            {k: v for k, v in self.config.to_dict().items() if k.startswith("max_")}
+        )
+        self._elapsed_before = ledger.data.get("elapsed_s", 0.0)
+        ledger.acquire(self._owner, self._lease_ttl_s)
+        log.info("resuming run %s: %s", self.run_id, ledger.counts() or "no trials yet")
+        return ledger
+
+    def _new_ledger_data(self) -> dict[str, Any]:
+        return L.new_ledger_data(
             run_id=self.run_id,
             config=self.config.to_dict(),
-            config_fingerprint=fingerprint,
+            config_fingerprint=self.config.fingerprint(),
             manifest=self.manifest,
             kind=self.kind,
             extra={"entry_point_sha256": entry_point_sha256(self.config.entry_point), **self.ledger_extra},
         )
 
-    def _save(self) -> None:
+    def _driving(self, step: Any, *args: Any) -> Any:
+        """Run one public step; if it raises, this driver is done: a later one in this process may take over."""
+        try:
+            return step(*args)
+        except BaseException:
+            lease_.abandon(self.ledger.owner)
+            raise
+
+    def _save(self, *, release: bool = False) -> None:
+        """Save the ledger (conditionally; renews the lease); ``release`` gives the lease up in the same write."""
         self.ledger.data["elapsed_s"] = self._elapsed_before + (time.monotonic() - self._session_start)
+        if release and self.ledger.owner is not None:
+            self.ledger.owner = None
+            self.ledger.data["lease"] = None
         self.ledger.save()
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run (or resume) until the budget is spent; returns the run summary."""
+        return self._driving(self._run)
+
+    def _run(self) -> dict[str, Any]:
         if self.ledger.status == "Completed" and self._budget_used() >= self.config.max_trials:
             log.info("run %s already completed; nothing to do", self.run_id)
+            self.ledger.release_lease()
             return self.ledger.summary()
-        inflight = self.start()
+        inflight = self._start()
         while inflight:
-            inflight = self.advance(self.backend.wait(inflight, timeout=self.poll_s))
-        return self.finish()
+            inflight = self._advance(self.backend.wait(inflight, timeout=self.poll_s))
+            if self.ledger.lease_due():  # long jobs, nothing saved lately: renew before it expires
+                self._save()
+        return self._finish()
 
     # The steps below let a deferrable operator drive the run between trigger firings:
     # start() once per process, advance() whenever jobs ended, finish() when nothing is in flight.
     def start(self) -> list[str]:
         """Re-attach to the ledger's jobs, record those that ended, launch up to capacity."""
+        return self._driving(self._start)
+
+    def _start(self) -> list[str]:
         if self.ledger.status == "Failed":
             raise RunFailedError(f"run {self.run_id} failed earlier: {self.ledger.data['failure_reason']}")
         if self.ledger.status == "Completed" and self._budget_used() >= self.config.max_trials:
@@ -236,7 +279,7 @@ class CVTuner:
         if since is not None:  # left by release(): the wait is part of the run's wall time
             self.ledger.data["deferred_s"] = self.ledger.data.get("deferred_s", 0.0) + max(0.0, time.time() - since)
         self._restore()
-        return self.advance([])
+        return self._advance([])
 
     def release(self) -> None:
         """Leave the run with its jobs in flight, for this or another process to :meth:`start` again.
@@ -246,7 +289,7 @@ class CVTuner:
         (``deferred_s``), which the run summary's ``elapsed_s`` includes.
         """
         self.ledger.data["deferred_since"] = time.time()
-        self._save()
+        self._driving(lambda: self._save(release=True))
 
     def in_flight(self) -> list[str]:
         """Names of the run's fold jobs launched (or being launched) and not yet recorded as ended."""
@@ -254,6 +297,9 @@ class CVTuner:
 
     def advance(self, ended: list[JobDescription]) -> list[str]:
         """Record ended jobs, ask new trials, launch; returns the job names still in flight."""
+        return self._driving(self._advance, ended)
+
+    def _advance(self, ended: list[JobDescription]) -> list[str]:
         if ended:  # providers first: a job ending now may have started on one of their pools
             self._pools.follow()
         for description in ended:
@@ -270,7 +316,10 @@ class CVTuner:
         return inflight
 
     def finish(self) -> dict[str, Any]:
-        """Mark the run Completed; returns its summary."""
+        """Mark the run Completed (Failed without one usable trial) and give its lease up; returns its summary."""
+        return self._driving(self._finish)
+
+    def _finish(self) -> dict[str, Any]:
         self._pools.release(True, keep=1)  # the one left is for the next step (final training, refinement)
         self._pools.follow()
         if self.ledger.summary()["best"] is None:
@@ -280,12 +329,16 @@ class CVTuner:
             if self.ledger.status != "Failed":
                 self.ledger.data["status"] = "Failed"
                 self.ledger.data["failure_reason"] = reason
-                self._save()
+                self._save(release=True)
+            else:
+                self.ledger.release_lease()
             raise RunFailedError(f"run {self.run_id} failed: {reason}; see {self.uri}")
         if self.ledger.status != "Completed":
             self.ledger.data["status"] = "Completed"
             self.ledger.data["best"] = self.ledger.summary()["best"]
-            self._save()
+            self._save(release=True)
+        else:
+            self.ledger.release_lease()
         return self.ledger.summary()
 
     def stop(self, reason: str = "stopped by user") -> None:
@@ -300,7 +353,7 @@ class CVTuner:
                 self._end_trial(trial, L.STOPPED, reason)
         self.ledger.data["status"] = "Stopped"
         self.ledger.data["failure_reason"] = reason
-        self._save()
+        self._save(release=True)
 
     # -- scheduling ------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -547,7 +600,7 @@ class CVTuner:
         )
         self.stop(reason)
         self.ledger.data["status"] = "Failed"
-        self._save()
+        self.ledger.save()
         raise RunFailedError(f"run {self.run_id} stopped: {reason}")
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from cvtune.operators.base import CvtuneBaseOperator
@@ -125,6 +126,7 @@ class CVTuningOperator(CvtuneBaseOperator):
             poll_s=self.poll_interval,
             ledger_extra=self.ledger_extra(context),
             warm_start=self.warm_start(),
+            lease_label=lease_label(self, context),
         )
 
     def warm_start(self):
@@ -143,6 +145,10 @@ class CVTuningOperator(CvtuneBaseOperator):
         return {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index, "mode": mode}
 
     def run(self, context: Any) -> dict[str, Any]:
+        with abandon_on_failure(self):
+            return self._run(context)
+
+    def _run(self, context: Any) -> dict[str, Any]:
         from cvtune.folds import load_manifest
 
         config = self.load_config()
@@ -231,9 +237,10 @@ class CVTuningOperator(CvtuneBaseOperator):
 
         run_id = self.derive_run_id(context)
         check_jobs_event(event, run_id)
-        with self.hook.get_conn() as backend:
+        with self.hook.get_conn() as backend, abandon_on_failure(self):
             self._tuner = tuner = CVTuner.resume(
-                ledger_uri(self.hook.artifact_root, run_id), backend, poll_s=self.poll_interval
+                ledger_uri(self.hook.artifact_root, run_id), backend, poll_s=self.poll_interval,
+                lease_label=lease_label(self, context),
             )
             self.log.info("run %s resumed: fold job(s) ended: %s", run_id, ", ".join(event.get("ended", [])))
             summary = drive_step(tuner, self.defer_on)
@@ -246,6 +253,30 @@ class CVTuningOperator(CvtuneBaseOperator):
 
 
 # -- driving a run: shared by every task that drives one ------------------------------------------
+def lease_label(task: Any, context: Any) -> str:
+    """How a run's lease names the task driving it (in another driver's error and in the logs)."""
+    ti = context["ti"] if context else None
+    if ti is None:
+        return f"Airflow task {task.task_id}"
+    return f"Airflow task {ti.dag_id}.{ti.task_id} of DAG run {context.get('run_id')}, try {getattr(ti, 'try_number', '?')}"
+
+
+@contextlib.contextmanager
+def abandon_on_failure(task: Any) -> Iterator[None]:
+    """A task that fails stops driving its run: a later attempt in this same process (``dag.test``)
+    may take the lease over as it would from a dead process. ``TaskDeferred`` comes after the
+    tuner released the lease, so nothing is held then."""
+    try:
+        yield
+    except BaseException:
+        tuner = getattr(task, "_tuner", None)
+        if tuner is not None:
+            from cvtune import lease
+
+            lease.abandon(tuner.ledger.owner)
+        raise
+
+
 def drive_step(tuner: Any, defer: Callable[[list[str]], NoReturn] | None = None) -> dict[str, Any] | None:
     """One step of driving a tuning run, wherever it happens: this operator's first step and each
     resumption, and ``TuningRunSensor`` on each poke or trigger event.

@@ -150,6 +150,9 @@ class TuningRunSensor(BaseSensorOperator):
         return timedelta(seconds=left)
 
     # -- one look at the run, advancing it when this sensor drives it ----------------------------
+    _context: Any = None
+    _tuner: Any = None
+
     def step(self, context: Any, *, deferring: bool) -> dict[str, Any] | None:
         """The run's summary when it finished (``AirflowException`` when it failed), else ``None``.
 
@@ -158,6 +161,7 @@ class TuningRunSensor(BaseSensorOperator):
         """
         from cvtune.triggers.tuning import run_event
 
+        self._context = context
         uri = self.resolve_ledger_uri()
         event = run_event(uri, self.run_id or "")
         if event is not None:
@@ -200,9 +204,9 @@ class TuningRunSensor(BaseSensorOperator):
         """One driving step (shared with CVTuningOperator): the summary when the run finished."""
         from airflow.sdk.exceptions import AirflowException
 
-        from cvtune.errors import RunFailedError
+        from cvtune.errors import LeaseHeldError, RunFailedError
         from cvtune.hooks.cvtune import CvtuneHook
-        from cvtune.operators.tuning import defer_on_jobs, drive_step
+        from cvtune.operators.tuning import abandon_on_failure, defer_on_jobs, drive_step, lease_label
         from cvtune.tuner import CVTuner
 
         with CvtuneHook(conn_id).get_conn() as backend:
@@ -212,14 +216,21 @@ class TuningRunSensor(BaseSensorOperator):
                     backend.name, backend.cannot_defer_reason,
                 )
                 return None
-            tuner = CVTuner.resume(uri, backend, poll_s=self.poke_interval)
+            try:
+                tuner = CVTuner.resume(uri, backend, poll_s=self.poke_interval,
+                                       lease_label=lease_label(self, defer_context or self._context))
+            except LeaseHeldError as exc:  # another process drives it right now: watch, look again later
+                self.log.info("%s; only watching for now", exc)
+                return None
+            self._tuner = tuner
 
             def defer(inflight: list[str]):
                 defer_on_jobs(self, tuner, inflight, cvtune_conn_id=conn_id, poll_interval=self.poke_interval,
                               timeout=self.time_left(defer_context))
 
             try:
-                summary = drive_step(tuner, defer if defer_context is not None else None)
+                with abandon_on_failure(self):
+                    summary = drive_step(tuner, defer if defer_context is not None else None)
             except RunFailedError as exc:
                 raise AirflowException(f"tuning run {tuner.run_id} failed: {exc} (ledger {uri})") from exc
         if summary is None:
