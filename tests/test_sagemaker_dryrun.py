@@ -61,7 +61,8 @@ def test_cli_dry_run_prints_valid_requests_and_the_plan(folds, tmp_path):
     settings.write_text(json.dumps(SETTINGS))
     out = tmp_path / "out"
     done = cvtune("tune", "--config", CONFIG, "--manifest", folds, "--backend", "sagemaker", "--backend-config",
-                  str(settings), "--dry-run", "--run-id", "dry1", "--out", str(out), env=no_aws_env(tmp_path))
+                  str(settings), "--dry-run", "--run-id", "dry1", "--out", str(out), "--assume-job-s", "100",
+                  "--assume-poll-s", "20", env=no_aws_env(tmp_path))
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     requests = result["requests"]
@@ -88,6 +89,16 @@ def test_cli_dry_run_prints_valid_requests_and_the_plan(folds, tmp_path):
     assert plan["max_concurrent_jobs"] == 4  # max_parallel_jobs caps 2 trials x 3 folds
     assert plan["max_concurrent_instances"] == 4 * 2
     assert plan["warm_pool"]["reusable"] is True and "1800 s" in plan["warm_pool"]["reason"]
+    # the cost plan: 60 jobs, 4 at a time -> 15 waves; cold 180 + 100, then 14 x (10 lag + 5 warm + 100), + 10
+    cost = plan["cost"]
+    assert cost["assumed"] == {"start_s": 180.0, "job_s": 100.0, "warm_start_s": 5.0, "poll_s": 20.0}
+    assert (cost["waves"], cost["concurrent_jobs"], cost["wall_s"]) == (15, 4, 180 + 100 + 14 * 115 + 10)
+    assert cost["job_instance_hours"] == round(60 * 100 * 2 / 3600, 3)  # x instance_count 2
+    assert cost["retained_instance_hours"] == round((60 - 4) * 10 * 2 / 3600, 3)
+    assert cost["idle_tail_instance_hours"] == round((3 * 10 + 1800) * 2 / 3600, 3)  # one pool kept for train_final
+    assert cost["peak_instances"] == 8 and "cost" not in cost
+    assert cost["quotas"] == {"ml.m5.large for training job usage": 8, "ml.m5.large for training warm pool usage": 8}
+    assert "plan: 60 fold jobs, 4 at a time" in done.stderr and "training warm pool usage >= 8" in done.stderr
     manifest = json.load(open(folds))
     local_dirs = {f[k] for f in manifest["folds"] for k in ("train_uri", "validation_uri")}
     uploads = {u["local"]: u["uri"] for u in plan["uploads"] if u["kind"] == "channel"}
@@ -98,12 +109,32 @@ def test_cli_dry_run_prints_valid_requests_and_the_plan(folds, tmp_path):
     assert not out.exists()
 
 
+def test_cost_plan_without_releasing_and_with_a_price():
+    from cvtune.sagemaker.plan import Assumptions, cost_plan
+
+    common = dict(trials=10, folds=5, concurrency=20, instance_type="ml.c5.xlarge", instance_count=1, keep_alive_s=600,
+                  job_s=120.0, assumptions=Assumptions(start_s=180, poll_s=10, warm_start_s=5))
+    never = cost_plan(release_pools="never", price_per_instance_hour=0.2, **common)
+    auto = cost_plan(release_pools="auto", **common)
+    assert never["waves"] == 3 and never["wall_s"] == 180 + 120 + 2 * (5 + 5 + 120) + 5
+    assert never["idle_tail_instance_hours"] == round(20 * 600 / 3600, 3)  # P pools x count x keep-alive
+    assert auto["idle_tail_instance_hours"] == round((19 * 5 + 600) / 3600, 3)
+    assert abs(never["cost"] - never["instance_hours"] * 0.2) < 0.01 and "cost" not in auto
+    cold = cost_plan(release_pools="auto", **{**common, "keep_alive_s": 0})
+    assert cold["quotas"]["ml.c5.xlarge for training warm pool usage"] == 0 and cold["idle_tail_instance_hours"] == 0
+    assert cold["wall_s"] == 180 + 120 + 2 * (5 + 180 + 120) + 5  # every wave starts cold
+
+
 def test_dry_run_errors_exit_2_naming_the_setting(folds, tmp_path):
     settings = tmp_path / "bad.json"
     settings.write_text(json.dumps({**SETTINGS, "rol_arn": "x"}))
+    (tmp_path / "ok.json").write_text(json.dumps(SETTINGS))
     bad = cvtune("tune", "--config", CONFIG, "--manifest", folds, "--backend", "sagemaker", "--backend-config",
                  str(settings), "--dry-run", env=no_aws_env(tmp_path))
     assert bad.returncode == 2 and "--backend-config.rol_arn" in bad.stderr and "did you mean 'role_arn'" in bad.stderr
+    neg = cvtune("tune", "--config", CONFIG, "--manifest", folds, "--backend", "sagemaker", "--backend-config",
+                 str(tmp_path / "ok.json"), "--dry-run", "--assume-job-s", "-5", env=no_aws_env(tmp_path))
+    assert neg.returncode == 2 and "--assume-job-s" in neg.stderr
     local = cvtune("tune", "--config", CONFIG, "--manifest", folds, "--dry-run", "--out", str(tmp_path / "o"))
     assert local.returncode == 2 and "--backend sagemaker" in local.stderr
     assert not (tmp_path / "o").exists()

@@ -121,7 +121,22 @@ def _dry_run(args: argparse.Namespace, config: Any, manifest: dict[str, Any], ru
         raise CvtuneError("--dry-run: only the sagemaker backend has requests to show; pass --backend sagemaker")
     settings = _sagemaker_settings(options)
     sm = SageMakerConfig.from_options(settings.options, source="--backend-config")
-    _print(dry_run(config, manifest, sm, run_id=run_id, warm_start=warm))
+    from cvtune.sagemaker.plan import Assumptions
+
+    assumed = {k: getattr(args, f"assume_{k}") for k in ("start_s", "job_s", "warm_start_s", "poll_s")}
+    assumptions = Assumptions(**{k: v for k, v in assumed.items() if v is not None})
+    plan = dry_run(config, manifest, sm, run_id=run_id, warm_start=warm, assumptions=assumptions)
+    _print(plan)
+    cost = plan["plan"]["cost"]
+    money = f", cost {cost['cost']}" if "cost" in cost else ""
+    print(
+        f"plan: {cost['fold_jobs']} fold jobs, {cost['concurrent_jobs']} at a time: wall {cost['wall_h']} h; "
+        f"{cost['instance_hours']} instance-hours (jobs {cost['job_instance_hours']}, retained "
+        f"{cost['retained_instance_hours']}, idle tail {cost['idle_tail_instance_hours']}){money}; peak "
+        f"{cost['peak_instances']} instances; quotas: "
+        + ", ".join(f"{k} >= {v}" for k, v in cost["quotas"].items()),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -217,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dry-run", action="store_true",
                            help="sagemaker: print the first trial's CreateTrainingJob requests and the run's "
                                 "plan as JSON, validated against the API model; nothing is sent or uploaded")
+            for flag, default in (("start", "180: a cold instance start"), ("job", "max_runtime_s of the config"),
+                                  ("warm-start", "5: a start on a warm pool"), ("poll", "10")):
+                p.add_argument(f"--assume-{flag}-s", type=float, metavar="SECONDS",
+                               help=f"--dry-run plan: assumed seconds of a {flag.replace('-', ' ')} (default {default})")
         else:
             p.add_argument("--hyperparameters", required=True, help="JSON object, e.g. '{\"eta\": 0.1}'")
         p.set_defaults(func=func)

@@ -69,8 +69,17 @@ def dry_run(
     run_id: str,
     region: str | None = None,
     warm_start: Any = None,
+    assumptions: Any = None,
 ) -> dict[str, Any]:
-    """``{"requests": [...], "plan": {...}}`` for the first trial of a tuning run."""
+    """``{"requests": [...], "plan": {...}}`` for the first trial of a tuning run.
+
+    The plan's ``cost`` is :func:`cvtune.sagemaker.plan.plan_run` under ``assumptions``
+    (:class:`~cvtune.sagemaker.plan.Assumptions`; default: a 3-minute cold start and jobs as long
+    as ``max_runtime_s``): wall time, instance-hours, peak instances, quotas, money.
+    """
+    from cvtune.sagemaker.plan import Assumptions, plan_run
+
+    assumptions = (assumptions or Assumptions()).check()  # a bad assumption fails before any work
     from cvtune.sagemaker.backend import region_of
     from cvtune.tuner import CVTuner
 
@@ -102,6 +111,7 @@ def dry_run(
             "max_concurrent_jobs": concurrent_jobs,
             "max_concurrent_instances": concurrent_jobs * sm.instance_count,
             "warm_pool": warm_pool_plan(sm, requests),
+            "cost": plan_run(config, folds, sm, assumptions),
             "uploads": [{"local": u["local"], "uri": u["uri"], "kind": u["kind"]} for u in staging.uploads],
         },
     }
