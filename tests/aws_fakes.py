@@ -122,3 +122,17 @@ def wait_job(sm: Any, name: str, timeout: float = 60.0, until: tuple[str, ...] =
         if time.monotonic() > deadline:
             raise AssertionError(f"{name} still {job['TrainingJobStatus']}/{job['SecondaryStatus']} after {timeout} s")
         time.sleep(0.02)
+
+
+def emulated_sagemaker(monkeypatch: Any, emulator: Any, conn_id: str = "aws_emu", **config_kwargs: Any) -> None:
+    """An Airflow AWS connection ``conn_id`` on the emulator: endpoint and keys in the connection only."""
+    import json
+
+    extra: dict[str, Any] = {
+        "region_name": "us-east-1", "endpoint_url": emulator.endpoint,
+        "service_config": {"s3": {"endpoint_url": emulator.s3_endpoint}},
+    }
+    if config_kwargs:
+        extra["config_kwargs"] = config_kwargs
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(
+        {"conn_type": "aws", "login": "emulator", "password": "emulator", "extra": extra}))

@@ -51,3 +51,47 @@ def test_readme_holds_the_least_privilege_policies():
 def test_relative_links_point_at_files(path):
     for target in re.findall(r"\]\(((?!https?://|#)[^)#]+)(?:#[^)]*)?\)", read(path)):
         assert os.path.exists(os.path.normpath(os.path.join(ROOT, os.path.dirname(path), target))), target
+
+
+def _condition_holds(condition: dict, context: dict) -> bool:
+    """IAM's numeric condition operators, with ``…IfExists``: "If the policy key is present in the
+    context of the request, process the key as specified in the policy. If the key is not present,
+    evaluate the condition element as true." Without IfExists an absent key fails the condition."""
+    compare = {"NumericLessThan": float.__lt__, "NumericLessThanEquals": float.__le__,
+               "NumericGreaterThan": float.__gt__, "NumericGreaterThanEquals": float.__ge__,
+               "NumericEquals": float.__eq__}
+    for operator, keys in condition.items():
+        if_exists = operator.endswith("IfExists")
+        test = compare[operator.removesuffix("IfExists")]
+        for key, bound in keys.items():
+            if key not in context:
+                if not if_exists:
+                    return False
+                continue
+            if not test(float(context[key]), float(bound)):
+                return False
+    return True
+
+
+def test_keep_alive_condition_allows_jobs_without_a_keep_alive():
+    """cvtune omits KeepAlivePeriodInSeconds when keep_alive_period_s is 0 (required for spot), so
+    the request carries no sagemaker:KeepAlivePeriod key; the README's cap must still allow it."""
+    from cvtune.backends.base import JobSpec
+    from cvtune.sagemaker.requests import create_training_job
+    from tests.aws_fakes import make_config
+
+    policies = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", read("README.md"), re.S)]
+    create = [s for p in policies if "Statement" in p for s in p["Statement"]
+              if "sagemaker:CreateTrainingJob" in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert create and all("Condition" in s for s in create)
+    spec = JobSpec(name="run-t0000-f0", entry_point="train.py", hyperparameters={}, channels={})
+
+    def context(**options):
+        request = create_training_job(spec, make_config(**options), region="us-east-1", code_uri="s3://b/c.tar.gz", channels={})
+        keep = request["ResourceConfig"].get("KeepAlivePeriodInSeconds")
+        return {} if keep is None else {"sagemaker:KeepAlivePeriod": keep}
+
+    for statement in create:
+        assert _condition_holds(statement["Condition"], context(keep_alive_period_s=0, use_spot_instances=True))
+        assert _condition_holds(statement["Condition"], context(keep_alive_period_s=1800))
+        assert not _condition_holds(statement["Condition"], context(keep_alive_period_s=3600))

@@ -307,6 +307,7 @@ def test_create_training_job_sends_the_exact_request_and_uploads_once(code_dir, 
         "Tags": [{"Key": "team", "Value": "ml"}, {"Key": "cvtune:run", "Value": "run1"},
                  {"Key": "cvtune:trial", "Value": "0"}, {"Key": "cvtune:fold", "Value": "0"}],
         "ProfilerConfig": {"DisableProfiler": True},
+        "RetryStrategy": {"MaximumRetryAttempts": 2},
     }
     with Stubber(client) as stub:
         stub.add_response("create_training_job", {"TrainingJobArn": ACCOUNT_ARN + "run1-t0000-f0"}, expected)
@@ -764,7 +765,7 @@ def test_a_retried_run_reattaches_to_its_jobs_and_refuses_foreign_ones(code_dir,
 def test_wait_describes_once_per_poll_and_sleeps_through_the_fake_clock(s3, monkeypatch):
     client = sm_client()
     sleeps: list[float] = []
-    b = backend(client, s3, sleeps=sleeps, keep_alive_period_s=0)
+    b = backend(client, s3, sleeps=sleeps, keep_alive_period_s=0, poll_interval_s=10)
     b._tags["w1"] = {}
     with Stubber(client) as stub:
         stub.add_response("describe_training_job", describe_response("w1", "InProgress"), {"TrainingJobName": "w1"})

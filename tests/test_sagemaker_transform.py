@@ -111,7 +111,7 @@ class _StubbedAsyncClient:
         return await self.context.__aexit__(*exc)
 
 
-def expected_requests(job: str, input_prefix: str, output: str, input_filter: str | None):
+def expected_requests(job: str, input_prefix: str, output: str):
     from cvtune.sagemaker.transform import model_name
 
     model = model_name(CONTAINER)
@@ -136,14 +136,12 @@ def expected_requests(job: str, input_prefix: str, output: str, input_filter: st
         "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
         "Tags": [{"Key": "cvtune:dag", "Value": "d"}],
     }
-    if input_filter:
-        create_job["DataProcessing"] = {"InputFilter": input_filter, "JoinSource": "None"}
     return model, create_model, create_job
 
 
 def test_transform_lifecycle_with_header_and_excluded_column(aws):
-    """Header files are staged without the header, the target column is filtered out by an
-    InputFilter, the job goes InProgress → Completed, and every .out is counted."""
+    """Header files are staged without the header and without the excluded target column (no
+    InputFilter is sent), the job goes InProgress → Completed, and every .out is counted."""
     from botocore.stub import Stubber
 
     from cvtune.sagemaker.transform import SageMakerBatchTransform
@@ -153,7 +151,7 @@ def test_transform_lifecycle_with_header_and_excluded_column(aws):
     put(s3, "cv/scoring/b.csv", "x,y,target\n7,8,0\n")
     job, output = "batch-transform-1a2b", f"{PREFIX}/predictions/run-1"
     staged = f"{PREFIX}/transform-input/{job}/"
-    model, create_model, create_job = expected_requests(job, staged, output, "$[0:2]")
+    model, create_model, create_job = expected_requests(job, staged, output)
     stubber = Stubber(client)
     not_found(stubber, "describe_model", f'Could not find model "{model}".', {"ModelName": model})
     stubber.add_response("create_model", {"ModelArn": f"arn:aws:sagemaker:us-east-1:123456789012:model/{model}"}, create_model)
@@ -175,14 +173,14 @@ def test_transform_lifecycle_with_header_and_excluded_column(aws):
                             header=True, exclude_columns=["target"], tags={"cvtune:dag": "d"})
         stubber.assert_no_pending_responses()
     assert sleeps == [7]
-    assert result["records"] == 4 and result["input_filter"] == "$[0:2]" and not result["reattached"]
+    assert result["records"] == 4 and result["excluded_columns"] == ["target"] and not result["reattached"]
     assert [(f["input"], f["output"], f["records"]) for f in result["files"]] == [
         (f"{PREFIX}/scoring/a.csv", f"{output}/a.csv.out", 3),
         (f"{PREFIX}/scoring/b.csv", f"{output}/b.csv.out", 1),
     ]
-    # SageMaker sees no header: every staged line is a record
-    assert read(s3, f"cv/transform-input/{job}/a.csv") == "1,2,0\n3,4,1\n5,6,1\n"
-    assert read(s3, f"cv/transform-input/{job}/b.csv") == "7,8,0\n"
+    # SageMaker sees no header and no target: every staged line is a record of the features
+    assert read(s3, f"cv/transform-input/{job}/a.csv") == "1,2\n3,4\n5,6\n"
+    assert read(s3, f"cv/transform-input/{job}/b.csv") == "7,8\n"
     # what a deferred task resumes from
     assert runner.load_state(job)["entries"] == [{"input": f"{PREFIX}/scoring/a.csv", "key": "a.csv", "records": 3},
                                                  {"input": f"{PREFIX}/scoring/b.csv", "key": "b.csv", "records": 1}]
@@ -197,7 +195,7 @@ def test_prefix_without_header_is_transformed_in_place_and_counts_are_checked(aw
     s3, client = aws
     put(s3, "cv/plain/a.csv", "1,2\n3,4\n5,6\n")
     job, output = "bt-2", f"{PREFIX}/out2"
-    model, _create_model, create_job = expected_requests(job, f"{PREFIX}/plain/", output, None)
+    model, _create_model, create_job = expected_requests(job, f"{PREFIX}/plain/", output)
     del create_job["Tags"]
     stubber = Stubber(client)
     stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
@@ -222,7 +220,7 @@ def test_failed_job_raises_its_reason(aws):
     s3, client = aws
     put(s3, "cv/plain/a.csv", "1,2\n")
     job, output = "bt-3", f"{PREFIX}/out3"
-    model, _cm, create_job = expected_requests(job, f"{PREFIX}/plain/", output, None)
+    model, _cm, create_job = expected_requests(job, f"{PREFIX}/plain/", output)
     del create_job["Tags"]
     stubber = Stubber(client)
     stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
@@ -248,7 +246,7 @@ def test_retry_reattaches_to_its_job_and_refuses_a_foreign_one(aws):
     put(s3, "cv/plain/a.csv", "1,2\n3,4\n")
     put(s3, "cv/out4/a.csv.out", "0.5\n0.6\n")
     job, output = "bt-4", f"{PREFIX}/out4"
-    model, _cm, create_job = expected_requests(job, f"{PREFIX}/plain/", output, None)
+    model, _cm, create_job = expected_requests(job, f"{PREFIX}/plain/", output)
     del create_job["Tags"]
     stubber = Stubber(client)
     stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
@@ -304,8 +302,8 @@ def test_local_input_file_is_uploaded_and_vpc_kms_map_into_the_requests(aws, tmp
     data = tmp_path / "score.csv"
     data.write_text("a,b\n1,2\n\n3,4\n")
     runner = SageMakerBatchTransform(config, client, s3)
-    prefix, entries, expression = runner.prepare_input(str(data), "bt-5", header=True, exclude_columns=[])
-    assert prefix == f"{PREFIX}/transform-input/bt-5/" and expression is None
+    prefix, entries = runner.prepare_input(str(data), "bt-5", header=True, exclude_columns=[])
+    assert prefix == f"{PREFIX}/transform-input/bt-5/"
     assert entries == [{"input": str(data), "key": "score.csv", "records": 2}]
     assert read(s3, "cv/transform-input/bt-5/score.csv") == "1,2\n3,4\n"
     assert s3.head_object(Bucket=BUCKET, Key="cv/transform-input/bt-5/score.csv")["ServerSideEncryption"] == "aws:kms"
@@ -322,7 +320,7 @@ def test_local_input_file_is_uploaded_and_vpc_kms_map_into_the_requests(aws, tmp
 
 def test_bad_inputs_fail_before_anything_is_created(aws, tmp_path):
     from cvtune.errors import ConfigError
-    from cvtune.sagemaker.transform import SageMakerBatchTransform, input_filter, transform_request
+    from cvtune.sagemaker.transform import SageMakerBatchTransform, drop_columns, transform_request
 
     s3, client = aws  # an unstubbed client: any SageMaker call would go to moto and be noticed below
     runner = SageMakerBatchTransform(make_config(), client, s3)
@@ -338,17 +336,13 @@ def test_bad_inputs_fail_before_anything_is_created(aws, tmp_path):
                           instance_type="ml.t3.medium")
     with pytest.raises(ConfigError, match="enable_network_isolation"):
         SageMakerBatchTransform(make_config(enable_network_isolation=True), client, s3).ensure_model(CONTAINER)
-    # InputFilter: runs of kept columns, an open end at the last column, JSONPath slice ends exclusive
+    # excluded columns are dropped by name, CSV quoting kept, any number and position of them
     header = ["id", "a", "b", "c", "target"]
-    assert input_filter(header, ["target"]) == "$[0:4]"
-    assert input_filter(header, ["id"]) == "$[1:]"
-    assert input_filter(header, ["id", "b"]) == "$[1,3:]"
-    assert input_filter(header, []) is None
+    assert drop_columns(['1,"x,y",2,3,0'], header, ["id", "b", "target"]) == ['"x,y",3']
     with pytest.raises(ConfigError, match="not in the header"):
-        input_filter(header, ["nope"])
-    wide = [f"c{i}" for i in range(60)]
-    with pytest.raises(ConfigError, match="longer than 63"):
-        input_filter(wide, wide[1::2])
+        drop_columns(["1,2,3,4,5"], header, ["nope"])
+    with pytest.raises(ConfigError, match="every column"):
+        drop_columns(["1,2,3,4,5"], header, header)
     assert client.list_models()["Models"] == []  # nothing reached SageMaker (moto)
 
 
@@ -480,7 +474,7 @@ def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, a
     assert version["model_package_arn"].startswith("arn:aws:sagemaker:us-east-1:123456789012:model-package/grp")
     assert set(version) >= {"model_package_group", "model_uri", "entry_point", "hyperparameters", "holdout_metrics"}
     result = tis["batch_transform"].xcom_pull(task_ids="batch_transform")
-    assert result["records"] == 3 and result["version"] == 1 and result["input_filter"] == "$[0:2]"
+    assert result["records"] == 3 and result["version"] == 1 and result["excluded_columns"] == ["target"]
     assert result["files"] == [{"input": f"{PREFIX}/scoring/a.csv", "output": f"{PREFIX}/predictions/a.csv.out", "records": 3}]
     # deferred: the task saw the job running (boto3), the trigger saw it end (aiobotocore, then closed)
     assert len(described) == 1 and async_clients.opened == async_clients.closed == 1
@@ -553,7 +547,7 @@ def run_trigger(trigger, monkeypatch):
 
 def scripted(*statuses: str, job: str = "bt-7", reason: str | None = None):
     """A script answering ``DescribeTransformJob`` of ``job`` with ``statuses`` in turn."""
-    _m, _cm, request = expected_requests(job, f"{PREFIX}/plain/", f"{PREFIX}/o", None)
+    _m, _cm, request = expected_requests(job, f"{PREFIX}/plain/", f"{PREFIX}/o")
 
     def script(stub):
         for status in statuses:
@@ -642,7 +636,7 @@ def test_transform_trigger_failed_job_and_errors_become_events_the_task_raises(a
 
     # the deferred task, resumed with these events, raises what they say
     put(s3, "cv/transform-state/bt-8.json", json.dumps({
-        "job_name": "bt-8", "model_name": "m", "output_uri": f"{PREFIX}/o", "entries": [], "input_filter": None,
+        "job_name": "bt-8", "model_name": "m", "output_uri": f"{PREFIX}/o", "entries": [], "excluded_columns": [],
         "reattached": False, "started": 0.0}))
     task = BatchTransformOperator(task_id="batch_transform", model={"model_uri": MODEL_DATA, "entry_point": "train.py"},
                                   input_uri=f"{PREFIX}/plain", cvtune_conn_id="cvtune_sm", deferrable=True)

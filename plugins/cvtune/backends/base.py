@@ -118,6 +118,9 @@ class Backend(abc.ABC):
             time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
 
     poll_interval_s: float = 1.0
+    # seconds between the tuner's rounds of ``wait`` (and a trigger's polls) unless a task says
+    # otherwise: cheap for local workers, SageMaker's comes from its config (30 s by default)
+    default_poll_s: float = 2.0
 
     #: Why a task must not defer while this backend's jobs run (``None``: it may). Deferring hands
     #: the in-flight jobs to the triggerer, and the task may resume on another worker, so the jobs

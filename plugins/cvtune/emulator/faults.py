@@ -30,6 +30,7 @@ class Faults:
     first_n: dict[str, tuple[str, int]] = field(default_factory=dict)  # op -> (code, how many)
     job_internal_error_rate: float = 0.0
     job_internal_error_first_n: int = 0  # the first n training-job attempts fail with InternalServerError
+    transform_internal_error_first_n: int = 0  # likewise for transform jobs (which have no RetryStrategy)
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -64,6 +65,13 @@ class Faults:
             if self._job_attempts <= self.job_internal_error_first_n:
                 return True
             return bool(self.job_internal_error_rate) and self._rng.random() < self.job_internal_error_rate
+
+    def transform_fails(self) -> bool:
+        with self._lock:
+            if self.transform_internal_error_first_n > 0:
+                self.transform_internal_error_first_n -= 1
+                return True
+        return False
 
     @classmethod
     def parse(cls, specs: list[str], seed: int | None = None) -> Faults:

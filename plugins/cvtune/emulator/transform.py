@@ -143,6 +143,8 @@ class TransformRun:
                 return self._end("Stopped")
             with self.service.lock:
                 job.start = self.service.clock.now()
+            if self.service.faults.transform_fails():
+                return self._end("Failed", "InternalServerError: We encountered an internal error. Please try again.")
             self._transform()
         except (FilterError, runner.ClientError) as exc:
             self._end("Failed", f"ClientError: {exc}")

@@ -34,7 +34,7 @@ class TrainModelOperator(CvtuneBaseOperator):
         entry_point: str | None = None,
         job_name: str | None = None,
         max_runtime_s: int = 3600,
-        poll_interval: float = 2.0,
+        poll_interval: float | None = None,
         release_pool: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -78,7 +78,7 @@ class TrainModelOperator(CvtuneBaseOperator):
                 metric_definitions=best.get("metric_definitions"),
                 max_runtime_s=self.max_runtime_s,
                 tags=tags,
-                poll_s=self.poll_interval,
+                poll_s=float(self.poll_interval) if self.poll_interval is not None else backend.default_poll_s,
                 release_pool=self.release_pool,
             )
         result["cv"] = {k: best.get(k) for k in ("mean", "std", "fold_scores", "run_id", "trial", "objective")} if best else None

@@ -44,7 +44,7 @@ class BatchTransformOperator(CvtuneBaseOperator):
         max_records: int = 1000,
         instance_type: str | None = None,
         instance_count: int = 1,
-        poll_interval: float = 30.0,
+        poll_interval: float | None = None,
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -99,9 +99,10 @@ class BatchTransformOperator(CvtuneBaseOperator):
         from cvtune.sagemaker.transform import SageMakerBatchTransform
 
         settings = self.hook.settings
-        runner = SageMakerBatchTransform(
-            SageMakerConfig.from_options(settings.options, source=settings.source), poll_s=self.poll_interval
-        )
+        config = SageMakerConfig.from_options(settings.options, source=settings.source)
+        if self.poll_interval is None:
+            self.poll_interval = config.poll_interval_s
+        runner = SageMakerBatchTransform(config, poll_s=self.poll_interval)
         dag_id, run_id, task_id, map_index = self.ids(context)
         job_name = derive_id(dag_id, run_id, task_id, map_index, prefix=task_id, limit=63)
         self._sagemaker_job = (runner, job_name)
@@ -119,16 +120,22 @@ class BatchTransformOperator(CvtuneBaseOperator):
         if self.deferrable:
             outcome = runner.poll(job_name)
             if outcome is None:  # still running
-                from cvtune.triggers.transform import TransformJobTrigger
-
-                self.defer(
-                    trigger=TransformJobTrigger(
-                        cvtune_conn_id=self.cvtune_conn_id, job_name=job_name, poll_interval=self.poll_interval
-                    ),
-                    method_name="execute_complete",
-                )
+                self._defer_on(job_name)
+            retried = runner.retry(state, outcome)
+            if retried is not None:
+                self._sagemaker_job = (runner, retried["job_name"])
+                self._defer_on(retried["job_name"])
             return runner.finish(state, outcome)
-        return runner.finish(state, runner.wait(job_name))
+        state, outcome = runner.wait_retrying(state)
+        return runner.finish(state, outcome)
+
+    def _defer_on(self, job_name: str) -> None:
+        from cvtune.triggers.transform import TransformJobTrigger
+
+        self.defer(
+            trigger=TransformJobTrigger(cvtune_conn_id=self.cvtune_conn_id, job_name=job_name, poll_interval=self.poll_interval),
+            method_name="execute_complete",
+        )
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Back from the triggerer: check the ended job's output like the worker would have."""
@@ -143,6 +150,11 @@ class BatchTransformOperator(CvtuneBaseOperator):
         settings = self.hook.settings
         runner = SageMakerBatchTransform(SageMakerConfig.from_options(settings.options, source=settings.source))
         state = runner.load_state(event["job_name"])
+        retried = runner.retry(state, event)  # an InternalServerError: the next attempt, deferred again
+        if retried is not None:
+            if self.poll_interval is None:
+                self.poll_interval = runner.config.poll_interval_s
+            self._defer_on(retried["job_name"])
         result = runner.finish(state, event)  # the event is the job's outcome (aws.transform.job_outcome)
         self.log.info("batch transform: %d records in %d files → %s", result["records"], len(result["files"]), state["output_uri"])
         return {

@@ -66,7 +66,7 @@ class CVTuningOperator(CvtuneBaseOperator):
         max_parallel_trials: int | str | None = None,
         max_parallel_jobs: int | str | None = None,
         seed: int | str | None = None,
-        poll_interval: float = 2.0,
+        poll_interval: float | None = None,
         wait_for_completion: bool = True,
         dry_run: bool = False,
         deferrable: bool | None = None,
@@ -123,11 +123,15 @@ class CVTuningOperator(CvtuneBaseOperator):
             backend,
             run_id=self.derive_run_id(context),
             artifact_root=self.hook.artifact_root,
-            poll_s=self.poll_interval,
+            poll_s=self.poll_for(backend),
             ledger_extra=self.ledger_extra(context),
             warm_start=self.warm_start(),
             lease_label=lease_label(self, context),
         )
+
+    def poll_for(self, backend: Any) -> float:
+        """The task's ``poll_interval``, else the backend's default (30 s on SageMaker, 2 s locally)."""
+        return float(self.poll_interval) if self.poll_interval is not None else float(backend.default_poll_s)
 
     def warm_start(self):
         """The run's warm start (:class:`cvtune.warmstart.WarmStart`), ``None`` for a cold start."""
@@ -229,7 +233,8 @@ class CVTuningOperator(CvtuneBaseOperator):
 
     def defer_on(self, inflight: list[str]) -> NoReturn:
         """Hand the in-flight jobs to a TuningJobsTrigger; resumes in :meth:`execute_complete`."""
-        defer_on_jobs(self, self._tuner, inflight, cvtune_conn_id=self.cvtune_conn_id, poll_interval=self.poll_interval)
+        defer_on_jobs(self, self._tuner, inflight, cvtune_conn_id=self.cvtune_conn_id,
+                      poll_interval=self.poll_for(self._tuner.backend))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: record ended jobs, launch more, defer again or finish."""
@@ -239,7 +244,7 @@ class CVTuningOperator(CvtuneBaseOperator):
         check_jobs_event(event, run_id)
         with self.hook.get_conn() as backend, abandon_on_failure(self):
             self._tuner = tuner = CVTuner.resume(
-                ledger_uri(self.hook.artifact_root, run_id), backend, poll_s=self.poll_interval,
+                ledger_uri(self.hook.artifact_root, run_id), backend, poll_s=self.poll_for(backend),
                 lease_label=lease_label(self, context),
             )
             self.log.info("run %s resumed: fold job(s) ended: %s", run_id, ", ".join(event.get("ended", [])))

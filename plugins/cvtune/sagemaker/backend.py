@@ -172,7 +172,6 @@ class SageMakerBackend(Backend):
     """
 
     name = "sagemaker"
-    poll_interval_s = 10.0
 
     def __init__(
         self,
@@ -184,6 +183,9 @@ class SageMakerBackend(Backend):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
+        # SageMaker jobs take minutes: poll like the amazon provider's operators (check_interval 30 s),
+        # not every 2 s; an emulator's connection lowers it (poll_interval_s)
+        self.poll_interval_s = self.default_poll_s = config.poll_interval_s
         self._sm = sagemaker_client
         self._asm = async_sagemaker_client  # an open aiobotocore client; its owner closes it
         self._aio: tuple[asyncio.AbstractEventLoop, Any, AsyncExitStack] | None = None  # the one we opened

@@ -50,6 +50,8 @@ class SageMakerConfig:
     use_spot_instances: bool = False
     enable_profiler: bool = False
     max_parallel_jobs: int | None = None
+    retry_attempts: int = 2  # RetryStrategy.MaximumRetryAttempts of every job; 0: none
+    poll_interval_s: float = 30.0  # DescribeTrainingJob rounds, as the amazon provider's check_interval
     tags: dict[str, str] = field(default_factory=dict)
     # auto: end each warm pool once nothing will use it (see cvtune.sagemaker.pools); never: keep
     # every pool for its full keep-alive (e.g. for a run started by hand right after)
@@ -102,6 +104,7 @@ class SageMakerConfig:
             "volume_size_gb": (1, 16384),
             "keep_alive_period_s": (0, KEEP_ALIVE_MAX_S),
             "max_parallel_jobs": (1, 10_000),
+            "retry_attempts": (0, 30),
         }
         for key, (low, high) in limits.items():
             if key not in options or (key == "max_parallel_jobs" and options[key] is None):
@@ -117,6 +120,13 @@ class SageMakerConfig:
                 )
                 raise ConfigError(name(key), f"must be between {low} and {high}, got {value}", fix)
 
+        if "poll_interval_s" in options:
+            poll = options["poll_interval_s"]
+            if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not 0 < poll <= 3600:
+                raise ConfigError(
+                    name("poll_interval_s"), f"expected seconds in (0, 3600], got {poll!r}",
+                    "SageMaker jobs take minutes: 10-30 s is plenty (lower only against an emulator)",
+                )
         role = options.get("role_arn", "")
         if not role:
             raise ConfigError(

@@ -46,6 +46,14 @@ def training_job_container(client: Any, job_name: str) -> dict[str, Any]:
             f"training job {job_name} was not a script-mode job (no sagemaker_program / sagemaker_submit_directory)",
             "train the model with the cvtune sagemaker backend",
         )
+    if submit_directory.startswith("/opt/ml/"):  # network isolation: the code came as the code channel
+        from cvtune.sagemaker.requests import CODE_CHANNEL
+
+        sources = [c["DataSource"]["S3DataSource"]["S3Uri"] for c in job.get("InputDataConfig") or []
+                   if c["ChannelName"] == CODE_CHANNEL]
+        if not sources:
+            raise ConfigError("model", f"training job {job_name} names {submit_directory} but has no code channel")
+        submit_directory = sources[0]
     region = _hyperparameter(hyperparameters, "sagemaker_region") or client.meta.region_name
     return {
         "Image": job["AlgorithmSpecification"]["TrainingImage"],

@@ -22,6 +22,12 @@ CONTAINER_LOG_LEVEL = 20  # logging.INFO, what the SageMaker SDK sends by defaul
 SPOT_WAIT_FACTOR = 2  # MaxWaitTimeInSeconds = factor x MaxRuntimeInSeconds for spot jobs
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_CHARS = 2500
+# Under network isolation the container cannot download sourcedir.tar.gz itself ("the training
+# container does not have network access", CreateTrainingJob EnableNetworkIsolation); like the
+# SageMaker SDK, cvtune then ships it as the ``code`` input channel, which SageMaker downloads into
+# /opt/ml/input/data/code/, and points sagemaker_submit_directory there.
+CODE_CHANNEL = "code"
+CODE_CHANNEL_SOURCEDIR = f"/opt/ml/input/data/{CODE_CHANNEL}/sourcedir.tar.gz"
 
 
 def encode_hyperparameters(values: dict[str, Any]) -> dict[str, str]:
@@ -105,14 +111,25 @@ def create_training_job(
     if config.output_kms_key_id:
         output["KmsKeyId"] = config.output_kms_key_id
     stopping: dict[str, Any] = {"MaxRuntimeInSeconds": spec.max_runtime_s}
+    inputs = [channel(name, uri, ctype, config.input_mode) for name, (uri, ctype) in channels.items()]
+    submit_directory = code_uri
+    if config.enable_network_isolation:
+        if CODE_CHANNEL in channels:
+            raise ConfigError(
+                f"channels.{CODE_CHANNEL}", "is reserved for the training code under enable_network_isolation",
+                "rename the channel",
+            )
+        inputs.append(channel(CODE_CHANNEL, code_uri, None))
+        submit_directory = CODE_CHANNEL_SOURCEDIR
     request: dict[str, Any] = {
         "TrainingJobName": spec.name,
         "HyperParameters": script_mode_hyperparameters(
-            spec.hyperparameters, entry_point=spec.entry_point, code_uri=code_uri, region=region, job_name=spec.name
+            spec.hyperparameters, entry_point=spec.entry_point, code_uri=submit_directory, region=region,
+            job_name=spec.name,
         ),
         "AlgorithmSpecification": algorithm,
         "RoleArn": config.role_arn,
-        "InputDataConfig": [channel(name, uri, ctype, config.input_mode) for name, (uri, ctype) in channels.items()],
+        "InputDataConfig": inputs,
         "OutputDataConfig": output,
         "ResourceConfig": config.resource_config(),
         "StoppingCondition": stopping,
@@ -120,6 +137,10 @@ def create_training_job(
         "EnableInterContainerTrafficEncryption": config.enable_inter_container_traffic_encryption,
         "Tags": config.tag_list(spec.tags),
     }
+    if config.retry_attempts:
+        # RetryStrategy: "The retry strategy to use when a training job fails due to an
+        # InternalServerError" — SageMaker restarts the same job, so names and ledgers stay valid
+        request["RetryStrategy"] = {"MaximumRetryAttempts": config.retry_attempts}
     if config.use_spot_instances:
         request["EnableManagedSpotTraining"] = True
         stopping["MaxWaitTimeInSeconds"] = spec.max_runtime_s * SPOT_WAIT_FACTOR

@@ -3,7 +3,11 @@
 botocore's adaptive retry mode already retries throttled calls a few times and paces the client;
 this covers what is left: ``ThrottlingException`` that outlasted botocore's attempts, and
 ``ResourceLimitExceeded`` (the account's concurrent training-job or instance quota), which
-botocore never retries but which clears as soon as earlier jobs end. Sleeps happen only after a
+botocore never retries but which clears as soon as earlier jobs end, and server errors (HTTP 5xx:
+``InternalServerError``, ``ServiceUnavailable``) that outlasted botocore's attempts — or met a
+connection whose ``config_kwargs`` turned them off. Retrying ``CreateTrainingJob`` after a 5xx is
+safe: job names are deterministic, so a job the failed call did create answers ``ResourceInUse``
+and the backend re-attaches to it. Sleeps happen only after a
 refusal, never between calls; ``sleep`` (and ``asleep``, for async clients) are injectable so tests do not wait.
 """
 
@@ -22,6 +26,13 @@ T = TypeVar("T")
 
 THROTTLED = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
 LIMITED = frozenset({"ResourceLimitExceeded"})
+TRANSIENT = frozenset({"InternalServerError", "InternalFailure", "ServiceUnavailable", "InternalError"})
+
+
+def _transient(exc: Exception) -> bool:
+    response = getattr(exc, "response", {})
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return response.get("Error", {}).get("Code", "") in TRANSIENT or status >= 500
 
 
 class CapacityError(CvtuneError):
@@ -69,7 +80,7 @@ class Backoff:
     def _retry_after(self, what: str, attempt: int, exc: Exception) -> float:
         """Seconds to wait before retrying after ``exc``; re-raises what is not worth retrying."""
         code = exc.response.get("Error", {}).get("Code", "")
-        if code not in THROTTLED | LIMITED:
+        if code not in THROTTLED | LIMITED and not _transient(exc):
             raise exc
         if attempt == self.attempts - 1:
             fix = (
@@ -77,6 +88,8 @@ class Backoff:
                 "lower max_parallel_jobs or ask AWS for a higher quota"
                 if code in LIMITED
                 else "the SageMaker API is rate limiting this account: lower max_parallel_jobs or retry later"
+                if code in THROTTLED
+                else "the SageMaker API kept failing with server errors: retry later"
             )
             raise CapacityError(f"{what}: refused {self.attempts} times ({code}: {exc}); {fix}") from exc
         return self.delay(attempt, code)

@@ -10,11 +10,15 @@ The job mirrors :func:`cvtune.transform.batch_transform`: ``SplitType=Line``, ``
 ``x.csv.out``, and afterwards the ``.out`` objects are read back and must hold one record per
 input record, per file. How the local options map:
 
-- ``exclude_columns`` → ``DataProcessing.InputFilter`` (a JSONPath over the CSV columns, e.g.
-  ``$[0:30]``; slice ends are exclusive), computed from the header of the input files;
 - ``header=True`` has no SageMaker counterpart (every line is a record), so the files are staged
   without their first line under ``{s3_prefix}/transform-input/{job}/`` first — the data passes
   through the worker once. Local input files are staged the same way (uploaded).
+- ``exclude_columns`` are dropped by name while staging (they need a header, so the files are
+  staged anyway). No ``DataProcessing.InputFilter`` is sent: AWS's JSONPath slices are inclusive
+  (the batch-transform data-processing page: ``$[1:4]`` is the 2nd through 5th column), so the
+  ``$[0:30]`` cvtune used to send for 30 features passed the target too, and filters with more
+  than one range (``$[0:10,11:]``) were refused by SageMaker (sagemaker-python-sdk issue #1112).
+  Staging has neither problem and no 63-character limit.
 - ``max_records`` does not map: SageMaker batches by size, ``MaxPayloadInMB`` (default 6).
 
 Names are deterministic: the model is named after a digest of its container (a retry, or the
@@ -32,7 +36,9 @@ loop on the amazon provider's aiobotocore client (:meth:`SageMakerBatchTransform
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import time
@@ -47,7 +53,6 @@ from cvtune.store import split_s3_uri
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 CONTENT_TYPE = "text/csv"
-MAX_INPUT_FILTER = 63  # DataProcessing.InputFilter length limit
 
 
 def transform_instance_types() -> tuple[str, ...]:
@@ -65,37 +70,21 @@ def model_name(container: dict[str, Any]) -> str:
     return f"cvtune-model-{digest}"
 
 
-def input_filter(header: list[str], exclude: list[str]) -> str | None:
-    """The ``InputFilter`` keeping every column but ``exclude`` (by name), or None to keep all."""
+def drop_columns(lines: list[str], header: list[str], exclude: list[str]) -> list[str]:
+    """CSV ``lines`` (no header) without the ``exclude`` columns of ``header``, quoting kept as CSV."""
     missing = sorted(set(exclude) - set(header))
     if missing:
         raise ConfigError("exclude_columns", f"{missing} not in the header {header}")
     keep = [i for i, name in enumerate(header) if name not in set(exclude)]
     if not keep:
         raise ConfigError("exclude_columns", "would exclude every column")
-    if len(keep) == len(header):
-        return None
-    runs: list[list[int]] = []
-    for i in keep:
-        if runs and runs[-1][1] == i:
-            runs[-1][1] = i + 1
-        else:
-            runs.append([i, i + 1])
-    parts = []
-    for start, end in runs:
-        if end - start == 1:
-            parts.append(str(start))
-        elif end == len(header):
-            parts.append(f"{start}:")  # open end: no doubt about slice semantics at the edge
-        else:
-            parts.append(f"{start}:{end}")
-    expression = f"$[{','.join(parts)}]"
-    if len(expression) > MAX_INPUT_FILTER:
-        raise ConfigError(
-            "exclude_columns", f"the InputFilter {expression} is longer than {MAX_INPUT_FILTER} characters",
-            "exclude fewer, adjacent columns, or write the scoring files without them",
-        )
-    return expression
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for row in csv.reader(lines):
+        if len(row) != len(header):
+            raise ConfigError("input_uri", f"a record has {len(row)} columns, the header {len(header)}: {row[:5]}…")
+        writer.writerow([row[i] for i in keep])
+    return out.getvalue().splitlines()
 
 
 def model_request(config: Any, name: str, container: dict[str, Any], tags: dict[str, str] | None = None) -> dict[str, Any]:
@@ -124,7 +113,6 @@ def transform_request(
     model: str,
     input_prefix: str,
     output_uri: str,
-    filter_expression: str | None = None,
     instance_type: str | None = None,
     instance_count: int = 1,
     max_payload_mb: int = 6,
@@ -160,8 +148,6 @@ def transform_request(
         request["TransformOutput"]["KmsKeyId"] = config.output_kms_key_id
     if config.volume_kms_key_id:
         request["TransformResources"]["VolumeKmsKeyId"] = config.volume_kms_key_id
-    if filter_expression:
-        request["DataProcessing"] = {"InputFilter": filter_expression, "JoinSource": "None"}
     tag_list = config.tag_list(tags)
     if tag_list:
         request["Tags"] = tag_list
@@ -248,8 +234,8 @@ class SageMakerBatchTransform(LazyClients):
 
     def prepare_input(
         self, input_uri: str, job_name: str, header: bool, exclude_columns: list[str]
-    ) -> tuple[str, list[dict[str, Any]], str | None]:
-        """(S3 prefix to transform, [{input, key, records}], InputFilter).
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """(S3 prefix to transform, [{input, key, records}]).
 
         Files are staged when they have a header (SageMaker would score it as a record) or are
         local; otherwise the job reads ``input_uri`` where it is.
@@ -301,12 +287,14 @@ class SageMakerBatchTransform(LazyClients):
         for uri in files:
             lines = _records(read(uri))
             if header and lines:
-                names = [c.strip() for c in lines[0].split(",")]
+                names = [c.strip() for c in next(csv.reader([lines[0]]))]
                 if columns is None:
                     columns = names
                 elif names != columns and exclude_columns:
                     raise ConfigError("exclude_columns", f"{uri} has another header than the first file", "give all files one header")
                 lines = lines[1:]
+                if exclude_columns:
+                    lines = drop_columns(lines, names, exclude_columns)
             relative = os.path.relpath(uri, base) if store.is_local(input_uri) else uri[len(base.rstrip("/")) + 1 :]
             if stage:
                 self._write(f"{staging}/{relative}", "\n".join(lines) + ("\n" if lines else ""))
@@ -315,8 +303,7 @@ class SageMakerBatchTransform(LazyClients):
             prefix = staging + "/"
         else:
             prefix = base.rstrip("/") + "/"
-        expression = input_filter(columns or [], exclude_columns) if exclude_columns else None
-        return prefix, entries, expression
+        return prefix, entries
 
     # -- SageMaker -------------------------------------------------------------------------
     def ensure_model(self, container: dict[str, Any], tags: dict[str, str] | None = None) -> str:
@@ -439,21 +426,53 @@ class SageMakerBatchTransform(LazyClients):
         if not output_uri.startswith("s3://"):
             raise ConfigError("output_uri", f"{output_uri!r} is not on S3", "the sagemaker backend writes predictions to s3://")
         started = time.time()
-        prefix, entries, expression = self.prepare_input(input_uri, job_name, header, list(exclude_columns or []))
+        prefix, entries = self.prepare_input(input_uri, job_name, header, list(exclude_columns or []))
         name = self.ensure_model(container, tags)
         request = transform_request(
             self.config, job_name=job_name, model=name, input_prefix=prefix, output_uri=output_uri,
-            filter_expression=expression, instance_type=instance_type, instance_count=instance_count,
+            instance_type=instance_type, instance_count=instance_count,
             max_payload_mb=max_payload_mb, tags=tags,
         )
         launched = self.start(request)
         state = {
-            "job_name": job_name, "model_name": name, "output_uri": output_uri, "entries": entries,
-            "input_filter": expression, "reattached": launched["reattached"], "started": started,
+            "job_name": job_name, "model_name": name, "request": request, "attempt": 0, "output_uri": output_uri, "entries": entries,
+            "excluded_columns": list(exclude_columns or []), "reattached": launched["reattached"], "started": started,
         }
         # a deferred task resumes from this, not from its trigger's kwargs (ids only)
         self._write(self._state_uri(job_name), json.dumps(state))
         return state
+
+    def retry(self, state: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any] | None:
+        """A new job for one that failed with ``InternalServerError``, while ``retry_attempts`` last.
+
+        ``CreateTransformJob`` has no ``RetryStrategy`` (unlike ``CreateTrainingJob``), so cvtune
+        retries the way SageMaker retries training jobs: same request, under the next name
+        ``{job}-r{n}`` (deterministic, so a retried task re-attaches instead of doubling it).
+        Returns the new job's state (saved, like :meth:`launch`'s), or None when not retrying.
+        """
+        reason = outcome.get("failure_reason") or ""
+        if outcome["status"] != "Failed" or not reason.startswith("InternalServerError"):
+            return None
+        attempt = int(state.get("attempt", 0)) + 1
+        if attempt > self.config.retry_attempts or "request" not in state:
+            return None
+        base = state.get("base_job_name", state["job_name"])
+        name = f"{base[:59]}-r{attempt}"
+        request = {**state["request"], "TransformJobName": name}
+        launched = self.start(request)
+        new = {**state, "job_name": name, "base_job_name": base, "request": request, "attempt": attempt,
+               "reattached": launched["reattached"], "retried_after": reason}
+        self._write(self._state_uri(name), json.dumps(new))
+        return new
+
+    def wait_retrying(self, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`wait`, retrying internal errors (:meth:`retry`); the last job's (state, outcome)."""
+        while True:
+            outcome = self.wait(state["job_name"])
+            retried = self.retry(state, outcome)
+            if retried is None:
+                return state, outcome
+            state = retried
 
     def _state_uri(self, job_name: str) -> str:
         return f"{self.config.s3_prefix}/transform-state/{job_name}.json"
@@ -481,10 +500,10 @@ class SageMakerBatchTransform(LazyClients):
             "transform_job": state["job_name"],
             "model_name": state["model_name"],
             "reattached": state["reattached"],
-            "input_filter": state["input_filter"],
+            "excluded_columns": state.get("excluded_columns", []),
+            "attempts": int(state.get("attempt", 0)) + 1,
         }
 
     def run(self, **kwargs: Any) -> dict[str, Any]:
         """:meth:`launch`, poll until the job ends, :meth:`finish` (arguments: those of launch)."""
-        state = self.launch(**kwargs)
-        return self.finish(state, self.wait(state["job_name"]))
+        return self.finish(*self.wait_retrying(self.launch(**kwargs)))
