@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.demo
 
-.PHONY: install test test-fast lint demo clean bench
+.PHONY: install test test-fast lint demo demo-sagemaker clean bench
 
 install: $(STAMP)
 
@@ -40,8 +40,12 @@ demo: install
 	@grep -E "trial [0-9]+/[0-9]+ " $(DEMO_HOME)/dags-test.log | sed -E 's/^.*\] (trial .*) \[cvtune.tuner\].*$$/  \1/' | tail -5
 	$(PY) include/demo_headline.py $(DEMO_HOME)/artifacts
 
+# The same DAG on the SageMaker emulator (moto S3 + emulated training/transform jobs, scaled clock).
+demo-sagemaker: install
+	$(PY) include/demo_sagemaker.py $(CURDIR)/.demo-sagemaker
+
 bench: install
 	for b in warm_pool vs_gridsearch early_stopping bayes_vs_random import_time; do $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) cvtune-artifacts .pytest_cache
+	rm -rf $(VENV) $(DEMO_HOME) .demo-sagemaker cvtune-artifacts .pytest_cache

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-DOCS = ["README.md", "docs/sagemaker.md", "docs/docker.md", "benchmarks/README.md"]
+DOCS = ["README.md", "docs/sagemaker.md", "docs/docker.md", "docs/emulator.md", "benchmarks/README.md"]
 
 
 def read(path: str) -> str:

@@ -979,7 +979,7 @@ def test_jobs_trigger_on_sagemaker_polls_through_the_async_client(monkeypatch, t
 def test_a_wait_right_after_the_last_round_waits_out_the_poll_interval_first(s3, monkeypatch):
     client = sm_client()
     sleeps: list[float] = []
-    b = backend(client, s3, sleeps=sleeps, keep_alive_period_s=0)
+    b = backend(client, s3, sleeps=sleeps, keep_alive_period_s=0, poll_interval_s=10)
     monkeypatch.setattr("cvtune.sagemaker.backend.time.monotonic", lambda: 200.0)
     b._last_round = 195.0  # the previous round of describes, 5 s ago
     with Stubber(client) as stub:

@@ -198,6 +198,7 @@ class Observer(Backend):
         self.instance_count = backend.instance_count
         self.price_per_instance_hour = backend.price_per_instance_hour
         self.poll_interval_s = backend.poll_interval_s
+        self.default_poll_s = backend.default_poll_s
 
     def submit(self, spec: JobSpec) -> None:
         raise RuntimeError(f"an observer of the {self.name} backend cannot submit jobs ({spec.name})")

@@ -277,7 +277,7 @@ class SageMakerBatchTransform(LazyClients):
                 relative = os.path.relpath(uri, base) if store.is_local(input_uri) else uri[len(base.rstrip("/")) + 1 :]
                 self._write(f"{staging}/{relative}", "\n".join(lines) + ("\n" if lines else ""))
                 entries.append({"input": uri, "key": relative, "records": len(lines)})
-            return staging + "/", entries, None
+            return staging + "/", entries
         # A prefix is transformed in place; anything else is staged: a header (SageMaker would
         # score it as a record), local files, and a single object (an S3Prefix would also
         # match its siblings).
