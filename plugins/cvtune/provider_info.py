@@ -25,5 +25,13 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "cvtune", "python-modules": ["cvtune.sensors.tuning"]}],
         "hooks": [{"integration-name": "cvtune", "python-modules": ["cvtune.hooks.cvtune"]}],
         "triggers": [{"integration-name": "cvtune", "python-modules": ["cvtune.triggers.tuning", "cvtune.triggers.transform"]}],
+        "extra-links": [
+            "cvtune.links.TuningReportLink",
+            "cvtune.links.RunLedgerLink",
+            "cvtune.links.SageMakerTrainingJobsLink",
+            "cvtune.links.SageMakerFinalTrainingJobLink",
+            "cvtune.links.SageMakerModelPackageLink",
+            "cvtune.links.SageMakerTransformJobLink",
+        ],
         "connection-types": [{"connection-type": "cvtune", "hook-class-name": "cvtune.hooks.cvtune.CvtuneHook", "hook-name": "cvtune (cross-validated tuning)"}],
     }

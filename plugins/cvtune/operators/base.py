@@ -54,10 +54,30 @@ class CvtuneBaseOperator(BaseOperator):
             result = self.run(context)
         if isinstance(result, dict):
             result = {**result, "elapsed_s": round(time.monotonic() - started, 3)}
+        self.persist_links(context, result)
         return result
 
     def run(self, context: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def link_info(self, result: Any) -> dict[str, Any] | None:
+        """What this task's extra links need from its result (see :mod:`cvtune.links`); ``None``: no links."""
+        return None
+
+    def persist_links(self, context: Any, result: Any) -> None:
+        if not self.operator_extra_links or not isinstance(result, dict):
+            return
+        info = self.link_info(result)
+        if info is not None:
+            from cvtune.links import persist
+
+            persist(context, self, **info)
+
+    def sagemaker_region(self) -> str | None:
+        """The console region of this task's jobs; ``None`` unless the connection is ``sagemaker``."""
+        from cvtune.links import sagemaker_region
+
+        return sagemaker_region(self.hook.settings)
 
     def ids(self, context: Any) -> tuple[str, str, str, int]:
         ti = context["ti"]

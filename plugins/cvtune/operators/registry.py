@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cvtune.links import SageMakerModelPackageLink
 from cvtune.operators.base import CvtuneBaseOperator
 
 
@@ -37,6 +38,7 @@ class RegisterModelOperator(CvtuneBaseOperator):
         "champion_margin", "runs", "cvtune_conn_id",
     )
     ui_color = "#eadcf8"
+    operator_extra_links = (SageMakerModelPackageLink(),)
 
     def __init__(
         self,
@@ -60,6 +62,13 @@ class RegisterModelOperator(CvtuneBaseOperator):
         self.approval_threshold = approval_threshold
         self.champion_margin = champion_margin
         self.maximize = maximize
+
+    def link_info(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        return {
+            "region": self.sagemaker_region(),
+            "model_package_group": result.get("model_package_group"),
+            "model_package_version": result.get("version"),
+        }
 
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune.best import ledger_uris

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cvtune.links import RunLedgerLink, TuningReportLink
 from cvtune.operators.base import CvtuneBaseOperator
 
 
@@ -20,6 +21,7 @@ class TuningReportOperator(CvtuneBaseOperator):
         "runs", "best_params", "final_model", "registration", "predictions", "stages", "output_uri", "cvtune_conn_id",
     )
     ui_color = "#eeeeee"
+    operator_extra_links = (TuningReportLink(), RunLedgerLink())
 
     def __init__(
         self,
@@ -70,7 +72,17 @@ class TuningReportOperator(CvtuneBaseOperator):
         )
         paths = write_report(out, summary, ledgers)
         self.log.info("report: %s, summary: %s", paths["report"], paths["summary"])
-        return {**paths, "headline": headline(summary)}
+        return {**paths, "headline": headline(summary), "run_id": (summary.get("best") or {}).get("run_id")}
+
+    def link_info(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """The report folder relative to the artifact root (the view serves nothing outside it)."""
+        from cvtune import store
+        from cvtune.report import REPORT_NAME
+
+        root = store.join(self.hook.artifact_root, "")
+        folder = result["report"][: -len(REPORT_NAME)].rstrip("/")
+        relative = folder[len(root):].lstrip("/") if folder.startswith(root.rstrip("/") + "/") else None
+        return {"report": relative, "run_id": result.get("run_id")}
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:

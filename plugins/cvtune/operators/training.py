@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cvtune.links import SageMakerFinalTrainingJobLink
 from cvtune.operators.base import CvtuneBaseOperator
 
 
@@ -25,6 +26,7 @@ class TrainModelOperator(CvtuneBaseOperator):
 
     template_fields: Sequence[str] = ("manifest_uri", "hyperparameters", "entry_point", "job_name", "cvtune_conn_id")
     ui_color = "#d9f2e3"
+    operator_extra_links = (SageMakerFinalTrainingJobLink(),)
 
     def __init__(
         self,
@@ -46,6 +48,9 @@ class TrainModelOperator(CvtuneBaseOperator):
         self.job_name = job_name
         self.max_runtime_s = max_runtime_s
         self.poll_interval = poll_interval
+
+    def link_info(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        return {"region": self.sagemaker_region(), "training_job": result.get("job_name")}
 
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune.errors import ConfigError

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cvtune.links import SageMakerTransformJobLink
 from cvtune.operators.base import CvtuneBaseOperator
 
 
@@ -32,6 +33,7 @@ class BatchTransformOperator(CvtuneBaseOperator):
 
     template_fields: Sequence[str] = ("model", "input_uri", "output_uri", "exclude_columns", "cvtune_conn_id")
     ui_color = "#fde2e1"
+    operator_extra_links = (SageMakerTransformJobLink(),)
 
     def __init__(
         self,
@@ -64,6 +66,9 @@ class BatchTransformOperator(CvtuneBaseOperator):
 
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
+
+    def link_info(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        return {"region": self.sagemaker_region(), "transform_job": result.get("transform_job")}
 
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune import store
@@ -157,12 +162,14 @@ class BatchTransformOperator(CvtuneBaseOperator):
             self._defer_on(retried["job_name"])
         result = runner.finish(state, event)  # the event is the job's outcome (aws.transform.job_outcome)
         self.log.info("batch transform: %d records in %d files → %s", result["records"], len(result["files"]), state["output_uri"])
-        return {
+        result = {
             **result,
             "model_package_group": self.model.get("model_package_group"),
             "version": self.model.get("version"),
             "elapsed_s": round(time.time() - state["started"], 3),  # launch to now, deferral included
         }
+        self.persist_links(context, result)
+        return result
 
     def on_kill(self) -> None:
         if self._sagemaker_job is not None:

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
+from cvtune.links import TUNING_LINKS
 from cvtune.operators.base import CvtuneBaseOperator
 
 
@@ -54,6 +55,7 @@ class CVTuningOperator(CvtuneBaseOperator):
     )
     template_fields_renderers = {"tuning_config": "json"}
     ui_color = "#cfe3fa"
+    operator_extra_links = TUNING_LINKS
 
     def __init__(
         self,
@@ -196,6 +198,13 @@ class CVTuningOperator(CvtuneBaseOperator):
         self.log.info("dry run, nothing sent:\n%s", json.dumps(plan, indent=2, default=str))
         return plan
 
+    def link_info(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        from cvtune.links import tuning_info
+
+        if "run_id" not in result:  # a dry run: nothing to link to
+            return None
+        return tuning_info(result, self.sagemaker_region())
+
     def log_best(self, summary: dict[str, Any], config: Any) -> None:
         best = summary["best"]
         self.log.info(
@@ -250,6 +259,7 @@ class CVTuningOperator(CvtuneBaseOperator):
             self.log.info("run %s resumed: fold job(s) ended: %s", run_id, ", ".join(event.get("ended", [])))
             summary = drive_step(tuner, self.defer_on)
         self.log_best(summary, tuner.config)
+        self.persist_links(context, summary)
         return summary
 
     def on_kill(self) -> None:

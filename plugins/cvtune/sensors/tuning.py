@@ -8,6 +8,8 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from cvtune.links import TUNING_LINKS
+
 
 class TuningRunSensor(BaseSensorOperator):
     """Wait for a tuning run, e.g. one started with ``CVTuningOperator(wait_for_completion=False)``,
@@ -47,6 +49,7 @@ class TuningRunSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("ledger_uri", "run_id", "cvtune_conn_id")
     ui_color = "#dbe9f7"
+    operator_extra_links = TUNING_LINKS
 
     def __init__(
         self,
@@ -87,6 +90,12 @@ class TuningRunSensor(BaseSensorOperator):
 
         return ledger_uri(CvtuneHook(self.cvtune_conn_id).artifact_root, validate_run_id(self.run_id))
 
+    def persist_links(self, context: Any, summary: dict[str, Any]) -> None:
+        from cvtune.hooks.cvtune import CvtuneHook
+        from cvtune.links import persist, sagemaker_region, tuning_info
+
+        persist(context, self, **tuning_info(summary, sagemaker_region(CvtuneHook(self.cvtune_conn_id).settings)))
+
     # -- poke / reschedule mode -----------------------------------------------------------------
     def poke(self, context: Any) -> PokeReturnValue | bool:
         summary = self.step(context, deferring=False)
@@ -111,7 +120,7 @@ class TuningRunSensor(BaseSensorOperator):
 
             check_jobs_event(event, self.run_id or RunLedger.load(self.resolve_ledger_uri()).run_id)
         elif event.get("status") != "started":  # TuningRunTrigger's verdict, or a trigger's error/timeout
-            return self.result(event)
+            return self.result(event, context)
         summary = self.step(context, deferring=True)
         if summary is not None:
             return summary
@@ -165,12 +174,12 @@ class TuningRunSensor(BaseSensorOperator):
         uri = self.resolve_ledger_uri()
         event = run_event(uri, self.run_id or "")
         if event is not None:
-            return self.result(event)
+            return self.result(event, context)
         conn_id = self.driving_conn_id(uri)
         if conn_id is not None:
             summary = self.advance(uri, conn_id, context if deferring else None)
             if summary is not None:
-                return self.result({"status": "success", "run_id": summary["run_id"], "summary": summary})
+                return self.result({"status": "success", "run_id": summary["run_id"], "summary": summary}, context)
         else:
             self.log.info("run %s not finished yet (ledger %s)", self.run_id or "", uri)
         return None
@@ -238,11 +247,13 @@ class TuningRunSensor(BaseSensorOperator):
                           len(tuner.in_flight()))
         return summary
 
-    def result(self, event: dict[str, Any]) -> dict[str, Any]:
+    def result(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
 
         if event.get("status") == "success":
             best = event["summary"]["best"]
             self.log.info("run %s completed: best trial %s, mean %s", event["run_id"], best["trial"], best["mean"])
+            if context is not None:
+                self.persist_links(context, event["summary"])
             return event["summary"]
         raise AirflowException(event.get("message") or f"tuning run {event.get('run_id')}: {event.get('status')}")

@@ -1,0 +1,192 @@
+"""Extra links on cvtune tasks: the run's report and ledger in the cvtune view, SageMaker consoles.
+
+As the amazon provider does for its SageMaker operators (``BaseAwsLink.persist``), a task
+stores what its links need in one XCom (key :data:`LINKS_KEY`) when it finishes; each link
+formats its URL from that. Airflow 3 computes every link on the worker right after the task
+ends and keeps the URL; an empty URL means "no link", which the UI does not show. So a link
+whose pieces are missing (the task did not run yet, the run is local and has no console, a
+report written outside the artifact root) is absent rather than broken.
+
+The report and ledger links point at the cvtune view (:mod:`cvtune.plugins.view`), mounted on
+the api-server at :data:`VIEW_PREFIX`; with ``[api] base_url`` set they are absolute.
+
+Console URLs use the formats of the SageMaker console (the amazon provider's
+``SageMakerTransformJobLink`` for transform jobs; ``#/jobs/{name}`` for training jobs;
+``#/model-packages/{group}/{version}``, the resource part of a versioned model package's ARN
+``arn:aws:sagemaker:region:account:model-package/group/version``, for model package versions).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from urllib.parse import quote, urlencode
+
+from airflow.sdk import BaseOperatorLink
+
+LINKS_KEY = "cvtune_links"
+VIEW_PREFIX = "/cvtune"
+DEFAULT_CONN = "cvtune_default"
+CONSOLE = "https://console.{domain}/sagemaker/home?region={region}"
+# the console's domain per AWS partition (as the amazon provider's BaseAwsLink.get_aws_domain)
+DOMAINS = {"aws": "aws.amazon.com", "aws-cn": "amazonaws.cn", "aws-us-gov": "amazonaws-us-gov.com"}
+
+
+def view_base() -> str:
+    """Where the cvtune view is served: ``{[api] base_url}/cvtune``, or ``/cvtune`` when unset."""
+    from airflow.sdk import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return base + VIEW_PREFIX
+
+
+def view_url(base: str, path: str, conn_id: str | None) -> str:
+    query = "" if conn_id in (None, "", DEFAULT_CONN) else "?" + urlencode({"conn": conn_id})
+    return f"{base}/{path}{query}"
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def console_base(region: str | None) -> str | None:
+    if not region:
+        return None
+    return CONSOLE.format(domain=DOMAINS[partition_of(region)], region=quote(region, safe=""))
+
+
+def sagemaker_region(settings: Any) -> str | None:
+    """The region a ``sagemaker`` connection's jobs run in (``None`` for other backends)."""
+    if getattr(settings, "backend", None) != "sagemaker":
+        return None
+    from cvtune.sagemaker.config import SageMakerConfig
+
+    config = SageMakerConfig.from_options(settings.options, source=settings.source)
+    if config.region_name:
+        return config.region_name
+    try:  # the region of the AWS connection the jobs are created with
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=config.aws_conn_id, client_type="sagemaker").conn_region_name
+    except Exception:  # noqa: BLE001 - a link is a convenience; never fail the task for it
+        return None
+
+
+def persist(context: Any, operator: Any, **info: Any) -> None:
+    """Store what this task's links need (``None`` values dropped); read back by ``get_link``."""
+    if not getattr(operator, "do_xcom_push", True):
+        return
+    value = {"view": view_base(), "conn_id": getattr(operator, "cvtune_conn_id", None)}
+    value.update({k: v for k, v in info.items() if v not in (None, "")})
+    context["ti"].xcom_push(key=LINKS_KEY, value=value)
+
+
+def tuning_info(summary: dict[str, Any], region: str | None) -> dict[str, Any]:
+    """Link pieces of a tuning run's summary: its id, and the first fold job of its best trial."""
+    from cvtune.ledger import fold_job_name
+
+    best = summary.get("best") or {}
+    best_job = None
+    if region and best.get("trial") is not None:
+        best_job = fold_job_name(best.get("run_id") or summary["run_id"], int(best["trial"]), 0)
+    return {"run_id": summary.get("run_id"), "region": region, "best_job": best_job}
+
+
+class CvtuneLink(BaseOperatorLink):
+    """A link formatted from the task's :data:`LINKS_KEY` XCom; ``""`` (no link) when it can't be."""
+
+    name: ClassVar[str]
+
+    def url(self, info: dict[str, Any]) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        try:
+            info = XCom.get_value(key=LINKS_KEY, ti_key=ti_key)
+        except Exception:  # noqa: BLE001 - no XCom yet (the task has not run): no link
+            return ""
+        if not isinstance(info, dict):
+            return ""
+        try:
+            return self.url(info) or ""
+        except (KeyError, TypeError, ValueError):
+            return ""
+
+
+class TuningReportLink(CvtuneLink):
+    """The run's report in the cvtune view: the pipeline report, or a tuning run's own."""
+
+    name = "Tuning report"
+
+    def url(self, info: dict[str, Any]) -> str | None:
+        if info.get("report"):
+            return view_url(info["view"], f"reports/{quote(info['report'])}/report.html", info.get("conn_id"))
+        if info.get("run_id"):
+            return view_url(info["view"], f"runs/{quote(info['run_id'], safe='')}/report", info.get("conn_id"))
+        return None
+
+
+class RunLedgerLink(CvtuneLink):
+    """The tuning run's ledger (JSON) in the cvtune view."""
+
+    name = "Run ledger"
+
+    def url(self, info: dict[str, Any]) -> str | None:
+        if not info.get("run_id"):
+            return None
+        return view_url(info["view"], f"runs/{quote(info['run_id'], safe='')}/ledger.json", info.get("conn_id"))
+
+
+class SageMakerTrainingJobsLink(CvtuneLink):
+    """The run's training jobs in the SageMaker console: the fold jobs of its best trial."""
+
+    name = "SageMaker training jobs"
+
+    def url(self, info: dict[str, Any]) -> str | None:
+        base = console_base(info.get("region"))
+        if not base or not info.get("best_job"):
+            return None
+        return f"{base}#/jobs/{quote(info['best_job'], safe='')}"
+
+
+class SageMakerFinalTrainingJobLink(CvtuneLink):
+    name = "SageMaker final training job"
+
+    def url(self, info: dict[str, Any]) -> str | None:
+        base = console_base(info.get("region"))
+        if not base or not info.get("training_job"):
+            return None
+        return f"{base}#/jobs/{quote(info['training_job'], safe='')}"
+
+
+class SageMakerModelPackageLink(CvtuneLink):
+    name = "SageMaker model package"
+
+    def url(self, info: dict[str, Any]) -> str | None:
+        base = console_base(info.get("region"))
+        if not base or not info.get("model_package_group") or info.get("model_package_version") is None:
+            return None
+        group = quote(str(info["model_package_group"]), safe="")
+        return f"{base}#/model-packages/{group}/{quote(str(info['model_package_version']), safe='')}"
+
+
+class SageMakerTransformJobLink(CvtuneLink):
+    name = "SageMaker transform job"
+
+    def url(self, info: dict[str, Any]) -> str | None:
+        base = console_base(info.get("region"))
+        if not base or not info.get("transform_job"):
+            return None
+        return f"{base}#/transform-jobs/{quote(info['transform_job'], safe='')}"
+
+
+TUNING_LINKS = (TuningReportLink(), RunLedgerLink(), SageMakerTrainingJobsLink())
+ALL_LINKS = (
+    TuningReportLink, RunLedgerLink, SageMakerTrainingJobsLink, SageMakerFinalTrainingJobLink,
+    SageMakerModelPackageLink, SageMakerTransformJobLink,
+)
