@@ -275,6 +275,7 @@ with DAG(
         "refine=ti.xcom_pull(task_ids='refine'), best_params=ti.xcom_pull(task_ids='best_params'), "
         "train_final=ti.xcom_pull(task_ids='train_final'), register=ti.xcom_pull(task_ids='register'), "
         "batch_transform=ti.xcom_pull(task_ids='batch_transform')) }}",
+        refinement="{{ ti.xcom_pull(task_ids='decide_refinement', key='plan') }}",
         cvtune_conn_id=CONN,
     )
     validate >> split >> tune >> decide >> [refine, best]

@@ -86,13 +86,9 @@ def top_k_reason(ledger: RunLedger, top_k: int | None) -> str | None:
     folds differ a lot in level, every gap is far smaller than the fold std, so the rule always held.
     """
     best = ledger.best_trial()
-    if best is None or not top_k or top_k < 2:
+    gaps = _top_k_gaps(ledger, top_k)
+    if best is None or gaps is None:
         return None
-    pool = ledger.inherited_trials() + ledger.completed_trials()
-    ranked = sorted(pool, key=lambda t: rank_key(t, ledger.maximize))[:top_k]
-    if len(ranked) < top_k:
-        return None
-    gaps = [paired_gap(best["fold_scores"], t["fold_scores"]) for t in ranked if t is not best]
     if all(gap <= se for gap, se in gaps):
         widest = max(gaps, key=lambda g: g[0])
         return (
@@ -100,6 +96,102 @@ def top_k_reason(ledger: RunLedger, top_k: int | None) -> str | None:
             f"(largest gap {widest[0]:.4g}, its standard error of paired fold differences {widest[1]:.4g})"
         )
     return None
+
+
+def _top_k_gaps(ledger: RunLedger, top_k: int | None) -> list[tuple[float, float]] | None:
+    """``(gap, standard error)`` of each of the other ``top_k - 1`` best trials against the best;
+    ``None`` when the rule is off or fewer than ``top_k`` trials completed."""
+    best = ledger.best_trial()
+    if best is None or not top_k or top_k < 2:
+        return None
+    pool = ledger.inherited_trials() + ledger.completed_trials()
+    ranked = sorted(pool, key=lambda t: rank_key(t, ledger.maximize))[:top_k]
+    if len(ranked) < top_k:
+        return None
+    return [paired_gap(best["fold_scores"], t["fold_scores"]) for t in ranked if t is not best]
+
+
+def refinement_rules(
+    ledger: RunLedger,
+    *,
+    target: float | None = None,
+    boundary: float | None = 0.05,
+    top_k: int | None = 3,
+) -> list[dict[str, Any]]:
+    """Every condition's verdict on a finished run, for the decision and the report.
+
+    One entry per rule (``target``, ``boundary``, ``top_k``): ``holds``, ``off`` (switched off),
+    the ``statistic`` it looked at, the ``threshold`` it compared it with, and a sentence
+    (``detail``; ``reasons`` lists what holds). The boundary rule also lists each tuned
+    parameter's ``position`` in its range (0 = lower end, 1 = upper end, in its own scale); its
+    statistic is the smallest distance to an end. The top-k rule's statistic is the largest gap
+    to the best and its threshold that gap's standard error. ``reasons_of(rules)`` equals
+    :func:`refinement_reasons`.
+    """
+    best = ledger.best_trial()
+    if best is None:
+        return []
+    metric = ledger.objective_metric
+    rules: list[dict[str, Any]] = []
+
+    reason = target_reason(ledger, target)
+    rules.append({
+        "rule": "target", "holds": reason is not None, "off": target is None, "statistic": best["mean"],
+        "threshold": target, "reasons": [reason] if reason else [],
+        "detail": reason or (f"no target set (best {metric} {best['mean']:.6g})" if target is None
+                             else f"best {metric} {best['mean']:.6g} meets the target {target:.6g}"),
+    })
+
+    if boundary is None or boundary <= 0:
+        rules.append({"rule": "boundary", "holds": False, "off": True, "statistic": None, "threshold": None,
+                      "parameters": [], "reasons": [], "detail": "boundary check off"})
+    else:
+        space = SearchSpace.from_parameter_ranges(
+            ledger.data["config"]["parameter_ranges"], ledger.data["config"].get("static_hyperparameters")
+        )
+        params = []
+        for p in space.parameters:
+            if isinstance(p, CategoricalParameter) or p.name not in best["params"]:
+                continue
+            at = _position(float(best["params"][p.name]), p.min_value, p.max_value, p.effective_scaling)
+            params.append({"name": p.name, "value": best["params"][p.name], "position": at,
+                           "near": at <= boundary or at >= 1 - boundary})
+        hits = boundary_reasons(ledger, boundary)
+        closest = min((min(q["position"], 1 - q["position"]) for q in params), default=None)
+        rules.append({
+            "rule": "boundary", "holds": bool(hits), "off": False, "statistic": closest, "threshold": boundary,
+            "parameters": params, "reasons": hits,
+            "detail": "; ".join(hits) if hits else (
+                f"no tuned parameter within {boundary:g} of a range end"
+                + (f" (closest {closest:.3g})" if closest is not None else "")
+            ),
+        })
+
+    gaps = _top_k_gaps(ledger, top_k)
+    reason = top_k_reason(ledger, top_k)
+    if not top_k or top_k < 2:
+        rules.append({"rule": "top_k", "holds": False, "off": True, "statistic": None, "threshold": None,
+                      "reasons": [], "detail": "top-k check off"})
+    elif gaps is None:
+        rules.append({"rule": "top_k", "holds": False, "off": False, "statistic": None, "threshold": None,
+                      "k": top_k, "reasons": [], "detail": f"fewer than {top_k} completed trials"})
+    else:
+        widest = max(gaps, key=lambda g: g[0])
+        rules.append({
+            "rule": "top_k", "holds": reason is not None, "off": False, "statistic": widest[0],
+            "threshold": widest[1], "k": top_k, "reasons": [reason] if reason else [],
+            "detail": reason or (
+                f"the top {top_k} trials are separated: a gap of {widest[0]:.4g} exceeds its standard error "
+                f"{widest[1]:.4g}" if widest[0] > widest[1] else
+                f"some of the top {top_k} trials differ from the best by more than one standard error"
+            ),
+        })
+    return rules
+
+
+def reasons_of(rules: list[dict[str, Any]]) -> list[str]:
+    """The reasons to refine in ``rules`` (empty: skip)."""
+    return [r for rule in rules for r in rule.get("reasons") or []]
 
 
 def refinement_reasons(
@@ -114,8 +206,11 @@ def refinement_reasons(
     return [r for r in reasons if r]
 
 
-def refinement_plan(ledger: RunLedger, reasons: list[str], factor: float) -> dict[str, Any]:
-    """What ``refine`` will search: the parent's ranges narrowed around its best."""
+def refinement_plan(
+    ledger: RunLedger, reasons: list[str], factor: float, rules: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What ``refine`` will search: the parent's ranges narrowed around its best; with the
+    ``rules``' verdicts and the original ranges, for the report."""
     from cvtune.warmstart import narrow_ranges
 
     config = ledger.data["config"]
@@ -124,6 +219,10 @@ def refinement_plan(ledger: RunLedger, reasons: list[str], factor: float) -> dic
     return {
         "refine": bool(reasons),
         "reasons": reasons,
+        "rules": rules or [],
+        "narrowing": factor,
         "parent": ledger.uri,
+        "parent_run_id": ledger.run_id,
+        "original_ranges": config["parameter_ranges"],
         "parameter_ranges": narrow_ranges(space, best["params"], factor) if best else None,
     }

@@ -63,12 +63,17 @@ def build_summary(
     predictions: dict[str, Any] | None,
     stage_seconds: dict[str, float],
     extra: dict[str, Any] | None = None,
+    refinement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Condense a finished pipeline run into one JSON-serialisable dict (``summary.json``).
 
     ``best`` is what ``BestParams`` produced; when it is empty the best completed trial across
-    ``ledgers`` is used. ``final_model``, ``registration`` and ``predictions`` may be ``None``.
+    ``ledgers`` is used. ``final_model``, ``registration`` and ``predictions`` may be ``None``;
+    ``refinement`` is the refinement decision (``RefinementDecisionOperator``'s plan), told in the
+    report's ``story`` with the data tuned, the warm-start parents and why each run stopped.
     """
+    from cvtune.story import collect_story
+
     best = dict(best or {}) or _best_from_ledgers(ledgers)
     objective = dict(best.get("objective") or (ledgers[0].data["config"]["objective"] if ledgers else {}))
     best_trial = _find_trial(ledgers, best.get("run_id"), best.get("trial"))
@@ -161,6 +166,7 @@ def build_summary(
         "run_ids": [ledger.run_id for ledger in ledgers],
         "ledgers": [ledger.uri for ledger in ledgers],
         "runs": runs,
+        "story": collect_story(ledgers, refinement),
         "extra": dict(extra or {}),
     }
 
@@ -1083,6 +1089,9 @@ details.failures summary{cursor:pointer;color:var(--muted)}
 details.failures li{margin:3px 0}
 details.failures .reason{color:#424a53;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
 footer{margin-top:40px;color:var(--muted);font-size:12px}
+h3{font-size:14px;font-weight:650;margin:18px 0 4px}
+ul.plain{margin:4px 0 0;padding-left:18px}
+td.wrap{white-space:normal;max-width:520px}
 @media print{main{padding:0}section{break-inside:avoid}}
 """
 
@@ -1187,7 +1196,15 @@ def render_html(summary: dict[str, Any], ledgers: list[RunLedger]) -> str:
         f"generated {_e(summary.get('generated_at') or EMPTY)}",
     ]
 
+    from cvtune.story import render_story
+
     sections = [
+        _section(
+            "", "What was tuned, and why it ended",
+            "The data and partition tuned, the runs the warm start learned from, the refinement decision "
+            "(every rule's verdict) and why each run stopped.",
+            render_story(summary.get("story") or {}),
+        ),
         _section(
             "1", "Optimization history",
             f"Cross-validated {_e(metric)} of every trial ({_e(direction)}); the line is the best score so far. "

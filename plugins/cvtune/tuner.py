@@ -570,7 +570,12 @@ class CVTuner:
         elapsed = self._elapsed_before + (time.monotonic() - self._session_start)
         eta = elapsed / done * (total - done) if done else 0.0
         best = self.ledger.best_trial()
-        best_s = f"best {best['mean']:.4f}, trial {best['number']}" if best else "no best yet"
+        if best is None:
+            best_s = "no best yet"
+        elif best.get("run_id", self.run_id) != self.run_id:  # inherited from a warm-start parent
+            best_s = f"best {best['mean']:.4f}: trial {best['number']} of parent run {best['run_id']}"
+        else:
+            best_s = f"best {best['mean']:.4f}: trial {best['number']}"
         metric = self.config.objective.metric
         if trial["state"] == L.COMPLETED:
             what = f"complete: {metric} {trial['mean']:.4f} ± {trial['std']:.4f}"
@@ -578,10 +583,12 @@ class CVTuner:
             what = f"pruned: {trial['failure_reason']}"
         else:
             what = f"{trial['state'].lower()}: {trial['failure_reason']}"
+        # the run is named: a warm-started run's counts and its best's trial may come from different runs
         log.info(
-            "trial %d/%d %s (%s) · %d fold jobs · %.1f s elapsed · ETA %.0f s",
+            "trial %d/%d of run %s %s (%s) · %d fold jobs so far · %.1f s elapsed · ETA %.0f s",
             trial["number"] + 1,
             total,
+            self.run_id,
             what,
             best_s,
             self.ledger.fold_jobs_launched(),

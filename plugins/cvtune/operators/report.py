@@ -15,10 +15,13 @@ class TuningReportOperator(CvtuneBaseOperator):
     :param runs: tuning run summaries or ledger URIs (skipped branches' ``None`` ignored).
     :param best_params, final_model, registration, predictions: the outputs of those tasks.
     :param stages: stage name → that task's output; its ``elapsed_s`` is the stage's wall time.
+    :param refinement: the refinement decision (``RefinementDecisionOperator``'s XCom ``plan``):
+        the report shows every rule's verdict and the narrowed ranges.
     """
 
     template_fields: Sequence[str] = (
-        "runs", "best_params", "final_model", "registration", "predictions", "stages", "output_uri", "cvtune_conn_id",
+        "runs", "best_params", "final_model", "registration", "predictions", "stages", "refinement", "output_uri",
+        "cvtune_conn_id",
     )
     ui_color = "#eeeeee"
     operator_extra_links = (TuningReportLink(), RunLedgerLink())
@@ -32,6 +35,7 @@ class TuningReportOperator(CvtuneBaseOperator):
         registration: dict[str, Any] | None = None,
         predictions: dict[str, Any] | None = None,
         stages: dict[str, Any] | None = None,
+        refinement: dict[str, Any] | None = None,
         output_uri: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -42,6 +46,7 @@ class TuningReportOperator(CvtuneBaseOperator):
         self.registration = registration
         self.predictions = predictions
         self.stages = stages
+        self.refinement = refinement
         self.output_uri = output_uri
 
     def run(self, context: Any) -> dict[str, Any]:
@@ -66,6 +71,7 @@ class TuningReportOperator(CvtuneBaseOperator):
             predictions=self.predictions,
             stage_seconds=stage_seconds,
             extra={"dag_id": dag_id, "dag_run_id": run_id},
+            refinement=self.refinement if isinstance(self.refinement, dict) else None,
         )
         out = self.output_uri or store.join(
             self.hook.artifact_root, "reports", dag_id, derive_id(dag_id, run_id, task_id, map_index, prefix=run_id)

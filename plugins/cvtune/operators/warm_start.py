@@ -128,7 +128,7 @@ class RefinementDecisionOperator(BaseBranchOperator):
         from cvtune.best import ledger_uris
         from cvtune.errors import ConfigError
         from cvtune.ledger import RunLedger
-        from cvtune.refinement import refinement_plan, refinement_reasons
+        from cvtune.refinement import reasons_of, refinement_plan, refinement_rules
 
         def number(name: str, value: Any, kind: type) -> Any:
             if value in (None, "", "None"):
@@ -140,13 +140,14 @@ class RefinementDecisionOperator(BaseBranchOperator):
 
         [uri] = ledger_uris(self.run)
         ledger = RunLedger.load(uri)
-        reasons = refinement_reasons(
+        rules = refinement_rules(
             ledger,
             target=number("target", self.target, float),
             boundary=number("boundary", self.boundary, float),
             top_k=number("top_k", self.top_k, int),
         )
-        plan = refinement_plan(ledger, reasons, number("narrowing", self.narrowing, float) or 0.5)
+        reasons = reasons_of(rules)
+        plan = refinement_plan(ledger, reasons, number("narrowing", self.narrowing, float) or 0.5, rules)
         context["ti"].xcom_push(key="plan", value=plan)
         if reasons:
             self.log.info("refining: %s", "; ".join(reasons))
