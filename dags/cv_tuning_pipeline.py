@@ -1,6 +1,6 @@
 """Cross-validated hyperparameter tuning, end to end.
 
-```
+```text
 resolve_data → validate_inputs → split_folds → tune → decide_refinement ─┬─ refine ─┐
                                                                          └──────────┴─ best_params
     → train_final → register → batch_transform → report
@@ -13,6 +13,9 @@ from last night; ``refine`` (IDENTICAL_DATA_AND_ALGORITHM) runs only when a refi
 holds. Runs: nightly at 02:00 UTC or when the ``raw data`` asset is updated; manual runs take
 their data from the trigger form. Nothing heavy is imported here: operators import inside
 ``execute``.
+
+The tuning and report tasks link to the run's report and ledger in the cvtune view
+(``/cvtune`` on the api-server); on SageMaker, the tasks link to their jobs in the console.
 """
 
 from __future__ import annotations

@@ -19,8 +19,7 @@ import yaml
 from tests.conftest import ROOT
 
 AIRFLOW_SERVICES = (
-    "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker", "airflow-triggerer",
-    "airflow-init",
+    "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-init",
 )
 
 
@@ -49,14 +48,15 @@ def _mounts(service: dict) -> dict[str, str]:
 
 def test_the_official_services_all_run_our_image(compose):
     services = compose["services"]
-    for name in (*AIRFLOW_SERVICES, "postgres", "redis"):
+    for name in (*AIRFLOW_SERVICES, "postgres"):
         assert name in services, f"service {name} missing"
+    for name in ("redis", "airflow-worker", "flower"):  # Celery's: LocalExecutor needs none of them
+        assert name not in services, f"service {name} left over from the Celery setup"
     commands = {name: services[name].get("command") for name in AIRFLOW_SERVICES}
     assert commands["airflow-apiserver"] == "api-server"
     assert commands["airflow-scheduler"] == "scheduler"
     assert commands["airflow-dag-processor"] == "dag-processor"
     assert commands["airflow-triggerer"] == "triggerer"
-    assert commands["airflow-worker"] == "celery worker"
     images = {services[name]["image"] for name in AIRFLOW_SERVICES}
     assert len(images) == 1 and "apache/airflow" not in images.pop()
     for name in AIRFLOW_SERVICES:
@@ -67,12 +67,50 @@ def test_the_official_services_all_run_our_image(compose):
 
 
 def test_environment_executor_database_and_examples(compose):
-    env = compose["services"]["airflow-worker"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith(".SimpleAuthManager")
     assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
+    assert not [k for k in env if k.startswith("AIRFLOW__CELERY__")]
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
-    assert env["DUMB_INIT_SETSID"] == "0"  # the worker keeps its own override on top of the common env
+    init_env = compose["services"]["airflow-init"]["environment"]
+    assert "_AIRFLOW_WWW_USER_CREATE" not in init_env  # FAB's `airflow users create`: not installed
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] in "\n".join(
+        compose["services"]["airflow-init"]["command"]
+    )
+
+
+def _deploy_env() -> dict[str, str]:
+    with open(os.path.join(ROOT, "docs", "deploy.md"), encoding="utf-8") as f:
+        block = re.search(r"```dotenv\n(.*?)```", f.read(), re.S).group(1)
+    return dict(line.split("=", 1) for line in block.splitlines() if line and not line.startswith("#"))
+
+
+def test_both_routes_need_only_what_requirements_txt_installs(compose, monkeypatch):
+    """docs/deploy.md's venv route and the compose file choose the same executor and auth manager,
+    and everything they name imports from the pinned requirements (this venv is built from them)."""
+    from importlib import import_module
+
+    from cvtune.settings import Settings
+
+    compose_env = compose["services"]["airflow-scheduler"]["environment"]
+    venv_env = _deploy_env()
+    for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER"):
+        assert venv_env[key] == compose_env[key], key
+    module, _, cls = venv_env["AIRFLOW__CORE__AUTH_MANAGER"].rpartition(".")
+    getattr(import_module(module), cls)
+    from airflow.executors import executor_constants
+
+    assert venv_env["AIRFLOW__CORE__EXECUTOR"] in executor_constants.CORE_EXECUTOR_NAMES  # ships with Airflow
+    for env in (venv_env, compose_env):
+        driver = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].split("://", 1)[0]
+        assert driver == "postgresql+psycopg2"
+        _pin("psycopg2-binary")  # the driver is a runtime pin, not a test-only one
+        extra = json.loads(env["AIRFLOW_CONN_CVTUNE_DEFAULT"])["extra"]
+        Settings.from_extra(extra, source="deploy")  # every key accepted
+    for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        with open(os.path.join(ROOT, "docs", "deploy.md"), encoding="utf-8") as f:
+            assert f"airflow {component}" in f.read(), component
 
 
 def test_dags_plugins_include_and_artifacts_are_mounted_where_the_code_looks(compose):

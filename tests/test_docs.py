@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-DOCS = ["README.md", "docs/sagemaker.md", "docs/docker.md", "docs/emulator.md", "benchmarks/README.md"]
+DOCS = ["README.md", "docs/sagemaker.md", "docs/docker.md", "docs/emulator.md", "docs/deploy.md", "benchmarks/README.md"]
 
 
 def read(path: str) -> str:
@@ -95,3 +95,14 @@ def test_keep_alive_condition_allows_jobs_without_a_keep_alive():
         assert _condition_holds(statement["Condition"], context(keep_alive_period_s=0, use_spot_instances=True))
         assert _condition_holds(statement["Condition"], context(keep_alive_period_s=1800))
         assert not _condition_holds(statement["Condition"], context(keep_alive_period_s=3600))
+
+
+def test_dag_doc_diagram_is_a_code_block():
+    """doc_md renders as Markdown: the pipeline diagram must sit in a fenced block, all of it."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse(read("dags/cv_tuning_pipeline.py")))
+    fenced = re.search(r"```text\n(.*?)\n```", doc, re.S)
+    assert fenced, "no fenced diagram in the DAG's doc_md"
+    outside = doc.replace(fenced.group(0), "")
+    assert "─" not in outside and "→ report" in fenced.group(1)
