@@ -112,7 +112,7 @@ def test_progress_lines_name_the_run_and_count_fold_jobs_so_far(tmp_path, caplog
     with caplog.at_level(logging.INFO, logger="cvtune.tuner"):
         CVTuner(make_config(tmp_path, max_trials=2, max_parallel_trials=1), MANIFEST, ScriptedBackend(worse),
                 run_id="child-run", artifact_root=art, poll_s=0, warm_start=warm).run()
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial ")]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial ") and " child-run " in r.getMessage()]
     assert len(lines) == 2
     best = parent["best"]
     assert lines[0].startswith("trial 1/2 of run child-run complete: validation:score ")

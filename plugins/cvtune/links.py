@@ -77,11 +77,12 @@ def sagemaker_region(settings: Any) -> str | None:
 
 def persist(context: Any, operator: Any, **info: Any) -> None:
     """Store what this task's links need (``None`` values dropped); read back by ``get_link``."""
-    if not getattr(operator, "do_xcom_push", True):
+    ti = context.get("ti") if context else None
+    if ti is None or not getattr(operator, "do_xcom_push", True):  # no task instance: nothing to link from
         return
     value = {"view": view_base(), "conn_id": getattr(operator, "cvtune_conn_id", None)}
     value.update({k: v for k, v in info.items() if v not in (None, "")})
-    context["ti"].xcom_push(key=LINKS_KEY, value=value)
+    ti.xcom_push(key=LINKS_KEY, value=value)
 
 
 def tuning_info(summary: dict[str, Any], region: str | None) -> dict[str, Any]:

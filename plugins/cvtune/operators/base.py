@@ -39,6 +39,7 @@ class CvtuneBaseOperator(BaseOperator):
         super().__init__(**kwargs)
         self.cvtune_conn_id = cvtune_conn_id
         self._hook = None
+        self._result: Any = None  # what execute returned: OpenLineage reads it on completion
 
     @property
     def hook(self):
@@ -54,7 +55,7 @@ class CvtuneBaseOperator(BaseOperator):
             result = self.run(context)
         if isinstance(result, dict):
             result = {**result, "elapsed_s": round(time.monotonic() - started, 3)}
-        self.persist_links(context, result)
+        self.finished(context, result)
         return result
 
     def run(self, context: Any) -> Any:  # pragma: no cover - abstract
@@ -63,6 +64,11 @@ class CvtuneBaseOperator(BaseOperator):
     def link_info(self, result: Any) -> dict[str, Any] | None:
         """What this task's extra links need from its result (see :mod:`cvtune.links`); ``None``: no links."""
         return None
+
+    def finished(self, context: Any, result: Any) -> None:
+        """Every way out of the task with a result (``execute`` and ``execute_complete``) ends here."""
+        self._result = result
+        self.persist_links(context, result)
 
     def persist_links(self, context: Any, result: Any) -> None:
         if not self.operator_extra_links or not isinstance(result, dict):

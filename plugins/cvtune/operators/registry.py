@@ -70,6 +70,24 @@ class RegisterModelOperator(CvtuneBaseOperator):
             "model_package_version": result.get("version"),
         }
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """In: the trained model. Out: the model package version (and the registry's model copy)."""
+        from cvtune import lineage
+
+        result = self._result
+        if not isinstance(result, dict):
+            return lineage.operator_lineage([], [])
+        source = self.model.get("model_uri") if isinstance(self.model, dict) else None
+        inputs = [lineage.dataset(source, **lineage.doc("model artifacts"))] if source else []
+        outputs = [lineage.model_package(result.get("model_package_arn"), result["model_package_group"], result["version"])]
+        if result.get("model_uri") and result["model_uri"] != source:
+            outputs.append(lineage.dataset(result["model_uri"], **lineage.doc("registered model artifacts")))
+        facet = lineage.CvtuneModelRunFacet(
+            metrics=dict(result.get("holdout_metrics") or {}), modelPackageGroup=result["model_package_group"],
+            version=result["version"], approvalStatus=result.get("approval_status"),
+        )
+        return lineage.operator_lineage(inputs, [o for o in outputs if o is not None], {"cvtune_model": facet})
+
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune.best import ledger_uris
         from cvtune.errors import ConfigError

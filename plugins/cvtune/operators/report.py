@@ -81,11 +81,11 @@ class TuningReportOperator(CvtuneBaseOperator):
         return {**paths, "headline": headline(summary), "run_id": (summary.get("best") or {}).get("run_id")}
 
     def link_info(self, result: dict[str, Any]) -> dict[str, Any] | None:
-        """The report folder relative to the artifact root (the view serves nothing outside it)."""
+        """The report folder under ``{artifact root}/reports/`` (the view serves nothing outside it)."""
         from cvtune import store
         from cvtune.report import REPORT_NAME
 
-        root = store.join(self.hook.artifact_root, "")
+        root = store.join(self.hook.artifact_root, "reports", "")
         folder = result["report"][: -len(REPORT_NAME)].rstrip("/")
         relative = folder[len(root):].lstrip("/") if folder.startswith(root.rstrip("/") + "/") else None
         return {"report": relative, "run_id": result.get("run_id")}

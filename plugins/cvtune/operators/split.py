@@ -60,6 +60,24 @@ class FoldSplitOperator(CvtuneBaseOperator):
         self.task = task
         self.output_uri = output_uri
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """In: the data (schema, rows). Out: the fold manifest, the folds, the holdout."""
+        from cvtune import lineage, store
+
+        result = self._result
+        if not isinstance(result, dict):
+            return lineage.operator_lineage([], [])
+        manifest = store.read_json(result["manifest"])
+        found = lineage.manifest_datasets(manifest)
+        rows = (manifest.get("dataset") or {}).get("rows")
+        inputs = [lineage.with_rows(found["data"], rows, output=False)]
+        outputs = [found["manifest"]]
+        if "folds" in found:
+            outputs.append(lineage.with_rows(found["folds"], (manifest.get("full_train") or {}).get("rows"), output=True))
+        if "holdout" in found:
+            outputs.append(lineage.with_rows(found["holdout"], manifest["holdout"].get("rows"), output=True))
+        return lineage.operator_lineage(inputs, outputs)
+
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune import store
         from cvtune.errors import ConfigError

@@ -52,6 +52,25 @@ class TrainModelOperator(CvtuneBaseOperator):
     def link_info(self, result: dict[str, Any]) -> dict[str, Any] | None:
         return {"region": self.sagemaker_region(), "training_job": result.get("job_name")}
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """In: the manifest, the full training set and the holdout. Out: the model. Run facet
+        ``cvtune_model``: the holdout metrics."""
+        from cvtune import lineage, store
+
+        result = self._result
+        if not isinstance(result, dict):
+            return lineage.operator_lineage([], [])
+        manifest = store.read_json(self.manifest_uri)
+        found = lineage.manifest_datasets(manifest)
+        inputs = [found["manifest"]]
+        if "full_train" in found:
+            inputs.append(lineage.with_rows(found["full_train"], manifest["full_train"].get("rows"), output=False))
+        if "holdout" in found:
+            inputs.append(lineage.with_rows(found["holdout"], manifest["holdout"].get("rows"), output=False))
+        outputs = [lineage.dataset(result["model_uri"], **lineage.doc("final model artifacts"))]
+        facet = lineage.CvtuneModelRunFacet(metrics=dict(result.get("metrics") or {}), trainingJob=result.get("job_name"))
+        return lineage.operator_lineage(inputs, outputs, {"cvtune_model": facet})
+
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune.errors import ConfigError
         from cvtune.folds import load_manifest

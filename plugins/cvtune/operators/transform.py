@@ -70,6 +70,24 @@ class BatchTransformOperator(CvtuneBaseOperator):
     def link_info(self, result: dict[str, Any]) -> dict[str, Any] | None:
         return {"region": self.sagemaker_region(), "transform_job": result.get("transform_job")}
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """In: the scored data and the model. Out: the predictions, with their row count."""
+        from cvtune import lineage
+
+        result, model = self._result, self.model if isinstance(self.model, dict) else {}
+        if not isinstance(result, dict):
+            return lineage.operator_lineage([], [])
+        records = result.get("records")
+        inputs = [lineage.with_rows(lineage.dataset(self.input_uri), records, output=False)]
+        if model.get("model_uri"):
+            inputs.append(lineage.dataset(model["model_uri"], **lineage.doc("model artifacts")))
+        package = lineage.model_package(model.get("model_package_arn"), model.get("model_package_group"),
+                                        model.get("version"))
+        inputs += [package] if package is not None else []
+        outputs = [lineage.with_rows(lineage.dataset(result["output_uri"], **lineage.doc("batch predictions")),
+                                     records, output=True)]
+        return lineage.operator_lineage(inputs, outputs)
+
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune import store
         from cvtune.errors import ConfigError
@@ -168,7 +186,7 @@ class BatchTransformOperator(CvtuneBaseOperator):
             "version": self.model.get("version"),
             "elapsed_s": round(time.time() - state["started"], 3),  # launch to now, deferral included
         }
-        self.persist_links(context, result)
+        self.finished(context, result)
         return result
 
     def on_kill(self) -> None:

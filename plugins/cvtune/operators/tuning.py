@@ -205,6 +205,26 @@ class CVTuningOperator(CvtuneBaseOperator):
             return None
         return tuning_info(result, self.sagemaker_region())
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """In: the fold manifest and its folds, the warm-start parents' ledgers. Out: the run's
+        ledger. Run facet ``cvtune_tuning``: trial counts and the best trial's metrics."""
+        from cvtune import lineage, store
+        from cvtune.ledger import RunLedger
+
+        result = self._result
+        if not isinstance(result, dict) or "ledger" not in result:
+            return lineage.operator_lineage([], [])
+        ledger = RunLedger.load(result["ledger"])
+        inputs = []
+        if ledger.data.get("manifest_uri"):
+            found = lineage.manifest_datasets(store.read_json(ledger.data["manifest_uri"]))
+            inputs += [found[k] for k in ("manifest", "folds") if k in found]
+        parents = (ledger.data.get("warm_start") or {}).get("parents") or []
+        inputs += [lineage.dataset(uri, **lineage.doc("warm-start parent run ledger")) for uri in parents]
+        outputs = [lineage.dataset(ledger.uri, **lineage.doc(f"cvtune run ledger of {ledger.run_id}"))]
+        facets = {"cvtune_tuning": lineage.tuning_facet({**ledger.summary(), **result})}
+        return lineage.operator_lineage(inputs, outputs, facets)
+
     def log_best(self, summary: dict[str, Any], config: Any) -> None:
         best = summary["best"]
         self.log.info(
@@ -259,7 +279,7 @@ class CVTuningOperator(CvtuneBaseOperator):
             self.log.info("run %s resumed: fold job(s) ended: %s", run_id, ", ".join(event.get("ended", [])))
             summary = drive_step(tuner, self.defer_on)
         self.log_best(summary, tuner.config)
-        self.persist_links(context, summary)
+        self.finished(context, summary)
         return summary
 
     def on_kill(self) -> None:
