@@ -116,11 +116,13 @@ def doc(text: str) -> dict[str, Any]:
     return {"documentation": DocumentationDatasetFacet(description=text)}
 
 
-def manifest_datasets(manifest: dict[str, Any]) -> dict[str, Dataset]:
-    """The data, the manifest, the folds (their common folder), full train set and holdout."""
+def manifest_datasets(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The data (``data``: a list, one per partition read), the manifest, the folds (their common
+    folder), full train set and holdout."""
     data = manifest.get("dataset") or {}
-    out = {
-        "data": dataset(data["uri"], **schema(data.get("columns"))),
+    uris = data["uri"] if isinstance(data.get("uri"), list) else [data["uri"]]
+    out: dict[str, Any] = {
+        "data": [dataset(u, **schema(data.get("columns"))) for u in uris],
         "manifest": dataset(manifest["manifest_uri"], **doc("cvtune fold manifest")),
     }
     folds_root = _common_folder([f["train_uri"] for f in manifest.get("folds") or []]

@@ -45,8 +45,9 @@ def _data_of(manifest_uri: str, ledger: RunLedger) -> dict[str, Any]:
         return entry
     dataset = manifest.get("dataset") or {}
     split = manifest.get("split") or {}
-    uri = dataset.get("uri")
-    partitions = PARTITION_RE.findall(str(uri or ""))
+    uri = dataset.get("uri")  # a list when the split read several partitions
+    uris = [str(u) for u in (uri if isinstance(uri, list) else [uri] if uri else [])]
+    partitions = [p for u in uris for p in PARTITION_RE.findall(u)]
     entry.update({
         "uri": uri,
         "partitions": partitions,
@@ -116,7 +117,8 @@ def render_story(story: dict[str, Any]) -> str:
     parts = []
     rows = []
     for d in story.get("data") or []:
-        what = f"<code class=\"uri\">{_e(d.get('uri') or d['manifest'])}</code>"
+        uris = d.get("uri") if isinstance(d.get("uri"), list) else [d.get("uri") or d["manifest"]]
+        what = ", ".join(f"<code class=\"uri\">{_e(u)}</code>" for u in uris)
         if d.get("partitions"):
             what += " · partition " + ", ".join(f"<code>dt={_e(p)}</code>" for p in d["partitions"])
         facts = [

@@ -70,7 +70,8 @@ class FoldSplitOperator(CvtuneBaseOperator):
         manifest = store.read_json(result["manifest"])
         found = lineage.manifest_datasets(manifest)
         rows = (manifest.get("dataset") or {}).get("rows")
-        inputs = [lineage.with_rows(found["data"], rows, output=False)]
+        # the row count belongs to the data as a whole: it is given when there is one input
+        inputs = [lineage.with_rows(d, rows if len(found["data"]) == 1 else None, output=False) for d in found["data"]]
         outputs = [found["manifest"]]
         if "folds" in found:
             outputs.append(lineage.with_rows(found["folds"], (manifest.get("full_train") or {}).get("rows"), output=True))
