@@ -16,8 +16,9 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-HTTP_STATUS = {"ThrottlingException": 400, "InternalServerError": 500, "ServiceUnavailable": 503}
+HTTP_STATUS = {"ThrottlingException": 400, "InternalServerError": 500, "ServiceUnavailable": 503, "AccessDeniedException": 400}
 MESSAGES = {
+    "AccessDeniedException": "User is not authorized to perform this action (injected: e.g. credentials expired mid-run)",
     "ThrottlingException": "Rate exceeded",
     "InternalServerError": "An internal error occurred. Try again.",
     "ServiceUnavailable": "Service is unavailable. Try again.",
@@ -28,6 +29,7 @@ MESSAGES = {
 class Faults:
     api: dict[str, dict[str, float]] = field(default_factory=dict)
     first_n: dict[str, tuple[str, int]] = field(default_factory=dict)  # op -> (code, how many)
+    at_call: dict[str, tuple[str, int]] = field(default_factory=dict)  # op -> (code, the one call number to fail)
     job_internal_error_rate: float = 0.0
     job_internal_error_first_n: int = 0  # the first n training-job attempts fail with InternalServerError
     transform_internal_error_first_n: int = 0  # likewise for transform jobs (which have no RetryStrategy)
@@ -49,6 +51,8 @@ class Faults:
         """The error code to answer ``operation`` with this time, or None to run it."""
         with self._lock:
             self._seen[operation] += 1
+            if operation in self.at_call and self._seen[operation] == self.at_call[operation][1]:
+                return self.at_call[operation][0]
             if operation in self.first_n:
                 code, n = self.first_n[operation]
                 if self._seen[operation] <= n:
