@@ -290,3 +290,85 @@ def test_injected_throttling_and_internal_errors_retried_by_retry_strategy():
         assert job["TrainingJobStatus"] == "Completed"
         assert "Restarting" in [t["Status"] for t in job["SecondaryStatusTransitions"]]
         assert emulator.report()["api_errors"]["DescribeTrainingJob:ThrottlingException"] == 1
+
+
+# -- batch transform ----------------------------------------------------------------------------
+SERVE = """
+import os
+def model_fn(model_dir):
+    return open(os.path.join(model_dir, "model.txt")).read()
+def input_fn(body, content_type):
+    return [line.split(",") for line in body.splitlines() if line]
+def predict_fn(rows, model):
+    return [f"{model}{len(r)}" for r in rows]
+def output_fn(prediction, accept):
+    return "\\n".join(prediction)
+"""
+
+
+def _model_and_input(sm, s3, name: str) -> None:
+    code = upload_script(s3, SERVE, key=f"serve/{name}/sourcedir.tar.gz", name="serve.py")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"n"))
+    s3.put_object(Bucket=EMU_BUCKET, Key=f"models/{name}/model.tar.gz", Body=raw.getvalue())
+    sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/R", PrimaryContainer={
+        "Image": "img", "ModelDataUrl": f"s3://{EMU_BUCKET}/models/{name}/model.tar.gz",
+        "Environment": {"SAGEMAKER_PROGRAM": "serve.py", "SAGEMAKER_SUBMIT_DIRECTORY": code}})
+    for key, rows in (("a.csv", 3), ("sub/b.csv", 2)):
+        body = "\n".join(",".join(str(i * 10 + c) for c in range(6)) for i in range(rows)) + "\n"
+        s3.put_object(Bucket=EMU_BUCKET, Key=f"score/{name}/{key}", Body=body.encode())
+
+
+def _transform(sm, name: str, job: str, processing: dict | None) -> dict:
+    request = {
+        "TransformJobName": job, "ModelName": name, "BatchStrategy": "MultiRecord", "MaxPayloadInMB": 1,
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{EMU_BUCKET}/score/{name}/"}},
+                           "ContentType": "text/csv", "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": f"s3://{EMU_BUCKET}/out/{job}", "Accept": "text/csv", "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    }
+    if processing:
+        request["DataProcessing"] = processing
+    sm.create_transform_job(**request)
+    assert sm.describe_transform_job(TransformJobName=job)["TransformJobStatus"] == "InProgress"
+    deadline = time.monotonic() + 60
+    while (done := sm.describe_transform_job(TransformJobName=job))["TransformJobStatus"] == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return done
+
+
+def test_transform_reads_every_object_applies_inclusive_input_filters_and_writes_out_files(emu, sm):
+    """Batch transform data processing: "$[1:4]" selects the 2nd through 5th columns (inclusive);
+    every object under the S3Prefix gets an ``<object>.out``; one range per filter (sdk #1112)."""
+    _, s3 = emulator_clients(emu)
+    _model_and_input(sm, s3, "colcount")
+    plain = _transform(sm, "colcount", _name("bt-all"), None)
+    assert plain["TransformJobStatus"] == "Completed", plain.get("FailureReason")
+    out = lambda job, key: s3.get_object(Bucket=EMU_BUCKET, Key=f"out/{job}/{key}.out")["Body"].read().decode()  # noqa: E731
+    assert out(plain["TransformJobName"], "a.csv") == "n6\nn6\nn6\n" and out(plain["TransformJobName"], "sub/b.csv") == "n6\nn6\n"
+    sliced = _transform(sm, "colcount", _name("bt-slice"), {"InputFilter": "$[1:4]"})
+    assert out(sliced["TransformJobName"], "a.csv") == "n4\nn4\nn4\n"  # columns 1, 2, 3 and 4
+    joined = _transform(sm, "colcount", _name("bt-join"), {"InputFilter": "$[0,5]", "JoinSource": "Input", "OutputFilter": "$[0,6]"})
+    assert out(joined["TransformJobName"], "a.csv").splitlines()[1] == "10,n2"
+    multi = _transform(sm, "colcount", _name("bt-multi"), {"InputFilter": "$[0:1,3:]"})
+    assert multi["TransformJobStatus"] == "Failed" and "more than one range" in multi["FailureReason"]
+
+
+def test_keep_alive_is_the_reusing_jobs_own(emu, sm):
+    """AWS: "When the first training job completes, the provisioned resources are kept alive in a warm
+    pool for the period specified in the KeepAlivePeriodInSeconds value" — of the job that ends: a job
+    that reused a pool leaves it behind for its own keep-alive."""
+    volume = {"VolumeSizeInGB": 61}
+    long_, short = _name("keeplong"), _name("keepshort")
+    sm.create_training_job(**script_job(long_, emu.code, ResourceConfig={**volume, "KeepAlivePeriodInSeconds": 3600}))
+    wait_job(sm, long_)
+    sm.create_training_job(**script_job(short, emu.code, ResourceConfig={**volume, "KeepAlivePeriodInSeconds": 30}))
+    assert emu.service.jobs[short].took_pool_from == long_
+    wait_job(sm, short)
+    time.sleep(0.06)  # 30 emulated seconds at 1000x, and then some
+    assert sm.describe_training_job(TrainingJobName=short)["WarmPoolStatus"] == {
+        "Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 30}
