@@ -72,7 +72,7 @@ def publish(tmp, root: str, run_id: str) -> dict:
     """A finished tuning run and a pipeline report under ``root`` (local or s3://)."""
     ledger = make_ledger(tmp, run_id, [(COMPLETED, params(0), [0.91, 0.92, 0.93]),
                                        (COMPLETED, params(2), [0.95, 0.96, 0.97])])
-    ledger.uri = store.join(root, "runs", run_id, "ledger.json")
+    ledger.uri, ledger.token = store.join(root, "runs", run_id, "ledger.json"), None  # a new ledger there
     ledger.data["airflow"] = {"dag_id": "cv_tuning_pipeline", "run_id": "manual__1"}
     ledger.save()
     summary = report.build_summary(ledgers=[ledger], best={}, final_model=None, registration=None, predictions=None,

@@ -102,7 +102,9 @@ def stop_of(ledger: RunLedger) -> dict[str, Any]:
         if isinstance(budget, int) and own >= budget:
             reason = f"trial budget spent: {own} of max_trials {budget}"
         else:
-            reason = f"no more candidates to try after {own} trial(s) (max_trials {budget})"
+            reason = f"no more candidates to try after {own} trial(s)" + (
+                f" (max_trials {budget})" if budget is not None else ""
+            )
     else:
         reason = f"still {str(ledger.status).lower()}: {own} of {budget} trial(s) so far"
     return {"run_id": ledger.run_id, "status": ledger.status, "reason": reason, "derived": True}
