@@ -16,7 +16,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: install
+# Headless Chromium for tests/test_browser.py: Debian's package (playwright cannot download its own
+# browsers here); installed only when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y --no-install-recommends chromium; }
+
+test: install chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install
