@@ -372,3 +372,37 @@ def test_keep_alive_is_the_reusing_jobs_own(emu, sm):
     time.sleep(0.06)  # 30 emulated seconds at 1000x, and then some
     assert sm.describe_training_job(TrainingJobName=short)["WarmPoolStatus"] == {
         "Status": "Terminated", "ResourceRetainedBillableTimeInSeconds": 30}
+
+
+def test_cli_command_serves_until_terminated(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "cvtune.cli", "sagemaker-emulator", "--time-scale", "0.01",
+                             "--warm-pool-quota", "ml.m5.large=2", "--fault", "ListTrainingJobs=ThrottlingException:1",
+                             "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.poll() is not None else "no ready file"
+            time.sleep(0.1)
+        info = json.loads(ready.read_text())
+        import boto3
+        from botocore.config import Config
+
+        sm = boto3.client("sagemaker", endpoint_url=info["endpoint"], config=Config(retries={"total_max_attempts": 1}),
+                          **EMU_KEYS)
+        with pytest.raises(ClientError, match="ThrottlingException"):
+            sm.list_training_jobs()
+        with urllib.request.urlopen(info["endpoint"] + "/_emulator/report") as response:
+            assert json.load(response)["api_errors"] == {"ListTrainingJobs:ThrottlingException": 1}
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0
+    bad = subprocess.run([sys.executable, "-m", "cvtune.cli", "sagemaker-emulator", "--fault", "nonsense"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Operation=ErrorCode:rate" in bad.stderr
