@@ -663,8 +663,8 @@ def test_job_handed_to_a_worker_runs_even_if_the_orchestrator_dies_first(tmp_pat
     with LocalBackend(work_dir, preload=()) as backend:
         d = wait_done(backend, "handed-over")["handed-over"]
         assert d.status == COMPLETED and d.final_metrics == {"auc": 0.5}
-        d = backend.describe("still-queued")  # only its dead submitter knew about it
-        assert d.status == FAILED and "job process lost" in d.failure_reason
+        d = backend.describe("still-queued")  # only its dead submitter knew about it: it never ran
+        assert d.status == STOPPED and "job process lost before it started" in d.failure_reason
 
 
 def test_describe_of_dead_jobs_reports_lost(make_backend, tmp_path):
@@ -688,7 +688,7 @@ def test_describe_of_dead_jobs_reports_lost(make_backend, tmp_path):
     assert "last words before the crash" in d.failure_reason
     assert backend.describe("lost-running") == d  # recorded once, stable afterwards
     d = backend.describe("lost-queued")
-    assert d.status == FAILED and "job process lost" in d.failure_reason
+    assert d.status == STOPPED and "job process lost before it started" in d.failure_reason
 
 
 def test_close_leaves_running_jobs_alone_and_stops_queued_ones(tmp_path):

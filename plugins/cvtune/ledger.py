@@ -95,6 +95,76 @@ def new_ledger_data(
     }
 
 
+_DAMAGED_FIX = "restore the file from a backup, or start the run again under a new run id"
+_NUMBER = (int, float)
+# (key, accepted types, may be null): what every reader of a ledger relies on
+_TOP = (("run_id", str, False), ("kind", str, False), ("status", str, False), ("config", dict, False),
+        ("config_fingerprint", str, False), ("manifest_uri", str, True), ("manifest_fingerprint", str, True),
+        ("folds", int, False), ("trials", list, False))
+_TRIAL = (("number", int, False), ("params", dict, False), ("hyperparameters", dict, False), ("state", str, False),
+          ("mean", _NUMBER, True), ("std", _NUMBER, True), ("fold_scores", list, False), ("fold_jobs", list, False))
+_FOLD_JOB = (("fold", int, False), ("job_name", str, False), ("state", str, False))
+
+
+def parse_ledger(uri: str, raw: bytes) -> dict[str, Any]:
+    """The ledger document in ``raw``, checked: a :class:`ConfigError` naming ``uri`` and what is wrong
+    (not JSON, another version, a missing key, a wrong type) before anyone acts on it."""
+
+    def damaged(problem: str) -> ConfigError:
+        return ConfigError(f"ledger {uri}", problem, _DAMAGED_FIX)
+
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise damaged(f"not valid JSON, truncated or corrupted ({exc})") from None
+    if not isinstance(data, dict):
+        raise damaged(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("version") != LEDGER_VERSION:
+        raise damaged(f"ledger version {data.get('version')!r}, this cvtune reads version {LEDGER_VERSION}")
+
+    def check(obj: dict[str, Any], fields: tuple, where: str) -> None:
+        for key, types, nullable in fields:
+            if key not in obj:
+                raise damaged(f"{where}{key} is missing")
+            value = obj[key]
+            if value is None and nullable:
+                continue
+            if not isinstance(value, types) or isinstance(value, bool):
+                raise damaged(f"{where}{key} should be {_type_name(types)}, got {type(value).__name__} {value!r:.60}")
+
+    check(data, _TOP, "")
+    if data["folds"] < 1:
+        raise damaged(f"folds should be at least 1, got {data['folds']}")
+    objective = data["config"].get("objective")
+    if not isinstance(objective, dict) or not isinstance(objective.get("metric"), str) or objective.get("type") not in (
+        "Maximize", "Minimize"
+    ):
+        raise damaged(f"config.objective should be {{metric: <name>, type: Maximize|Minimize}}, got {objective!r:.80}")
+    if not isinstance(data["config"].get("entry_point"), str):
+        raise damaged("config.entry_point is missing")
+    for i, trial in enumerate(data["trials"]):
+        if not isinstance(trial, dict):
+            raise damaged(f"trials[{i}] should be an object, got {type(trial).__name__}")
+        check(trial, _TRIAL, f"trials[{i}].")
+        if len(trial["fold_scores"]) != data["folds"] or len(trial["fold_jobs"]) != data["folds"]:
+            raise damaged(f"trials[{i}] should have {data['folds']} fold scores and fold jobs")
+        for f, job in enumerate(trial["fold_jobs"]):
+            if not isinstance(job, dict):
+                raise damaged(f"trials[{i}].fold_jobs[{f}] should be an object, got {type(job).__name__}")
+            check(job, _FOLD_JOB, f"trials[{i}].fold_jobs[{f}].")
+    lease = data.get("lease")
+    if lease is not None and not (isinstance(lease, dict) and isinstance(lease.get("expires"), _NUMBER)):
+        raise damaged(f"lease should be null or an object with expires, got {lease!r:.80}")
+    return data
+
+
+def _type_name(types: type | tuple[type, ...]) -> str:
+    names = {"str": "a string", "int": "an integer", "float": "a number", "dict": "an object", "list": "a list"}
+    if isinstance(types, tuple):
+        return "a number"
+    return names.get(types.__name__, types.__name__)
+
+
 class RunLedger:
     """A tuning run's state, backed by ``ledger.json`` in the artifact store."""
 
@@ -118,16 +188,9 @@ class RunLedger:
             raw, token = store.read_versioned(uri)
         except FileNotFoundError:
             raise ConfigError("ledger", f"no run ledger at {uri}", "check the run id and artifact root") from None
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ConfigError("ledger", f"{uri} is not valid JSON ({exc})", "restore it from a backup or start a new run id") from None
-        if not isinstance(data, dict) or data.get("version") != LEDGER_VERSION or "trials" not in data:
-            version = data.get("version") if isinstance(data, dict) else None
-            raise ConfigError("ledger", f"{uri} is not a cvtune run ledger (version {version!r})")
-        return cls(uri, data, token)
+        return cls(uri, parse_ledger(uri, raw), token)
 
-    def save(self, *, create: bool = False) -> None:
+    def save(self, *, create: bool = False, release: bool = False) -> None:
         """Write the ledger, only over the version this copy was read as (or only if absent, ``create``).
 
         While this process holds the lease, each save is also its heartbeat. A write that finds the
@@ -136,7 +199,9 @@ class RunLedger:
         """
         now = time.time()
         self.data["updated"] = now
-        if self.owner is not None:
+        if release:  # the lease ends with this write (held until it succeeds)
+            self.data["lease"] = None
+        elif self.owner is not None:
             self.data["lease"] = {**self.owner, "acquired": (self.data.get("lease") or {}).get("acquired", now),
                                   "heartbeat": now, "expires": now + self.lease_ttl_s}
         body = (json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
@@ -145,6 +210,8 @@ class RunLedger:
                 self.token = store.write_bytes(self.uri, body, if_none_match=True)
             else:
                 self.token = store.write_bytes(self.uri, body, if_match=self.token)
+            if release:
+                self.owner = None
         except store.PreconditionFailed:
             holder = self._current_holder()
             raise LedgerConflictError(
@@ -195,11 +262,8 @@ class RunLedger:
 
     def release_lease(self) -> None:
         """Give the lease up (the run is finished or handed over) with a conditional save."""
-        if self.owner is None:
-            return
-        self.owner = None
-        self.data["lease"] = None
-        self.save()
+        if self.owner is not None:
+            self.save(release=True)
 
     def lease_due(self) -> bool:
         """Whether the held lease is past half its time since the last save (time to renew it)."""

@@ -241,10 +241,7 @@ class CVTuner:
     def _save(self, *, release: bool = False) -> None:
         """Save the ledger (conditionally; renews the lease); ``release`` gives the lease up in the same write."""
         self.ledger.data["elapsed_s"] = self._elapsed_before + (time.monotonic() - self._session_start)
-        if release and self.ledger.owner is not None:
-            self.ledger.owner = None
-            self.ledger.data["lease"] = None
-        self.ledger.save()
+        self.ledger.save(release=release and self.ledger.owner is not None)
 
     # -- public ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

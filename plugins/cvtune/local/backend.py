@@ -48,13 +48,16 @@ started for this job), or ``None`` (it never reached a worker, e.g. stopped whil
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -279,13 +282,25 @@ class LocalBackend(Backend):
         entry_point = self._validate(spec)
         job_dir = self.job_dir(spec.name)
         os.makedirs(self.work_dir, exist_ok=True)
+        exists = JobExistsError(f"job {spec.name!r} already exists in {self.work_dir}; job names are never reused")
+        if os.path.exists(os.path.join(job_dir, z.SPEC)):
+            raise exists
+        # The job appears whole or not at all: its tree is built under a temporary name and renamed
+        # into place, which is also the atomic claim of the name against other processes. A crash
+        # before the rename leaves only a hidden temporary directory, and the job was never created.
+        build_dir = tempfile.mkdtemp(dir=self.work_dir, prefix=f".new-{spec.name}-")
         try:
-            os.mkdir(job_dir)  # atomic claim of the name, also against other processes
-        except FileExistsError:
-            raise JobExistsError(
-                f"job {spec.name!r} already exists in {self.work_dir}; job names are never reused"
-            ) from None
-        payload = self._layout(spec, entry_point, job_dir)
+            payload = self._layout(spec, entry_point, job_dir, build_dir)
+            _discard_partial(job_dir)
+            try:
+                os.rename(build_dir, job_dir)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise exists from None
+                raise
+        except BaseException:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            raise
         with self._lock:
             self._queue.append((spec.name, payload))
             self._pump(0)
@@ -425,8 +440,9 @@ class LocalBackend(Backend):
             raise ConfigError("max_runtime_s", f"must be a positive number of seconds, got {runtime!r}")
         return entry_point
 
-    def _layout(self, spec: JobSpec, entry_point: str, job_dir: str) -> dict[str, Any]:
-        """Create the /opt/ml-like tree and state files; return the payload a worker needs."""
+    def _layout(self, spec: JobSpec, entry_point: str, job_dir: str, build_dir: str) -> dict[str, Any]:
+        """Create the /opt/ml-like tree and state files in ``build_dir`` (renamed to ``job_dir`` next);
+        return the payload a worker needs (paths under ``job_dir``)."""
         paths = {
             "input": os.path.join(job_dir, "input"),
             "config": os.path.join(job_dir, "input", "config"),
@@ -436,20 +452,20 @@ class LocalBackend(Backend):
             "output_data": os.path.join(job_dir, "output", "data"),
         }
         for path in paths.values():
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(build_dir + path[len(job_dir):], exist_ok=True)
+        config_dir = build_dir + paths["config"][len(job_dir):]
         hp_strings = {k: _hp_string(v) for k, v in spec.hyperparameters.items()}
         resource = {"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST], "network_interface_name": "lo"}
         data_config = {ch: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for ch in spec.channels}
-        z.write_json(os.path.join(paths["config"], "hyperparameters.json"), hp_strings)
-        z.write_json(os.path.join(paths["config"], "resourceconfig.json"), resource)
-        z.write_json(os.path.join(paths["config"], "inputdataconfig.json"), data_config)
-        open(os.path.join(job_dir, z.LOG), "ab").close()
+        z.write_json(os.path.join(config_dir, "hyperparameters.json"), hp_strings)
+        z.write_json(os.path.join(config_dir, "resourceconfig.json"), resource)
+        z.write_json(os.path.join(config_dir, "inputdataconfig.json"), data_config)
+        open(os.path.join(build_dir, z.LOG), "ab").close()
         z.write_json(
-            os.path.join(job_dir, z.SUBMITTED),
+            os.path.join(build_dir, z.SUBMITTED),
             {"owner_pid": os.getpid(), "owner_create_time": _own_create_time(), "submit_time": time.time()},
         )
-        # Written last: spec.json is what makes the job visible to describe().
-        z.write_json(os.path.join(job_dir, z.SPEC), spec.to_dict())
+        z.write_json(os.path.join(build_dir, z.SPEC), spec.to_dict())
 
         channel_dirs = {ch: os.path.join(paths["data"], ch) for ch in spec.channels}
         argv = [entry_point]
@@ -567,10 +583,12 @@ class LocalBackend(Backend):
         if os.path.exists(os.path.join(job_dir, z.STATE)):  # it started while we were looking
             return self._describe(name)
         if not os.path.exists(os.path.join(job_dir, z.FINAL)):
+            # Never ran, like the queued jobs close() stops: Stopped, so a tuner replaces its trial
+            # instead of counting a failure of the training script.
             z.record_end(
-                job_dir, FAILED,
-                f"job process lost (the process pid {submitted.get('owner_pid')} that queued the job "
-                "exited before a worker started it)",
+                job_dir, STOPPED,
+                f"job process lost before it started (the process pid {submitted.get('owner_pid')} that "
+                "queued the job exited before a worker started it)",
                 recorded_by="backend", spec=spec, state={},
             )
         return self._read_final(job_dir)
@@ -780,6 +798,14 @@ class LocalBackend(Backend):
 
 
 # ---------------------------------------------------------------------- module helpers
+
+
+def _discard_partial(job_dir: str) -> None:
+    """Move aside a job directory without a spec: left by a crash of a version of this backend that
+    created the directory before its files; such a job was never created (nothing ran it)."""
+    if os.path.isdir(job_dir) and not os.path.exists(os.path.join(job_dir, z.SPEC)):
+        parked = tempfile.mkdtemp(dir=os.path.dirname(job_dir), prefix=f".partial-{os.path.basename(job_dir)}-")
+        os.rename(job_dir, os.path.join(parked, "job"))
 
 
 def _hp_string(value: Any) -> str:
