@@ -86,6 +86,23 @@ def _constraints(value: Any, shape: Any, path: str, errors: list[str]) -> None:
             errors.append(f"Value '{value}' at '{_path_name(path)}' failed to satisfy constraint: Member must have value less than or equal to {meta['max']}")
 
 
+def constraint_errors(operation: str, params: dict[str, Any]) -> list[str]:
+    """What SageMaker refuses beyond botocore's checks (patterns, maximums, keep-alive); [] if nothing.
+
+    Also what cvtune's dry run checks (:func:`cvtune.sagemaker.requests.validate`)."""
+    shape = service_model().operation_model(operation).input_shape
+    errors: list[str] = []
+    if shape is not None:
+        _constraints(params, shape, "", errors)
+    keep_alive = (params.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds")
+    if operation in ("CreateTrainingJob", "UpdateTrainingJob") and keep_alive is not None and keep_alive > KEEP_ALIVE_MAX_S:
+        errors.append(
+            f"Value '{keep_alive}' at 'resourceConfig.keepAlivePeriodInSeconds' failed to satisfy constraint: "
+            f"Member must have value less than or equal to {KEEP_ALIVE_MAX_S}"
+        )
+    return errors
+
+
 def validate(operation: str, params: dict[str, Any]) -> None:
     """Raise :class:`RequestInvalid` as SageMaker would for ``params`` of ``operation``."""
     from botocore.validate import ParamValidator
@@ -96,14 +113,7 @@ def validate(operation: str, params: dict[str, Any]) -> None:
     report = ParamValidator().validate(params, shape)
     if report.has_errors():
         raise RequestInvalid(report.generate_report())
-    errors: list[str] = []
-    _constraints(params, shape, "", errors)
-    keep_alive = (params.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds")
-    if operation in ("CreateTrainingJob", "UpdateTrainingJob") and keep_alive is not None and keep_alive > KEEP_ALIVE_MAX_S:
-        errors.append(
-            f"Value '{keep_alive}' at 'resourceConfig.keepAlivePeriodInSeconds' failed to satisfy constraint: "
-            f"Member must have value less than or equal to {KEEP_ALIVE_MAX_S}"
-        )
+    errors = constraint_errors(operation, params)
     if errors:
         head = f"{len(errors)} validation error{'s' if len(errors) > 1 else ''} detected: "
         raise RequestInvalid(head + "; ".join(errors))

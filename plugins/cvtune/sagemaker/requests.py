@@ -159,11 +159,18 @@ def _service_model():
 
 
 def validate(operation: str, params: dict[str, Any]) -> None:
-    """Raise botocore's ``ParamValidationError`` if ``params`` do not fit the API's model."""
+    """Raise botocore's ``ParamValidationError`` if ``params`` do not fit the API's model — including
+    the patterns and maximums botocore leaves to the server (job-name regex, tag charset,
+    hyperparameter limits, keep-alive range), checked as the emulator checks them."""
     from botocore.exceptions import ParamValidationError
     from botocore.validate import ParamValidator
+
+    from cvtune.emulator.validation import constraint_errors
 
     shape = _service_model().operation_model(operation).input_shape
     report = ParamValidator().validate(params, shape)
     if report.has_errors():
         raise ParamValidationError(report=report.generate_report())
+    errors = constraint_errors(operation, params)
+    if errors:
+        raise ParamValidationError(report="\n".join(errors))
