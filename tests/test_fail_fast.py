@@ -33,7 +33,8 @@ def test_conf_typo_is_refused_with_did_you_mean():
 
     from cvtune.operators.validate import check_conf_keys
 
-    context = {"dag_run": SimpleNamespace(conf={"max_trial": 4}), "params": {"max_trials": 20, "folds": 5}}
+    context = {"dag_run": SimpleNamespace(conf={"max_trial": 4}), "dag": SimpleNamespace(params={"max_trials": 20, "folds": 5}),
+               "params": {"max_trials": 20, "folds": 5, "max_trial": 4}}  # the run's params hold the typo too
     with pytest.raises(ConfigError, match=r"conf.max_trial: is not a param of this DAG .* did you mean 'max_trials'\?"):
         check_conf_keys(context)
     check_conf_keys({"dag_run": SimpleNamespace(conf={"max_trials": 4}), "params": {"max_trials": 20}})
@@ -73,3 +74,18 @@ def test_no_completed_trial_ends_failed_and_nan_objectives_are_named(tmp_path):
     assert ledger.status == "Failed"
     assert "no trial completed" in ledger.data["failure_reason"] and "is nan (not a finite number)" in message
     assert "not found in the job log" not in message
+
+
+@pytest.mark.parametrize("conf", [{"target": "label"}, {"max_trial": 4}, {"split_strategy": "group"}])
+def test_a_mistake_fails_validate_inputs_once_before_any_job(airflow_db, cvtune_conn, conf):
+    """Before: a wrong target failed inside split_folds and was retried after 30 s; a typo'd conf key
+    was silently ignored; split_strategy group without a group column failed at split_folds."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=os.path.join(ROOT, "dags", "cv_tuning_pipeline.py")).get_dag("cv_tuning_pipeline")
+    run = dag.test(run_conf={"max_trials": 1, "folds": 2, **conf})
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert tis["validate_inputs"].state == "failed" and tis["validate_inputs"].try_number == 1  # no retry
+    assert tis["split_folds"].state == "upstream_failed"
+    assert not os.path.exists(os.path.join(cvtune_conn, "folds")) and not os.path.exists(os.path.join(cvtune_conn, "runs"))

@@ -110,7 +110,9 @@ def test_grid_needs_values_for_continuous(tmp_path):
 
 def test_config_defaults_and_sagemaker_objective_shape(tmp_path):
     config = parse_config(
-        base_config(tmp_path, objective={"MetricName": "validation:auc", "Type": "Minimize"}), base_dir=None
+        base_config(tmp_path, objective={"MetricName": "validation:logloss", "Type": "Minimize"},
+                    metric_definitions=[{"Name": "validation:logloss", "Regex": "validation:logloss=([0-9.]+);"}]),
+        base_dir=None,
     )
     assert config.objective.type == "Minimize" and config.objective.direction == "minimize"
     assert config.strategy == "Bayesian" and config.max_trials == 20
@@ -122,6 +124,7 @@ def test_config_defaults_and_sagemaker_objective_shape(tmp_path):
     [
         ({"objective": {"metric": "validation:rmse"}}, "metric_definitions"),
         ({"objective": {"metric": "validation:auc", "type": "Max"}}, "objective.type"),
+        ({"objective": {"metric": "validation:auc", "type": "Minimize"}}, "objective.type"),  # the worst model
         ({"strategy": "Hyperopt"}, "strategy"),
         ({"max_trials": 0}, "max_trials"),
         ({"max_parallel_trials": "two"}, "max_parallel_trials"),

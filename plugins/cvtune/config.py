@@ -23,6 +23,11 @@ from cvtune.stopping import EarlyStopping
 
 STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 OBJECTIVE_TYPES = ("Maximize", "Minimize")
+# Metrics whose direction is not a matter of taste (the generic script's and common ones).
+KNOWN_DIRECTIONS = {
+    "Maximize": {"auc", "accuracy", "f1", "r2", "precision", "recall", "balanced_accuracy"},
+    "Minimize": {"rmse", "mse", "mae", "logloss", "error", "mape", "rmsle"},
+}
 KEYS = (
     "entry_point",
     "static_hyperparameters",
@@ -211,6 +216,15 @@ def parse_config(data: dict[str, Any], base_dir: str | None, source: str | None 
             "metric_definitions",
             f"the objective metric {metric!r} has no definition",
             f'add {{Name: "{metric}", Regex: "{metric}=([-+0-9.eE]+);"}}',
+        )
+
+    bare = metric.split(":", 1)[-1].lower()
+    wanted = next((kind for kind, names in KNOWN_DIRECTIONS.items() if bare in names), None)
+    if wanted is not None and otype != wanted:
+        # tuning toward the worst model is never meant, and costs the whole budget
+        raise ConfigError(
+            "objective.type", f"{otype} of {metric!r}, a metric where {'larger' if wanted == 'Maximize' else 'smaller'} is better",
+            f"use type: {wanted}",
         )
 
     if "parameter_ranges" not in data:

@@ -90,7 +90,9 @@ def check_conf_keys(context: Any) -> None:
 
     dag_run = context.get("dag_run")
     conf = getattr(dag_run, "conf", None) or {}
-    known = list(context.get("params") or {})
+    # the DAG's declared params: the run's context params already hold the conf's keys, typos too
+    dag = context.get("dag")
+    known = list(dag.params) if dag is not None else list(context.get("params") or {})
     unknown = [key for key in conf if key not in known]
     if unknown:
         key = unknown[0]
