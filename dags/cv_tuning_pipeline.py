@@ -10,8 +10,12 @@ Every fold of every candidate is its own training job on the backend named by th
 connection (local warm pool by default, SageMaker warm pools in production). ``tune`` warm-starts
 (TRANSFER_LEARNING) from the runs behind the latest registered model, so nightly retuning learns
 from last night; ``refine`` (IDENTICAL_DATA_AND_ALGORITHM) runs only when a refinement condition
-holds. Runs: nightly at 02:00 UTC or when the ``raw data`` asset is updated; manual runs take
-their data from the trigger form. Nothing heavy is imported here: operators import inside
+holds. ``validate_inputs`` checks the conf, the tuning config and the data's header before
+anything is split or trained; its errors fail the run at once, without retries. Runs: nightly at
+02:00 UTC (skipped while the day's partition has not landed) or when the ``raw data`` asset is
+updated (every partition of the events merged into the run is tuned); manual runs take their data
+from the trigger form. Params and tuning-config keys: docs/configuration.md; writing your own
+training script: docs/training-script.md. Nothing heavy is imported here: operators import inside
 ``execute``.
 
 The tuning and report tasks link to the run's report and ledger in the cvtune view
