@@ -116,8 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(result, default=str).encode())
 
     def _forward(self, body: bytes) -> None:
-        endpoint = urllib.parse.urlparse(self.emulator.s3_endpoint)
-        conn = http.client.HTTPConnection(endpoint.hostname, endpoint.port, timeout=60)
+        endpoint = urllib.parse.urlparse(str(self.emulator.s3_endpoint))
+        conn = http.client.HTTPConnection(str(endpoint.hostname), endpoint.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
         headers["Host"] = endpoint.netloc
         try:
@@ -138,7 +138,7 @@ class Emulator:
         self._http: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.s3_endpoint = self.config.s3_endpoint
-        self.service: Service = None  # type: ignore[assignment] - set by start()
+        self.service: Service = None  # type: ignore[assignment]  # set by start()
 
     @property
     def endpoint(self) -> str:

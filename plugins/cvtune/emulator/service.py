@@ -195,7 +195,7 @@ class Service:
         page = rows[start : start + size]
         summaries = []
         for r in page:
-            summary = {k: r[k] for k in ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingJobStatus",
+            summary: dict[str, Any] = {k: r[k] for k in ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingJobStatus",
                                          "SecondaryStatus", "LastModifiedTime") if k in r}
             for k in ("TrainingEndTime", "WarmPoolStatus"):
                 if k in r:

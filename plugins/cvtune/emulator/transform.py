@@ -199,7 +199,8 @@ class TransformRun:
             processing = r.get("DataProcessing") or {}
             split = r["TransformInput"].get("SplitType", "None")
             strategy = r.get("BatchStrategy", "MultiRecord")
-            objects, originals = [], {}
+            objects: list[dict[str, Any]] = []
+            originals: dict[str, list[str]] = {}
             for i, key in enumerate(keys):
                 text = s3io.read(s3, f"s3://{bucket}/{key}").decode("utf-8")
                 records = [line for line in text.splitlines() if line.strip()] if split == "Line" else [text]
