@@ -50,6 +50,7 @@ def overall_best(ledgers: list[RunLedger]) -> dict[str, Any]:
         "ledger": uri,
         "entry_point": ledger.data["config"]["entry_point"],
         "metric_definitions": ledger.data["config"]["metric_definitions"],
+        "environment": ledger.data["config"].get("environment") or {},
         "manifest_uri": ledger.data.get("manifest_uri"),
         "manifest_fingerprint": ledger.data.get("manifest_fingerprint"),
         "candidates": len(candidates),

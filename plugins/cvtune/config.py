@@ -3,7 +3,8 @@
 Keys: ``entry_point``, ``static_hyperparameters``, ``objective: {metric, type}`` (SageMaker's
 ``{MetricName, Type}`` also accepted), ``metric_definitions: [{Name, Regex}]``,
 ``parameter_ranges`` (the ``ParameterRanges`` shape), ``strategy``, ``max_trials``,
-``max_parallel_trials``, ``max_parallel_jobs``, ``max_failed_trials``, ``max_runtime_s``, ``seed``.
+``max_parallel_trials``, ``max_parallel_jobs``, ``max_failed_trials``, ``max_runtime_s``, ``seed``,
+``environment`` (the jobs' environment variables, SageMaker's ``Environment``).
 Everything is validated before any job is launched; errors name the key and the fix.
 """
 
@@ -13,6 +14,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +44,12 @@ KEYS = (
     "max_runtime_s",
     "seed",
     "early_stopping",
+    "environment",
 )
+# SageMaker's limits on CreateTrainingJob's Environment (TrainingEnvironmentMap in the API model)
+ENV_MAX_ENTRIES = 100
+ENV_MAX_LEN = 512
+ENV_KEY_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class TuningConfig:
     max_runtime_s: int = 3600
     seed: int = 0
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    environment: dict[str, str] = field(default_factory=dict)
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -95,6 +103,7 @@ class TuningConfig:
             "max_runtime_s": self.max_runtime_s,
             "seed": self.seed,
             "early_stopping": self.early_stopping.to_dict(),
+            "environment": dict(self.environment),
         }
 
     def fingerprint(self) -> str:
@@ -102,6 +111,8 @@ class TuningConfig:
         d = self.to_dict()
         for key in ("max_trials", "max_parallel_trials", "max_parallel_jobs", "max_failed_trials"):
             d.pop(key)
+        if not d["environment"]:  # runs started before the key existed keep their fingerprint
+            d.pop("environment")
         d["entry_point_sha256"] = entry_point_sha256(self.entry_point)
         d.pop("entry_point")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
@@ -247,6 +258,7 @@ def parse_config(data: dict[str, Any], base_dir: str | None, source: str | None 
     max_runtime_s = _int(data, "max_runtime_s", 3600, 1)
     seed = _int(data, "seed", 0, 0)
     early_stopping = EarlyStopping.parse(data.get("early_stopping"))
+    environment = parse_environment(data.get("environment"))
     if strategy == "Hyperband" and early_stopping.rule != "off":
         raise ConfigError(
             "early_stopping.rule",
@@ -267,8 +279,30 @@ def parse_config(data: dict[str, Any], base_dir: str | None, source: str | None 
         max_runtime_s=max_runtime_s,
         seed=seed,
         early_stopping=early_stopping,
+        environment=environment,
         source=source,
     )
+
+
+def parse_environment(value: Any, field_name: str = "environment") -> dict[str, str]:
+    """The jobs' extra environment variables: name → string, within SageMaker's limits."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(field_name, f"expected a mapping of NAME: value, got {type(value).__name__}",
+                          "write environment: {MY_FLAG: \"1\"}")
+    if len(value) > ENV_MAX_ENTRIES:
+        raise ConfigError(field_name, f"{len(value)} variables; SageMaker allows at most {ENV_MAX_ENTRIES}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not ENV_KEY_RE.match(key) or len(key) > ENV_MAX_LEN:
+            raise ConfigError(f"{field_name}.{key}", "not a valid variable name",
+                              f"use letters, digits and underscores, not starting with a digit (at most {ENV_MAX_LEN})")
+        if not isinstance(item, str):
+            raise ConfigError(f"{field_name}.{key}", f"expected a string, got {type(item).__name__} {item!r}",
+                              f"quote it: {key}: \"{item}\"")
+        if len(item) > ENV_MAX_LEN:
+            raise ConfigError(f"{field_name}.{key}", f"{len(item)} characters; SageMaker allows at most {ENV_MAX_LEN}")
+    return dict(value)
 
 
 __all__ = ["Objective", "TuningConfig", "load_config", "parse_config", "entry_point_sha256"]

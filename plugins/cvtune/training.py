@@ -82,6 +82,7 @@ def train_final(
     tags: dict[str, str] | None = None,
     poll_s: float = 5.0,
     release_pool: bool = True,
+    environment: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train on the full training set (holdout as ``test``); returns the model URI and metrics.
 
@@ -100,6 +101,7 @@ def train_final(
         metric_definitions=definitions,
         max_runtime_s=max_runtime_s,
         tags={"cvtune:purpose": "final", **(tags or {})},
+        environment=dict(environment or {}),
     )
     ensure_job(backend, spec)
     description = wait_for(backend, job_name, poll_s)

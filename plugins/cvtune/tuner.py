@@ -485,6 +485,7 @@ class CVTuner:
             metric_definitions=self.config.metric_definitions,
             max_runtime_s=self.config.max_runtime_s,
             tags={TAG_RUN: self.run_id, TAG_TRIAL: str(trial["number"]), TAG_FOLD: str(job["fold"])},
+            environment=dict(self.config.environment),
         )
 
     # -- results ---------------------------------------------------------------------------

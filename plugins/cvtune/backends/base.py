@@ -41,6 +41,9 @@ class JobSpec:
     metric_definitions: list[dict[str, str]] = field(default_factory=list)
     max_runtime_s: int = 3600
     tags: dict[str, str] = field(default_factory=dict)
+    #: the job's own environment variables (SageMaker's ``Environment``); nothing else of the
+    #: submitting process reaches a job
+    environment: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -552,6 +552,7 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
         )
         return _EXIT_FAILED
 
+    worker_env = dict(os.environ)  # the worker's, for the model upload after the script
     os.environ.clear()
     os.environ.update(payload["env"])
     os.chdir(job_dir)
@@ -570,6 +571,8 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
         try:
             from cvtune import store
 
+            os.environ.clear()
+            os.environ.update(worker_env)
             store.upload_dir(model_dir, payload["output_uri"])
         except Exception as exc:
             traceback.print_exc()

@@ -19,8 +19,10 @@ Each job has a directory ``{work_dir}/{name}/`` laid out like ``/opt/ml``::
     spec.json, submitted.json, dispatch.json, state.json, final.json   (job state, see _zygote)
 
 The job runs with ``cwd`` = its directory, ``sys.argv = [entry_point, "--name", "value", ...]``, the
-entry point's directory first on ``sys.path``, the submitting process's environment plus the
-``SM_*`` variables, and fds 1/2 on ``log.txt``. Workers are started with ``subprocess`` running
+entry point's directory first on ``sys.path``, an allowlisted part of the submitting process's
+environment (:func:`job_environment`) plus the spec's ``environment`` and the ``SM_*`` variables,
+and fds 1/2 on ``log.txt``. A job's directory appears whole (built under a temporary name, then
+renamed), so a crash never leaves a job without its ``spec.json``. Workers are started with ``subprocess`` running
 ``python -c`` (a fresh interpreter, like multiprocessing's spawn, but without re-importing the
 caller's ``__main__``); once preloaded they write their own errors to ``{work_dir}/.workers.log``.
 
@@ -106,6 +108,28 @@ CURRENT_HOST = "algo-1"
 WORKER_LOG = ".workers.log"
 _CHANNEL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# What a job sees of the submitting process's environment (an Airflow worker's holds AWS keys,
+# AIRFLOW_CONN_*, the Fernet key, the database URL): on SageMaker a job sees only the request's
+# Environment, so locally it gets the same plus what any process needs to run.
+_ENV_ALLOWED = frozenset({"PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM"})
+_ENV_ALLOWED_PREFIXES = ("LC_", "PYTHON", "SM_")
+_ENV_THREADS = frozenset({
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS", "GOTO_NUM_THREADS", "RAYON_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_DYNAMIC", "MKL_DYNAMIC", "KMP_AFFINITY",
+})
+
+
+def job_environment(parent: Any, configured: dict[str, str] | None = None) -> dict[str, str]:
+    """A job's environment: the allowlisted part of ``parent`` (PATH, HOME, LANG/LC_*, TZ, TMPDIR,
+    PYTHON*, thread counts, SM_*) plus the run's ``environment:`` mapping; the SM_* contract is
+    added on top by the backend. Nothing else of the submitting process reaches the job."""
+    env = {
+        k: v for k, v in parent.items()
+        if k in _ENV_ALLOWED or k in _ENV_THREADS or k.startswith(_ENV_ALLOWED_PREFIXES)
+    }
+    env.update(configured or {})
+    return env
 # Startup failures in a row after which queued work is failed instead of retried forever (e.g.
 # the worker cannot import cvtune).
 _MAX_STARTUP_FAILURES = 3
@@ -490,7 +514,7 @@ class LocalBackend(Backend):
             "user_entry_point": os.path.basename(entry_point),
             "module_dir": os.path.dirname(entry_point),
         }
-        env = dict(os.environ)  # the job inherits the submitting process's environment
+        env = job_environment(os.environ, spec.environment)
         env.update(
             {
                 "SM_HPS": json.dumps(spec.hyperparameters, default=str),
@@ -734,7 +758,9 @@ class LocalBackend(Backend):
             "worker_log": os.path.join(self.work_dir, WORKER_LOG),
             "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
         }
-        env = dict(os.environ)
+        # The worker stages channels and models to and from the artifact store, so it keeps AWS_*
+        # settings; the rest of this process's environment (Airflow's secrets) stays here.
+        env = {**job_environment(os.environ), **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
         # BLAS/OpenMP runtimes read these once, when the worker loads them during preload.
         for var in _THREAD_ENV:
             env[var] = str(self.cpus_per_job)

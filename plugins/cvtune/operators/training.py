@@ -104,6 +104,7 @@ class TrainModelOperator(CvtuneBaseOperator):
                 tags=tags,
                 poll_s=float(self.poll_interval) if self.poll_interval is not None else backend.default_poll_s,
                 release_pool=self.release_pool,
+                environment=best.get("environment"),
             )
         result["cv"] = {k: best.get(k) for k in ("mean", "std", "fold_scores", "run_id", "trial", "objective")} if best else None
         result["manifest_fingerprint"] = manifest.get("fingerprint")

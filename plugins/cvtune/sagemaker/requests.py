@@ -141,6 +141,10 @@ def create_training_job(
         # RetryStrategy: "The retry strategy to use when a training job fails due to an
         # InternalServerError" — SageMaker restarts the same job, so names and ledgers stay valid
         request["RetryStrategy"] = {"MaximumRetryAttempts": config.retry_attempts}
+    if spec.environment:
+        # "Environment: The environment variables to set in the Docker container." (CreateTrainingJob,
+        # up to 100 entries; keys [a-zA-Z_][a-zA-Z0-9_]*, keys and values at most 512 characters)
+        request["Environment"] = dict(spec.environment)
     if config.use_spot_instances:
         request["EnableManagedSpotTraining"] = True
         stopping["MaxWaitTimeInSeconds"] = spec.max_runtime_s * SPOT_WAIT_FACTOR
