@@ -170,7 +170,7 @@ def split_dataset(
             raise DataError("holdout", f"holdout={holdout} leaves {len(pool)} of {n} rows, fewer than the {need} needed for {folds} folds", "use a smaller holdout or fewer folds")
         raise DataError("folds", f"strategy {strategy!r} with folds={folds} needs at least {need} rows, {data_uri} has {n}", f"use folds <= {n - 1}")
     splits = _fold_positions(pool, strategy, folds, seed, labels, groups, y, holdout, times)
-    if times is not None:
+    if times is not None and time_column is not None:
         check_time_order(times, splits, held, time_column)
 
     # The layout, computed and checked before anything is written.
@@ -435,10 +435,10 @@ def read_columns(data_uri: str) -> list[str]:
             raise DataError("data_uri", f"{uri} does not exist", "check the path") from None
     else:
         raw = _read_raw(uri)
-    names = _raw_header(raw, fmt)
-    if names is None:
-        names = [str(c) for c in _parse(raw, fmt, uri).columns]
-    return [str(n) for n in names]
+    header = _raw_header(raw, fmt)
+    if header is None:
+        return [str(c) for c in _parse(raw, fmt, uri).columns]
+    return [str(n) for n in header]
 
 
 def _read_datasets(uris: list[str]) -> tuple[pd.DataFrame, str, str]:
