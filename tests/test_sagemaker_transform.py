@@ -644,3 +644,23 @@ def test_transform_trigger_failed_job_and_errors_become_events_the_task_raises(a
         task.execute_complete({}, event=failed[0])
     with pytest.raises(RunFailedError, match="waiting for the batch transform job failed: .*no batch transform job bt-8"):
         task.execute_complete({}, event=gone[0])
+
+
+def test_parquet_input_on_s3_is_staged_as_csv_records_without_excluded_columns(aws):
+    """A transform job splits its input by line: Parquet parts are staged as headerless CSV records."""
+    import io
+
+    import pandas as pd
+
+    from cvtune.sagemaker.transform import SageMakerBatchTransform
+
+    s3, client = aws
+    for i, part in enumerate(([1, 2], [3])):
+        buf = io.BytesIO()
+        pd.DataFrame({"id": part, "x": [v / 2 for v in part], "target": [v % 2 for v in part]}).to_parquet(buf, index=False)
+        s3.put_object(Bucket=BUCKET, Key=f"cv/scoring-pq/part-{i}.parquet", Body=buf.getvalue())
+    runner = SageMakerBatchTransform(make_config(), client, s3)
+    prefix, entries = runner.prepare_input(f"{PREFIX}/scoring-pq", "bt-pq", header=True, exclude_columns=["target"])
+    assert prefix == f"{PREFIX}/transform-input/bt-pq/"
+    assert [(e["key"], e["records"]) for e in entries] == [("part-0.parquet", 2), ("part-1.parquet", 1)]
+    assert read(s3, "cv/transform-input/bt-pq/part-0.parquet") == "1,0.5\n2,1.0\n"
