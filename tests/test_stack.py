@@ -395,6 +395,7 @@ def _scenario(s: Stack) -> None:
     manual = s.wait_run(DAG_ID, manual["dag_run_id"])
     assert manual["run_type"] == "manual" and manual["logical_date"] is None
     previous = check_run(s, manual, form, data=form["data_uri"], parents=previous, refined=True)
+    check_links_and_view(s, manual)
 
     # 3. backfill two days, one run at a time (each learns from the one before), refinement off
     off = {"refine_below": None, "refine_at_boundary": None, "refine_top_k": None}
@@ -428,6 +429,60 @@ def _scenario(s: Stack) -> None:
         tis = s.api("GET", f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
         print(f"{run['dag_run_id']}: {run['duration']:.0f}s;",
               ", ".join(f"{ti['task_id']} {ti['duration'] or 0:.1f}s" for ti in tis))
+
+
+def check_links_and_view(s: Stack, run: dict[str, Any]) -> None:
+    """The finished run's extra links, as the UI gets them, open the cvtune view on this api-server:
+    the report and ledger of each tuning run, the pipeline report and its summary; a local run has
+    no console links; the view is exactly as protected as the REST API."""
+    import requests
+
+    run_id = run["dag_run_id"]
+    auth = {"Authorization": f"Bearer {s.token}"}
+
+    def links(task_id: str) -> dict[str, str | None]:
+        return s.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")["extra_links"]
+
+    def fetch(url: str) -> requests.Response:
+        reply = requests.get(url, headers=auth, timeout=60)
+        assert reply.status_code == 200, (url, reply.status_code, reply.text[:500])
+        return reply
+
+    for task_id in ("tune", "refine"):
+        out = s.xcom(DAG_ID, run_id, task_id)
+        got = links(task_id)
+        assert got == {"Tuning report": f"{s.url}/cvtune/runs/{out['run_id']}/report",
+                       "Run ledger": f"{s.url}/cvtune/runs/{out['run_id']}/ledger.json",
+                       "SageMaker training jobs": None}, got  # local backend: no console to link to
+        page = fetch(got["Tuning report"])
+        assert page.headers["content-type"].startswith("text/html")
+        assert f"cvtune report — {out['run_id']}" in page.text and "Optimization history" in page.text
+        assert fetch(got["Run ledger"]).json()["run_id"] == out["run_id"]
+        # as protected as the REST API: this stack runs the simple auth manager with all_admins (everyone
+        # is admin, no token needed); tests/test_view.py and test_browser.py check the login-required case
+        anonymous = requests.get(got["Tuning report"], timeout=60).status_code
+        assert anonymous == requests.get(f"{s.url}/api/v2/dags", timeout=60).status_code, anonymous
+
+    report_out = s.xcom(DAG_ID, run_id, "report")
+    got = links("report")
+    assert got["Tuning report"].startswith(f"{s.url}/cvtune/reports/{DAG_ID}/"), got
+    page = fetch(got["Tuning report"])
+    with open(report_out["report"], encoding="utf-8") as f:
+        assert page.text == f.read()
+    assert "Refinement decision: refined" in page.text and "why <code>" in page.text
+    summary = fetch(got["Tuning report"].replace("/report.html", "/summary.json")).json()
+    assert summary["run_ids"] == [s.xcom(DAG_ID, run_id, "tune")["run_id"], s.xcom(DAG_ID, run_id, "refine")["run_id"]]
+    assert summary["story"]["refinement"]["refine"] is True and len(summary["story"]["refinement"]["rules"]) == 3
+    assert got["Run ledger"] == f"{s.url}/cvtune/runs/{summary['best']['run_id']}/ledger.json"
+    for task_id, name in (("train_final", "SageMaker final training job"), ("register", "SageMaker model package"),
+                          ("batch_transform", "SageMaker transform job")):
+        assert links(task_id) == {name: None}  # declared, absent on the local backend
+
+    listing = fetch(f"{s.url}/cvtune/api/runs").json()
+    assert {r["run_id"] for r in listing["runs"]} >= set(summary["run_ids"])
+    assert any(r["report"] == got["Tuning report"].removeprefix(s.url) for r in listing["reports"])
+    plugins = s.api("GET", "/plugins")["plugins"]
+    assert [p["fastapi_apps"][0]["url_prefix"] for p in plugins if p["name"] == "cvtune"] == ["/cvtune"]
 
 
 def check_run(
