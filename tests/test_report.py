@@ -35,6 +35,7 @@ def make_ledger(tmp_path, run_id, trials, *, kind="tune", folds=3, objective_typ
         "objective": {"metric": "validation:auc", "type": objective_type},
         "parameter_ranges": ranges,
         "strategy": "Bayesian",
+        "entry_point": "train.py",  # a ledger without one is refused as damaged
     }
     manifest = {"manifest_uri": "m", "fingerprint": "f", "folds": [{}] * folds}
     ledger = RunLedger.create(
