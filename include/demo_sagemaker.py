@@ -3,8 +3,8 @@
 Starts the emulator (``cvtune sagemaker-emulator``, which starts moto's S3 server too) on free
 local ports, creates a bucket, and runs ``airflow dags test cv_tuning_pipeline`` with:
 
-- ``aws_default``: the emulator's endpoint (S3's per ``service_config``) and keys, in the Airflow
-  connection only — no ``AWS_*`` variables reach Airflow;
+- ``aws_default``: the emulator's endpoint (it serves SageMaker and proxies S3 to moto) and keys,
+  in the Airflow connection only — no ``AWS_*`` variables reach Airflow;
 - ``cvtune_default``: ``backend: sagemaker``, artifacts under ``s3://…``, a fast poll;
 - deferrable tuning (``[operators] default_deferrable``) and a scaled clock (``--time-scale``).
 
@@ -63,10 +63,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 def airflow_env(home: str, info: dict) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # credentials: the connection only
-    aws = {"conn_type": "aws", **KEYS, "extra": {
-        "region_name": REGION, "endpoint_url": info["endpoint"],
-        "service_config": {"s3": {"endpoint_url": info["s3_endpoint"]}},
-    }}
+    # one endpoint for SageMaker and S3: the emulator proxies S3 to its moto server
+    aws = {"conn_type": "aws", **KEYS, "extra": {"region_name": REGION, "endpoint_url": info["endpoint"]}}
     cvtune = {"conn_type": "cvtune", "extra": {
         "backend": "sagemaker", "artifact_root": f"s3://{BUCKET}/artifacts", "aws_conn_id": "aws_default",
         "region_name": REGION, "role_arn": ROLE, "s3_prefix": f"s3://{BUCKET}/sagemaker",

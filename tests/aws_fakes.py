@@ -128,10 +128,7 @@ def emulated_sagemaker(monkeypatch: Any, emulator: Any, conn_id: str = "aws_emu"
     """An Airflow AWS connection ``conn_id`` on the emulator: endpoint and keys in the connection only."""
     import json
 
-    extra: dict[str, Any] = {
-        "region_name": "us-east-1", "endpoint_url": emulator.endpoint,
-        "service_config": {"s3": {"endpoint_url": emulator.s3_endpoint}},
-    }
+    extra: dict[str, Any] = {"region_name": "us-east-1", "endpoint_url": emulator.endpoint}  # S3 proxied to moto
     if config_kwargs:
         extra["config_kwargs"] = config_kwargs
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(

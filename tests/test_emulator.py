@@ -406,3 +406,17 @@ def test_cli_command_serves_until_terminated(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cvtune.cli", "sagemaker-emulator", "--fault", "nonsense"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "Operation=ErrorCode:rate" in bad.stderr
+
+
+def test_s3_requests_to_the_emulator_reach_moto(emu):
+    """One endpoint_url serves SageMaker and S3 (proxied byte for byte to moto's server)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=emu.endpoint, **EMU_KEYS)
+    s3.put_object(Bucket=EMU_BUCKET, Key="proxy/x.txt", Body=b"through the emulator")
+    direct = emulator_clients(emu)[1]
+    assert direct.get_object(Bucket=EMU_BUCKET, Key="proxy/x.txt")["Body"].read() == b"through the emulator"
+    assert s3.head_object(Bucket=EMU_BUCKET, Key="proxy/x.txt")["ContentLength"] == 20
+    with pytest.raises(ClientError, match="404"):
+        s3.head_object(Bucket=EMU_BUCKET, Key="proxy/missing")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=EMU_BUCKET, Prefix="proxy/")["Contents"]] == ["proxy/x.txt"]

@@ -118,11 +118,11 @@ def test_batch_transform_drops_the_target_column(monkeypatch, emu, folds):
     assert trained.status == "Completed", trained.failure_reason
     _, s3 = emulator_clients(emu)
     with open(folds / "score" / "part-0.csv", "rb") as f:
-        s3.put_object(Bucket=EMU_BUCKET, Key="score/part-0.csv", Body=f.read())
+        s3.put_object(Bucket=EMU_BUCKET, Key="score-emulated/part-0.csv", Body=f.read())
     transform = SageMakerBatchTransform(backend.config, poll_s=0.05)
     emu.service.faults.transform_internal_error_first_n = 1  # CreateTransformJob has no RetryStrategy: cvtune retries
     result = transform.run(
-        container=training_job_container(transform.client, "emu-final"), input_uri=f"s3://{EMU_BUCKET}/score/",
+        container=training_job_container(transform.client, "emu-final"), input_uri=f"s3://{EMU_BUCKET}/score-emulated/",
         output_uri=f"s3://{EMU_BUCKET}/predictions", job_name="emu-transform", header=True, exclude_columns=["target"],
     )
     with open(folds / "score" / "part-0.csv") as f:

@@ -8,6 +8,10 @@ talk to the emulator through ``endpoint_url``. Operations the emulator does not 
 ``ListModelPackages``, ``UpdateModelPackage`` …) are forwarded byte for byte to moto's server,
 which routes them by the request's signature scope.
 
+Any other request (S3's REST calls: ``GET``/``PUT``/``HEAD``/``DELETE``/``POST`` on buckets and
+keys) is proxied to moto's server too, so one ``endpoint_url`` in the Airflow connection serves
+both SageMaker and S3 (a per-service ``service_config.s3.endpoint_url`` straight to moto works as well).
+
 ``GET /_emulator/report`` returns API calls by operation, injected faults and billing
 (:meth:`cvtune.emulator.metering.Meter.report`); ``GET /_emulator/logs/<job>`` a training job's log.
 """
@@ -76,8 +80,56 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, code: str, message: str) -> None:
         self._send(status, json.dumps({"__type": code, "message": message}).encode())
 
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _proxy(self, body: bytes | None = None) -> None:
+        """The request as it came, to moto's server; its answer as it came back."""
+        if body is None:
+            body = self._body()
+        endpoint = urllib.parse.urlparse(str(self.emulator.s3_endpoint))
+        conn = http.client.HTTPConnection(str(endpoint.hostname), endpoint.port, timeout=120)
+        hop = ("host", "content-length", "transfer-encoding", "connection")
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+        headers["Host"] = endpoint.netloc
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in hop:
+                    self.send_header(key, value)
+            length = response.getheader("Content-Length")
+            self.send_header("Content-Length", length if self.command == "HEAD" and length else str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        finally:
+            conn.close()
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._proxy()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._proxy(b"")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._proxy()
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         path = urllib.parse.urlparse(self.path).path
+        if not path.startswith("/_emulator/"):
+            return self._proxy(b"")
         if path == "/_emulator/report":
             self._send(200, json.dumps(self.emulator.service.report(), indent=2).encode(), "application/json")
         elif path.startswith("/_emulator/logs/"):
@@ -87,10 +139,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found", "text/plain")
 
     def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self._body()
         target = self.headers.get("X-Amz-Target", "")
         if not target.startswith(TARGET_PREFIX):
-            return self._error(400, "UnknownOperationException", f"not a SageMaker request: X-Amz-Target {target!r}")
+            return self._proxy(body)  # S3 (DeleteObjects, multipart uploads …)
         operation = target[len(TARGET_PREFIX):]
         service = self.emulator.service
         service.meter.call(operation)
@@ -103,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._error(400, "SerializationException", "the request body is not JSON")
         if not self.emulator.runs(operation, params):
-            return self._forward(body)
+            return self._proxy(body)
         try:
             result = service.handle(operation, params)
         except ServiceError as exc:
@@ -114,19 +166,6 @@ class _Handler(BaseHTTPRequestHandler):
             service.meter.error(operation, "InternalFailure")
             return self._error(500, "InternalFailure", str(exc))
         self._send(200, json.dumps(result, default=str).encode())
-
-    def _forward(self, body: bytes) -> None:
-        endpoint = urllib.parse.urlparse(str(self.emulator.s3_endpoint))
-        conn = http.client.HTTPConnection(str(endpoint.hostname), endpoint.port, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-        headers["Host"] = endpoint.netloc
-        try:
-            conn.request("POST", self.path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            self._send(response.status, data, response.getheader("Content-Type") or "application/x-amz-json-1.1")
-        finally:
-            conn.close()
 
 
 class Emulator:
