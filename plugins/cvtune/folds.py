@@ -221,14 +221,95 @@ def split_dataset(
         "holdout": {"uri": holdout_dir, "rows": len(held), "class_balance": balance(held)} if holdout_dir else None,
     }
 
+    _claim_split(out_uri, manifest)
+    files: dict[str, str] = {}  # path under out_uri → version token (content digest, or ETag on S3)
+
+    def write(positions: np.ndarray, directory: str) -> None:
+        uri = store.join(directory, data_name)
+        files[uri[len(out_uri):].lstrip("/")] = _write_frame(df, positions, uri, out_format)
+
     for (train, valid), (train_dir, valid_dir) in zip(splits, fold_dirs, strict=True):
-        _write_frame(df, train, store.join(train_dir, data_name), out_format)
-        _write_frame(df, valid, store.join(valid_dir, data_name), out_format)
-    _write_frame(df, pool, store.join(full_dir, data_name), out_format)
+        write(train, train_dir)
+        write(valid, valid_dir)
+    write(pool, full_dir)
     if holdout_dir:
-        _write_frame(df, held, store.join(holdout_dir, data_name), out_format)
+        write(held, holdout_dir)
+    # what a run checks before it goes on: the files behind the manifest, not only the input
+    manifest["files"] = files
+    manifest["files_fingerprint"] = files_fingerprint(files)
     store.write_json(manifest_uri, manifest)
     return manifest
+
+
+CLAIM_NAME = ".split.json"
+
+
+def _claim_split(out_uri: str, manifest: dict[str, Any]) -> None:
+    """Make ``out_uri`` this split's, or refuse: splits are immutable, one location holds one split.
+
+    The claim (``.split.json``, written create-only) names the split's fingerprint; writing the same
+    split again (an Airflow retry) is allowed and rewrites identical files. A location that holds
+    another split — claimed, or with a manifest from before claims, or fold folders this split has
+    no use for — is refused, so no run ever reads a mix of two splits or a stale fold.
+    """
+    fingerprint = manifest["fingerprint"]
+    claim_uri = store.join(out_uri, CLAIM_NAME)
+    held = None
+    if store.exists(claim_uri):
+        held = (store.read_json(claim_uri) or {}).get("fingerprint")
+    elif store.exists(manifest["manifest_uri"]):
+        held = (store.read_json(manifest["manifest_uri"]) or {}).get("fingerprint")
+    if held is not None and held != fingerprint:
+        raise ConfigError(
+            "out_uri", f"{out_uri} already holds a different split (fingerprint {held[:12]}…, this one {fingerprint[:12]}…); "
+            "splits are immutable and runs may be reading it",
+            "write the new split to a new out_uri (e.g. one folder per dataset version or date), or delete the old one first",
+        )
+    folds_uri = store.join(out_uri, "folds")
+    if store.exists(folds_uri):
+        expected = {f"fold-{i}" for i in range(len(manifest["folds"]))}
+        stale = sorted(set(store.listdir(folds_uri)) - expected)
+        if stale:
+            raise ConfigError(
+                "out_uri", f"{folds_uri} holds {', '.join(stale)} from another split",
+                "use an empty out_uri, or delete the old split first",
+            )
+    if held is None:
+        try:
+            store.write_bytes(claim_uri, json.dumps({"fingerprint": fingerprint}).encode(), if_none_match=True)
+        except store.PreconditionFailed:  # another split claimed it just now
+            _claim_split(out_uri, manifest)
+
+
+def files_fingerprint(files: dict[str, str]) -> str:
+    """One hash of the split's files and their version tokens (content digests locally, ETags on S3)."""
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
+def check_files(manifest: dict[str, Any]) -> None:
+    """Refuse to go on when a file behind ``manifest`` changed or went missing since the split.
+
+    One HEAD per file on S3, a digest of each file locally. Manifests written before files were
+    recorded are not checked.
+    """
+    files = manifest.get("files")
+    manifest_uri = manifest.get("manifest_uri")
+    if not isinstance(files, dict) or not isinstance(manifest_uri, str) or not manifest_uri.endswith(MANIFEST_NAME):
+        return
+    root = manifest_uri[: -len(MANIFEST_NAME)].rstrip("/")
+    for path, token in sorted(files.items()):
+        uri = store.join(root, path)
+        try:
+            current = store.version_token(uri)
+        except FileNotFoundError:
+            current = None
+        if current != token:
+            raise ConfigError(
+                "manifest",
+                f"{uri} behind {manifest.get('manifest_uri')} {'is gone' if current is None else 'changed'} since the "
+                "split was written; the run would train on other data than it started on",
+                "split into a new out_uri and start a new run there",
+            )
 
 
 def load_manifest(uri: str) -> dict:
@@ -737,7 +818,7 @@ def _check_channel_dirs(dirs: list[str], data_name: str) -> None:
             raise ConfigError("out_uri", f"{d} already holds {', '.join(foreign)} from another split", "use an empty out_uri, or delete the old split first")
 
 
-def _write_frame(df: pd.DataFrame, positions: np.ndarray, uri: str, fmt: str) -> None:
+def _write_frame(df: pd.DataFrame, positions: np.ndarray, uri: str, fmt: str) -> str:
     part = df.iloc[positions].reset_index(drop=True)
     if fmt == "csv":
         # repr-style float formatting round-trips exactly; "\n" keeps bytes platform-independent.
@@ -746,4 +827,4 @@ def _write_frame(df: pd.DataFrame, positions: np.ndarray, uri: str, fmt: str) ->
         buf = io.BytesIO()
         part.to_parquet(buf, index=False, engine="pyarrow")
         data = buf.getvalue()
-    store.write_bytes(uri, data)
+    return store.write_bytes(uri, data)

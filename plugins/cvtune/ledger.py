@@ -88,6 +88,7 @@ def new_ledger_data(
         "config_fingerprint": config_fingerprint,
         "manifest_uri": manifest.get("manifest_uri"),
         "manifest_fingerprint": manifest.get("fingerprint"),
+        "manifest_files_fingerprint": manifest.get("files_fingerprint"),
         "folds": len(manifest["folds"]),
         "trials": [],
         "lease": None,

@@ -282,12 +282,27 @@ def write_bytes(uri: str, data: bytes, *, if_match: str | None = None, if_none_m
                 raise PreconditionFailed(uri, "If-Match (the object is gone)") from exc
             raise
         return response["ETag"]
-    if conditional:
-        raise ValueError(f"{uri}: conditional writes need a local path or s3://")
     fs, path = _fs(uri)
+    if conditional:  # other fsspec stores: checked, but not atomically (no compare-and-swap there)
+        current = _token(read_bytes(uri)) if fs.exists(path) else None
+        if (if_none_match and current is not None) or (if_match is not None and current != if_match):
+            raise PreconditionFailed(uri, "If-None-Match: *" if if_none_match else f"If-Match: {if_match}")
     with fs.open(path, "wb") as f:
         f.write(data)
     return _token(data)
+
+
+def version_token(uri: str) -> str:
+    """The current version token of an object (as :func:`read_versioned` gives it), cheaply on S3 (HEAD)."""
+    if _is_s3(uri):
+        client, bucket, key = _s3(uri)
+        try:
+            return client.head_object(Bucket=bucket, Key=key)["ETag"]
+        except Exception as exc:
+            if _s3_missing(exc):
+                raise FileNotFoundError(uri) from exc
+            raise
+    return read_versioned(uri)[1]
 
 
 # -- end of conditional writes --------------------------------------------------------------------

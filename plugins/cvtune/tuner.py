@@ -211,6 +211,14 @@ class CVTuner:
                 f"run {self.run_id} already exists on different data (manifest fingerprint differs)",
                 "use a new run id for new data",
             )
+        recorded = ledger.data.get("manifest_files_fingerprint")
+        if recorded and recorded != self.manifest.get("files_fingerprint"):
+            raise ConfigError(
+                "manifest",
+                f"run {self.run_id} started on other fold files than {self.manifest.get('manifest_uri')} lists now "
+                "(the split was rewritten)",
+                "split into a new out_uri and start a new run there",
+            )
         # budget settings may change between attempts (e.g. a larger max_trials)
         ledger.data["config"].update(
             {k: v for k, v in self.config.to_dict().items() if k.startswith("max_")}
@@ -271,6 +279,9 @@ class CVTuner:
             raise RunFailedError(f"run {self.run_id} failed earlier: {self.ledger.data['failure_reason']}")
         if self.ledger.status == "Completed" and self._budget_used() >= self.config.max_trials:
             return []
+        from cvtune.folds import check_files
+
+        check_files(self.manifest)  # before anything is launched on them
         self.ledger.data["status"] = "InProgress"  # a completed run may continue with a larger budget
         since = self.ledger.data.pop("deferred_since", None)
         if since is not None:  # left by release(): the wait is part of the run's wall time
