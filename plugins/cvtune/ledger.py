@@ -141,8 +141,6 @@ def parse_ledger(uri: str, raw: bytes) -> dict[str, Any]:
         "Maximize", "Minimize"
     ):
         raise damaged(f"config.objective should be {{metric: <name>, type: Maximize|Minimize}}, got {objective!r:.80}")
-    if not isinstance(data["config"].get("entry_point"), str):
-        raise damaged("config.entry_point is missing")
     for i, trial in enumerate(data["trials"]):
         if not isinstance(trial, dict):
             raise damaged(f"trials[{i}] should be an object, got {type(trial).__name__}")
