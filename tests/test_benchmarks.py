@@ -79,3 +79,23 @@ def test_import_time_quick():
     figures(rf"import airflow\.sdk \(baseline, own process\)\s+({NUMBER})", out)
     figures(rf"^beyond `import airflow\.sdk`: ({NUMBER}) s", out)
     assert "heavy modules loaded: none" in out
+
+
+@pytest.mark.slow
+def test_seed_scenario_quick():
+    out = run_quick("seed_scenario")
+    rows = figures(rf"^\((a|b|c)\) [^:]+: wall ({NUMBER}) h; instance-hours ({NUMBER}) \(jobs ({NUMBER}), "
+                   rf"retained ({NUMBER}), tail ({NUMBER})\); fold jobs (\d+)$".replace("(a|b|c)", "(?:a|b|c)"), out)
+    assert len(rows) == 3
+    for wall, total, job, retained, tail, _ in rows:
+        assert abs(float(total) - (float(job) + float(retained) + float(tail))) < 0.02  # the parts add up
+    assert len(figures(rf"^ratio [bc]/a: wall ({NUMBER}), instance-hours ({NUMBER})$", out)) == 2
+    assert len(figures(rf"^plan \(.*\) vs \(b\): wall ({NUMBER}) h vs ({NUMBER}) h", out)) == 2
+    assert out.count("API calls: CreateTrainingJob") == 3
+
+
+@pytest.mark.slow
+def test_api_calls_quick():
+    out = run_quick("api_calls")
+    assert len(figures(rf"^(\d+) fold jobs: CreateTrainingJob ({NUMBER})/job", out)) == 2
+    figures(rf"^non-polling operations: at most ({NUMBER}) calls per fold job", out)

@@ -736,7 +736,7 @@ def test_a_retried_run_reattaches_to_its_jobs_and_refuses_foreign_ones(code_dir,
     with pytest.raises(KeyboardInterrupt):
         CVTuner(config, manifest, b1, run_id="retry", artifact_root=root, poll_s=0).run()
     ledger = RunLedger.load(f"{root}/runs/retry/ledger.json")
-    assert [j["state"] for j in ledger.trials[0]["fold_jobs"]][:2] == ["InProgress", "Launching"]
+    assert [j["state"] for j in ledger.trials[0]["fold_jobs"]][:2] == ["Launching", "Launching"]  # one write-ahead per batch
 
     # the attempt after the crash: a new process, same SageMaker account; f1 exists but its
     # describe lags ("not found"), so the tuner re-creates it, hits ResourceInUse, then

@@ -89,7 +89,7 @@ class PoolKeeper:
                     job["warm_pool_status"] = "Reused"
                 return
 
-    def follow(self) -> None:
+    def follow(self, *, save: bool = True) -> None:
         """Describe each open pool once: what took it (``ReusedByJob``) and its retained time so far."""
         changed = False
         for job in self._open():
@@ -103,7 +103,7 @@ class PoolKeeper:
             update_pool(job, d)
             self._learn(job)
             changed = changed or before != (job.get("pool_status"), job.get("retained_seconds"))
-        if changed:
+        if changed and save:
             self.ledger.save()
 
     def release(self, launch_done: bool, *, keep: int) -> None:

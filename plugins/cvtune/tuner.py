@@ -308,15 +308,19 @@ class CVTuner:
         return self._driving(self._advance, ended)
 
     def _advance(self, ended: list[JobDescription]) -> list[str]:
+        # One ledger write for what ended and the trials asked, one before and one after the
+        # launches (write-ahead): not one per job, which grows quadratically with a long run.
         if ended:  # providers first: a job ending now may have started on one of their pools
-            self._pools.follow()
+            self._pools.follow(save=False)
         for description in ended:
-            self._record(description)
+            self._record(description, save=False)
         self._check_failures()
         if self.ledger.status == "Completed":
+            self._save()
             return []
-        self._fill_trials()
-        self._launch()
+        asked = self._fill_trials()
+        if not self._launch() and (ended or asked):
+            self._save()
         inflight = self._inflight_names()
         self._pools.release(self._launch_done(), keep=0 if inflight else 1)
         if not inflight and any(t["state"] == L.RUNNING for t in self.ledger.trials):
@@ -328,6 +332,7 @@ class CVTuner:
         return self._driving(self._finish)
 
     def _finish(self) -> dict[str, Any]:
+        self._pools.follow(save=False)  # fresh statuses: no release call for a pool already taken
         self._pools.release(True, keep=1)  # the one left is for the next step (final training, refinement)
         self._pools.follow()
         if self.ledger.summary()["best"] is None:
@@ -416,13 +421,15 @@ class CVTuner:
         caps = [c for c in (self.config.max_parallel_jobs, self.backend.capacity) if c]
         return min(caps) if caps else 10**9
 
-    def _fill_trials(self) -> None:
+    def _fill_trials(self) -> int:
         """Ask trials up to ``max_parallel_trials`` — and beyond, while job slots would stay free.
 
         With early stopping, a trial waiting for its first wave's decision holds no job slot; the
         slots its later folds would fill go to the next trials' first waves instead, so as many
-        jobs run as ``max_parallel_trials × folds`` (or the capacity, if lower) allow.
+        jobs run as ``max_parallel_trials × folds`` (or the capacity, if lower) allow. Returns how
+        many were asked (saved by the caller).
         """
+        asked = 0
         running = sum(1 for t in self.ledger.trials if t["state"] == L.RUNNING)
         target = self._target_jobs()
         waves = self.stopper.launches_in_waves
@@ -431,18 +438,19 @@ class CVTuner:
             if running >= self.config.max_parallel_trials:
                 idle = target - len(self._inflight_names()) - sum(1 for _ in self._pending_jobs())
                 if not waves or idle <= 0 or running >= target:
-                    return
+                    return asked
             proposal = self.proposer.ask()
             if proposal is None:  # a grid or fixed list has nothing more to offer
                 self._exhausted = True
-                return
+                return asked
             hyperparameters = self.config.space.hyperparameters(proposal.params)
             trial = self.ledger.new_trial(proposal.params, hyperparameters, source=proposal.source)
             self._handles[trial["number"]] = proposal
             for job in trial["fold_jobs"]:
                 self._jobs[job["job_name"]] = (trial, job)
             running += 1
-            self._save()
+            asked += 1
+        return asked
 
     def _target_jobs(self) -> int:
         """Jobs the run keeps in flight: ``max_parallel_trials × folds``, or the capacity if lower."""
@@ -469,22 +477,25 @@ class CVTuner:
                 if job["state"] == L.PENDING and job["fold"] < limit:
                     yield trial, job
 
-    def _launch(self) -> None:
+    def _launch(self) -> int:
+        """Launch pending fold jobs up to the free slots; returns how many."""
         free = self._target_jobs() - len(self._inflight_names())
-        for trial, job in list(self._pending_jobs()):
-            if free <= 0:
-                return
+        batch = list(self._pending_jobs())[: max(0, free)]
+        if not batch:
+            return 0
+        for _, job in batch:
             job["state"] = L.LAUNCHING
-            self._save()  # write-ahead: a crash from here on is resolved by describe() on resume
+        self._save()  # write-ahead: a crash from here on is resolved by describe() on resume
+        for trial, job in batch:
             spec = self._spec(trial, job)
             try:
                 self.backend.submit(spec)
             except JobExistsError:
                 self._attach(job, self.backend.describe(spec.name), trial)
             job["state"] = "InProgress"
-            self.ledger.data["last_launch_at"] = time.time()
-            self._save()
-            free -= 1
+        self.ledger.data["last_launch_at"] = time.time()
+        self._save()
+        return len(batch)
 
     def _spec(self, trial: dict[str, Any], job: dict[str, Any]) -> JobSpec:
         fold = self.manifest["folds"][job["fold"]]
@@ -500,7 +511,7 @@ class CVTuner:
         )
 
     # -- results ---------------------------------------------------------------------------
-    def _record(self, d: JobDescription) -> None:
+    def _record(self, d: JobDescription, save: bool = True) -> None:
         if d.name not in self._jobs:
             return
         trial, job = self._jobs[d.name]
@@ -549,7 +560,8 @@ class CVTuner:
                 )
                 if reason:
                     self._fail_trial(trial, reason, state=L.PRUNED)
-        self._save()
+        if save:
+            self._save()
 
     def _fail_trial(self, trial: dict[str, Any], reason: str, state: str = L.FAILED) -> None:
         for job in trial["fold_jobs"]:

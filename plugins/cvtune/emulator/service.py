@@ -41,6 +41,10 @@ class Timing:
     reuse_start_s: float = 5.0  # on a warm pool: no provisioning
     download_s: float = 5.0
     upload_s: float = 5.0
+    # The training script's own time is real compute by default. A benchmark whose script sleeps
+    # for an emulated duration (already multiplied by the time scale) sets this: the script's real
+    # seconds are then billed, and held against MaxRuntimeInSeconds, as emulated seconds.
+    scaled_script: bool = False
 
 
 @dataclass

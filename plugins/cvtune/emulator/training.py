@@ -199,8 +199,12 @@ class Lifecycle:
             began = self.clock.now()
             # MaxRuntimeInSeconds counts from TrainingStartTime: what is billed so far is used up
             remaining = None if max_runtime is None else max(0.0, max_runtime - job.billable_s)
+            scaled = timing.scaled_script
+            if scaled and remaining is not None:
+                remaining = self.clock.real(remaining)
             code, cut = process.wait(remaining, job.stop)
-            job.billable_s += self.clock.now() - began
+            ran = self.clock.now() - began
+            job.billable_s += self.clock.emulated(ran) if scaled else ran
             job.log = process.log_tail(200)
             self.service.logs[job.name] = self._full_log(root("training.log"))
             from cvtune.metrics import extract_metrics
