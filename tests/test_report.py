@@ -248,3 +248,24 @@ def test_module_stays_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_billed_job_and_retained_time_make_the_instance_hours(tmp_path, two_runs):
+    tune, refine = two_runs
+    # the tune run's jobs left pools behind: retained time counts like job time, per instance
+    tune.data["billing"] = {"instance_count": 2, "price_per_instance_hour": 1.0}
+    for trial in tune.trials:
+        for job in trial["fold_jobs"]:
+            if job.get("billable_seconds"):
+                job.update(retained_seconds=5.0, pool_status="Reused", pool_final=True)
+    tune.save()
+    summary = summarize([RunLedger.load(tune.uri), refine])
+    per_run = {r["run_id"]: r for r in summary["runs"]}
+    jobs = 9  # three completed trials x 3 folds, 10 s each
+    assert per_run["run-tune"]["billable_seconds"] == jobs * 10 and per_run["run-tune"]["retained_seconds"] == jobs * 5
+    assert per_run["run-tune"]["instance_seconds"] == 2 * jobs * 15
+    assert per_run["run-tune"]["cost"] == round(2 * jobs * 15 / 3600, 4)
+    assert summary["instance_seconds"] == per_run["run-tune"]["instance_seconds"] + per_run["run-refine"]["instance_seconds"]
+    assert summary["instance_hours"] == round(summary["instance_seconds"] / 3600, 4)
+    page = report.render_html(summary, two_runs)
+    assert "instance-h" in page and "retained" in page
