@@ -68,11 +68,15 @@ class EmulatorProcess:
             f"default_training_instances={quota}, warm_pool={{t: {warm_pool_quota} for t in "
             f"('ml.m5.large', 'ml.m5.xlarge')}})), {ready!r})\n"
         )
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its log to a file: an unread pipe fills up and blocks every thread that logs (moto's requests)
+        self.log = os.path.join(self.dir, "emulator.log")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while not os.path.exists(ready):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the emulator did not start: {self.proc.stderr.read().decode()[-2000:]}")
+                with open(self.log) as f:
+                    raise RuntimeError(f"the emulator did not start: {f.read()[-2000:]}")
             time.sleep(0.05)
         with open(ready) as f:
             info = json.load(f)

@@ -33,7 +33,14 @@ def download_prefix(s3: Any, uri: str, dest: str) -> int:
         relative = relative or os.path.basename(key)
         target = os.path.join(dest, relative)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        s3.download_file(bucket, key, target)
+        # one GET per object on the caller's thread: download_file's transfer threads, from
+        # 20 jobs at once, left jobs hanging in Downloading against moto's server
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            with open(target, "wb") as f:
+                f.write(body.read())
+        finally:
+            body.close()
     return len(keys)
 
 
