@@ -82,7 +82,8 @@ def _load(args: argparse.Namespace):
 
     overrides = {
         k: getattr(args, k, None)
-        for k in ("strategy", "max_trials", "max_parallel_trials", "max_parallel_jobs", "seed")
+        for k in ("strategy", "max_trials", "max_parallel_trials", "max_parallel_jobs", "seed",
+                  "target_value", "max_trials_not_improving", "convergence")
     }
     return load_config(args.config, **overrides), load_manifest(args.manifest)
 
@@ -224,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-parallel-trials", type=int)
             p.add_argument("--max-parallel-jobs", type=int)
             p.add_argument("--seed", type=int)
+            p.add_argument("--target-value", type=float,
+                           help="stop asking trials once the best mean CV score reaches this value")
+            p.add_argument("--max-trials-not-improving", type=int, metavar="N",
+                           help="stop after N trials in a row without a 1%% improvement of the best (AMT's "
+                                "BestObjectiveNotImproving; N >= 3)")
+            p.add_argument("--convergence", choices=["off", "noise"],
+                           help="noise: stop once the improvement still plausible is below the best trial's CV "
+                                "noise (see docs/completion.md)")
             p.add_argument("--warm-start-from", action="append", metavar="LEDGER",
                            help="parent run ledger (repeat for several parents)")
             p.add_argument("--warm-start-type", default="IDENTICAL_DATA_AND_ALGORITHM",

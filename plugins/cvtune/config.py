@@ -4,7 +4,10 @@ Keys: ``entry_point``, ``static_hyperparameters``, ``objective: {metric, type}``
 ``{MetricName, Type}`` also accepted), ``metric_definitions: [{Name, Regex}]``,
 ``parameter_ranges`` (the ``ParameterRanges`` shape), ``strategy``, ``max_trials``,
 ``max_parallel_trials``, ``max_parallel_jobs``, ``max_failed_trials``, ``max_runtime_s``, ``seed``,
-``environment`` (the jobs' environment variables, SageMaker's ``Environment``).
+``environment`` (the jobs' environment variables, SageMaker's ``Environment``),
+``early_stopping`` (fold level, :mod:`cvtune.stopping`) and the run-level completion criteria
+``target_value``, ``max_trials_not_improving``, ``min_improvement``, ``convergence``
+(:mod:`cvtune.completion`).
 Everything is validated before any job is launched; errors name the key and the fix.
 """
 
@@ -18,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cvtune.completion import CompletionCriteria
 from cvtune.errors import ConfigError
 from cvtune.metrics import validate_metric_definitions
 from cvtune.space import SearchSpace
@@ -45,6 +49,15 @@ KEYS = (
     "seed",
     "early_stopping",
     "environment",
+    "target_value",
+    "max_trials_not_improving",
+    "min_improvement",
+    "convergence",
+)
+# settings that only decide when the run ends, not what a trial scores: free to change on resume
+BUDGET_KEYS = (
+    "max_trials", "max_parallel_trials", "max_parallel_jobs", "max_failed_trials", "max_runtime_s",
+    "target_value", "max_trials_not_improving", "min_improvement", "convergence",
 )
 # SageMaker's limits on CreateTrainingJob's Environment (TrainingEnvironmentMap in the API model)
 ENV_MAX_ENTRIES = 100
@@ -81,6 +94,7 @@ class TuningConfig:
     seed: int = 0
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     environment: dict[str, str] = field(default_factory=dict)
+    completion: CompletionCriteria = field(default_factory=CompletionCriteria)
     source: str | None = field(default=None, compare=False)
 
     @property
@@ -104,13 +118,15 @@ class TuningConfig:
             "seed": self.seed,
             "early_stopping": self.early_stopping.to_dict(),
             "environment": dict(self.environment),
+            **self.completion.to_dict(),
         }
 
     def fingerprint(self) -> str:
         """Hash of what decides the trials' results; budget and parallelism excluded."""
         d = self.to_dict()
-        for key in ("max_trials", "max_parallel_trials", "max_parallel_jobs", "max_failed_trials"):
-            d.pop(key)
+        for key in ("max_trials", "max_parallel_trials", "max_parallel_jobs", "max_failed_trials",
+                    "target_value", "max_trials_not_improving", "min_improvement", "convergence"):
+            d.pop(key, None)
         if not d["environment"]:  # runs started before the key existed keep their fingerprint
             d.pop("environment")
         d["entry_point_sha256"] = entry_point_sha256(self.entry_point)
@@ -266,6 +282,8 @@ def parse_config(data: dict[str, Any], base_dir: str | None, source: str | None 
             "set rule: off (keep reduction_factor / min_folds for Hyperband) or use strategy Bayesian",
         )
 
+    completion = CompletionCriteria.parse(data)
+
     return TuningConfig(
         entry_point=entry_point,
         objective=Objective(metric, otype),
@@ -280,6 +298,7 @@ def parse_config(data: dict[str, Any], base_dir: str | None, source: str | None 
         seed=seed,
         early_stopping=early_stopping,
         environment=environment,
+        completion=completion,
         source=source,
     )
 

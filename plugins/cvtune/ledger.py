@@ -379,6 +379,8 @@ class RunLedger:
             ),
             # wall time: time spent driving the run plus time it waited between drivers (deferred)
             "elapsed_s": round(self.data.get("elapsed_s", 0.0) + self.data.get("deferred_s", 0.0), 3),
+            # why no more trials were asked: {criterion, detail} (cvtune.completion, max_trials, ...)
+            "stop_reason": self.data.get("stop_reason"),
             **({"deferrals": self.data["deferrals"]} if "deferrals" in self.data else {}),
         }
 

@@ -102,6 +102,7 @@ def build_summary(
                 **({"cost": info["cost"]} if "cost" in info else {}),
                 "warm_pool_reused": info["warm_pool_reused"],
                 "elapsed_s": info["elapsed_s"],
+                "stop_reason": info.get("stop_reason"),
                 "best": None if info["best"] is None else {k: info["best"][k] for k in ("trial", "mean", "std")},
             }
         )
@@ -919,7 +920,7 @@ def _runs_table(summary: dict[str, Any]) -> str:
             "<tr>"
             f'<td class="l run"><code>{_e(r.get("run_id"))}</code><div class="uri muted">{_e(r.get("ledger"))}</div></td>'
             f'<td class="l">{_e(r.get("kind") or EMPTY)}</td>'
-            f'<td class="l">{_status_badge(r.get("status"))}</td>'
+            f'<td class="l">{_status_badge(r.get("status"))}{_stop_reason(r.get("stop_reason"))}</td>'
             + "".join(f"<td>{_fmt_int(by_state.get(s, 0))}</td>" for s in TRIAL_STATES)
             + f"<td>{_fmt_int(r.get('fold_jobs'))}</td>"
             f"<td>{_e(_fmt_score(best.get('mean')))}</td>"
@@ -939,6 +940,12 @@ def _runs_table(summary: dict[str, Any]) -> str:
         + "".join(rows)
         + "</tbody></table></div>"
     )
+
+
+def _stop_reason(reason: Any) -> str:
+    if not isinstance(reason, dict) or not reason.get("criterion"):
+        return ""
+    return f'<div class="reason muted">{_e(reason.get("detail") or reason["criterion"])}</div>'
 
 
 def _status_badge(status: Any) -> str:

@@ -22,7 +22,7 @@ from cvtune import lease as lease_
 from cvtune import ledger as L
 from cvtune import store
 from cvtune.backends.base import COMPLETED, FAILED, STOPPED, Backend, JobDescription, JobSpec
-from cvtune.config import TuningConfig, entry_point_sha256
+from cvtune.config import BUDGET_KEYS, TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, LedgerConflictError, RunFailedError
 from cvtune.proposers import FixedProposer, Proposal, make_proposer
 from cvtune.stopping import make_stopper
@@ -31,6 +31,8 @@ log = logging.getLogger("cvtune.tuner")
 
 RUN_ID_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,49}$")
 TAG_RUN, TAG_TRIAL, TAG_FOLD = "cvtune:run", "cvtune:trial", "cvtune:fold"
+# run-level completion criteria (cvtune.completion) a ledger's stop_reason may name
+CRITERIA = ("target_value", "max_trials_not_improving", "convergence")
 
 
 def validate_run_id(run_id: str) -> str:
@@ -99,6 +101,8 @@ class CVTuner:
         self._extra_trials = 0
         self._owner = lease_.new_owner(lease_label)
         self._lease_ttl_s = lease_ttl_s
+        self._convergence_checked_at = -1
+        self._convergence_reason: str | None = None
         if warm_start is not None:
             from cvtune import warmstart
 
@@ -221,7 +225,7 @@ class CVTuner:
             )
         # budget settings may change between attempts (e.g. a larger max_trials)
         ledger.data["config"].update(
-            {k: v for k, v in self.config.to_dict().items() if k.startswith("max_")}
+            {k: v for k, v in self.config.to_dict().items() if k in BUDGET_KEYS}
         )
         self._elapsed_before = ledger.data.get("elapsed_s", 0.0)
         ledger.acquire(self._owner, self._lease_ttl_s)
@@ -257,7 +261,7 @@ class CVTuner:
         return self._driving(self._run)
 
     def _run(self) -> dict[str, Any]:
-        if self.ledger.status == "Completed" and self._budget_used() >= self.config.max_trials:
+        if self.ledger.status == "Completed" and self._done(recheck=True):
             log.info("run %s already completed; nothing to do", self.run_id)
             self.ledger.release_lease()
             return self.ledger.summary()
@@ -277,7 +281,7 @@ class CVTuner:
     def _start(self) -> list[str]:
         if self.ledger.status == "Failed":
             raise RunFailedError(f"run {self.run_id} failed earlier: {self.ledger.data['failure_reason']}")
-        if self.ledger.status == "Completed" and self._budget_used() >= self.config.max_trials:
+        if self.ledger.status == "Completed" and self._done(recheck=True):
             return []
         from cvtune.folds import check_files
 
@@ -348,6 +352,8 @@ class CVTuner:
             raise RunFailedError(f"run {self.run_id} failed: {reason}; see {self.uri}")
         if self.ledger.status != "Completed":
             self.ledger.data["status"] = "Completed"
+            if self._stop_criterion() not in (*CRITERIA, "exhausted"):
+                self.ledger.data["stop_reason"] = self._budget_reason()
             self.ledger.data["best"] = self.ledger.summary()["best"]
             self._save(release=True)
         else:
@@ -366,6 +372,7 @@ class CVTuner:
                 self._end_trial(trial, L.STOPPED, reason)
         self.ledger.data["status"] = "Stopped"
         self.ledger.data["failure_reason"] = reason
+        self.ledger.data["stop_reason"] = {"criterion": "stopped", "detail": reason}
         self._save(release=True)
 
     # -- scheduling ------------------------------------------------------------------------
@@ -396,6 +403,7 @@ class CVTuner:
                 ended.append(description)
         for description in ended:
             self._record(description)
+        self._check_completion(recheck=True)  # criteria or budget may have changed since the last attempt
 
     def _attach(self, job: dict[str, Any], description: JobDescription, trial: dict[str, Any]) -> None:
         tags = description.tags or self.backend.owner_tags(job["job_name"])
@@ -430,6 +438,8 @@ class CVTuner:
         many were asked (saved by the caller).
         """
         asked = 0
+        if self._stop_criterion() in CRITERIA:
+            return asked  # a completion criterion was met: in-flight trials finish, no new one starts
         running = sum(1 for t in self.ledger.trials if t["state"] == L.RUNNING)
         target = self._target_jobs()
         waves = self.stopper.launches_in_waves
@@ -442,6 +452,10 @@ class CVTuner:
             proposal = self.proposer.ask()
             if proposal is None:  # a grid or fixed list has nothing more to offer
                 self._exhausted = True
+                self.ledger.data["stop_reason"] = {
+                    "criterion": "exhausted",
+                    "detail": f"the {self.config.strategy} proposer has no more candidates after {self._budget_used()} trials",
+                }
                 return asked
             hyperparameters = self.config.space.hyperparameters(proposal.params)
             trial = self.ledger.new_trial(proposal.params, hyperparameters, source=proposal.source)
@@ -467,6 +481,57 @@ class CVTuner:
 
     def _budget_used(self) -> int:
         return sum(1 for t in self.ledger.trials if t["state"] != L.STOPPED)
+
+    def _stop_criterion(self) -> str | None:
+        return (self.ledger.data.get("stop_reason") or {}).get("criterion")
+
+    def _done(self, recheck: bool = False) -> bool:
+        """Nothing more to ask: the budget is spent or a completion criterion holds."""
+        if recheck:
+            self._check_completion(recheck=True)
+        return self._budget_used() >= self.config.max_trials or self._stop_criterion() in CRITERIA
+
+    def _budget_reason(self) -> dict[str, Any]:
+        return {"criterion": "max_trials", "detail": f"the budget of {self.config.max_trials} trials is spent"}
+
+    def _check_completion(self, recheck: bool = False) -> None:
+        """Record the first run-level completion criterion met (:mod:`cvtune.completion`).
+
+        Within one driver a met criterion stays met. ``recheck`` (each start) forgets the last
+        attempt's reason and decides again from the ledger, so a resumed run with other criteria
+        or a larger budget continues, and a killed run replaces its stopped trials.
+        """
+        from cvtune import completion as C
+
+        if recheck and self._stop_criterion() in (*CRITERIA, "stopped"):
+            self.ledger.data.pop("stop_reason", None)
+        if self._stop_criterion() in CRITERIA:
+            return
+        criteria = self.config.completion
+        if not criteria.active:
+            return
+        maximize = self.config.objective.type == "Maximize"
+        best = self.ledger.best_trial()
+        inherited = [t["mean"] for t in self.ledger.inherited_trials() if t.get("mean") is not None]
+        baseline = (max(inherited) if maximize else min(inherited)) if inherited else None
+        reason = C.check_target(criteria, best, maximize)
+        criterion = "target_value"
+        if reason is None:
+            reason, criterion = C.check_not_improving(criteria, self.ledger.trials, maximize, baseline), "max_trials_not_improving"
+        if reason is None and criteria.convergence.rule != "off":
+            completed = len(self.ledger.completed_trials())
+            if completed != self._convergence_checked_at:  # the GP only changes when a trial completes
+                self._convergence_checked_at = completed
+                self._convergence_reason, stat = C.check_convergence(
+                    criteria.convergence, self.config.space, self.ledger.trials, best, maximize, self.manifest,
+                    seed=self.config.seed,
+                )
+                if stat is not None:
+                    self.ledger.data["convergence"] = stat
+            reason, criterion = self._convergence_reason, "convergence"
+        if reason is not None:
+            log.info("run %s: no new trials — %s", self.run_id, reason)
+            self.ledger.data["stop_reason"] = {"criterion": criterion, "detail": reason}
 
     def _pending_jobs(self):
         for trial in self.ledger.trials:
@@ -584,6 +649,8 @@ class CVTuner:
         # pruned trials still inform the sampler, through their running means per fold
         self.proposer.tell(proposal or trial["params"], trial["mean"], state, L.running_means(trial["fold_scores"]))
         self._log_progress(trial)
+        if state != L.STOPPED:
+            self._check_completion()
 
     def _log_progress(self, trial: dict[str, Any]) -> None:
         done = sum(1 for t in self.ledger.trials if t["state"] in L.TRIAL_DONE)

@@ -22,6 +22,8 @@ class CVTuningOperator(CvtuneBaseOperator):
     :param tuning_config: a YAML/JSON file path or a dict in the SageMaker shapes.
     :param strategy, max_trials, max_parallel_trials, max_parallel_jobs, seed: overrides of the
         config's values (templated, e.g. from DAG params).
+    :param target_value, max_trials_not_improving, convergence: overrides of the config's run-level
+        completion criteria (:mod:`cvtune.completion`); empty strings leave the config's.
     :param deferrable: free the worker slot while fold jobs run: launch up to capacity, defer to a
         :class:`~cvtune.triggers.tuning.TuningJobsTrigger` that fires when any job ends, then
         (in ``execute_complete``, a new process) rebuild the tuner from the ledger, record what
@@ -51,7 +53,7 @@ class CVTuningOperator(CvtuneBaseOperator):
 
     template_fields: Sequence[str] = (
         "manifest_uri", "tuning_config", "run_id", "strategy", "max_trials", "max_parallel_trials",
-        "max_parallel_jobs", "seed", "cvtune_conn_id",
+        "max_parallel_jobs", "seed", "target_value", "max_trials_not_improving", "convergence", "cvtune_conn_id",
     )
     template_fields_renderers = {"tuning_config": "json"}
     ui_color = "#cfe3fa"
@@ -68,6 +70,9 @@ class CVTuningOperator(CvtuneBaseOperator):
         max_parallel_trials: int | str | None = None,
         max_parallel_jobs: int | str | None = None,
         seed: int | str | None = None,
+        target_value: float | str | None = None,
+        max_trials_not_improving: int | str | None = None,
+        convergence: str | None = None,
         poll_interval: float | None = None,
         wait_for_completion: bool = True,
         dry_run: bool = False,
@@ -83,6 +88,9 @@ class CVTuningOperator(CvtuneBaseOperator):
         self.max_parallel_trials = max_parallel_trials
         self.max_parallel_jobs = max_parallel_jobs
         self.seed = seed
+        self.target_value = target_value
+        self.max_trials_not_improving = max_trials_not_improving
+        self.convergence = convergence
         self.poll_interval = poll_interval
         self.wait_for_completion = wait_for_completion
         self.dry_run = dry_run
@@ -107,7 +115,11 @@ class CVTuningOperator(CvtuneBaseOperator):
             "max_parallel_trials": self.max_parallel_trials,
             "max_parallel_jobs": self.max_parallel_jobs,
             "seed": self.seed,
+            "target_value": self.target_value,
+            "max_trials_not_improving": self.max_trials_not_improving,
+            "convergence": self.convergence,
         }
+        # a rendered "None" is an unset DAG param, not a value
         return load_config(source, **{k: v for k, v in overrides.items() if v not in (None, "")})
 
     def derive_run_id(self, context: Any) -> str:
