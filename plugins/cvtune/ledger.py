@@ -1,9 +1,38 @@
 """The run ledger: the durable record of one tuning run.
 
-One JSON document in the artifact store holds the config, every trial (its hyperparameters,
-fold job names, fold scores and states) and the best trial. The tuner saves it after every
-change, *before* it acts on the backend (a fold job is recorded as ``Launching`` before it is
-created), which is what lets a retried task resume without launching any job twice.
+The ledger holds the config, every trial (its hyperparameters, fold job names, fold scores and
+states) and the best trial. The tuner saves it after every change, *before* it acts on the
+backend (a fold job is recorded as ``Launching`` before it is created), which is what lets a
+retried task resume without launching any job twice.
+
+Storage is a journal, as in Optuna's ``JournalStorage``: a snapshot (``ledger.json``, the whole
+document) plus a tail of change records, so a save costs bytes in proportion to what changed,
+not to the run:
+
+* a **change record** holds the top-level keys whose value changed and the trials that changed
+  (a new trial whole; of an open one, the fields and fold jobs that changed). Trials that ended with every fold
+  job ended are frozen and never diffed again, so a save's CPU is bounded by the open trials.
+  Records go to the snapshot's **segment**, ``journal/<seq>-<epoch>.jsonl`` next to the snapshot,
+  one line each (one ``O_APPEND`` write; on an object store, one object per record,
+  ``journal/<seq>-<epoch>/<record seq>.json``);
+* a **snapshot** rewrites ``ledger.json`` once the tail has grown as large as the snapshot (so
+  the bytes written per change stay bounded by twice the change, amortised), at the end of a
+  run, and whenever the lease (below) needs its heartbeat. It names a fresh segment; the old
+  one is deleted.
+
+A reader (``RunLedger.load``: ``cvtune results``, the report, best-params, the sensor, a
+resume) reads the snapshot and then its segment up to the first record that is missing, torn
+or out of sequence; since a driver writes a segment only before the snapshot that replaces it,
+what a reader sees is always a state the driver saved. Ledgers written before the journal (a
+bare ``ledger.json``, version 1) load as they are and are rewritten as a snapshot on their next
+save.
+
+The single-driver lease (:mod:`cvtune.lease`) lives in the snapshot: every snapshot is a
+conditional write over the version this driver read or last wrote (``if_match``; the first one
+``if_none_match``), and taking, renewing (at half the lease's time) or giving up the lease always
+writes a snapshot. Appends are not conditional: another driver that takes the run over writes a
+snapshot naming a new segment, so the appends of the driver that lost it are never read, and
+that driver learns it at its next snapshot (:class:`~cvtune.errors.LedgerConflictError`).
 """
 
 from __future__ import annotations
@@ -12,6 +41,7 @@ import json
 import logging
 import statistics
 import time
+import uuid
 from typing import Any
 
 from cvtune import lease as lease_
@@ -20,7 +50,12 @@ from cvtune.errors import ConfigError, LeaseHeldError, LedgerConflictError
 
 log = logging.getLogger("cvtune.ledger")
 
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2  # 2: snapshot + journal; 1 (a bare document) still loads
+READABLE_VERSIONS = (1, 2)
+# a snapshot is due once the tail holds this share of the snapshot's bytes (and at least the floor)
+SNAPSHOT_RATIO = 1.0
+MIN_TAIL_BYTES = 64 * 1024
+MAX_TAIL_RECORDS_REMOTE = 200  # object stores: each record is an object; keep LIST + GETs short
 
 # trial states
 RUNNING = "Running"
@@ -35,6 +70,7 @@ PENDING = "Pending"
 LAUNCHING = "Launching"
 CANCELLED = "Cancelled"
 FOLD_DONE = frozenset({"Completed", "Failed", "Stopped", CANCELLED})
+RUN_ENDED = frozenset({"Completed", "Failed", "Stopped"})
 
 
 def fold_job_name(run_id: str, trial: int, fold: int) -> str:
@@ -120,8 +156,9 @@ def parse_ledger(uri: str, raw: bytes) -> dict[str, Any]:
         raise damaged(f"not valid JSON, truncated or corrupted ({exc})") from None
     if not isinstance(data, dict):
         raise damaged(f"expected a JSON object, got {type(data).__name__}")
-    if data.get("version") != LEDGER_VERSION:
-        raise damaged(f"ledger version {data.get('version')!r}, this cvtune reads version {LEDGER_VERSION}")
+    if data.get("version") not in READABLE_VERSIONS:
+        raise damaged(f"ledger version {data.get('version')!r}, this cvtune reads versions "
+                      f"{', '.join(map(str, READABLE_VERSIONS))}")
 
     def check(obj: dict[str, Any], fields: tuple, where: str) -> None:
         for key, types, nullable in fields:
@@ -164,15 +201,52 @@ def _type_name(types: type | tuple[type, ...]) -> str:
     return names.get(types.__name__, types.__name__)
 
 
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=str)
+
+
+def _encode_trial(trial: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """A trial as JSON per field and per fold job: what a change record is diffed against."""
+    return ({k: _dumps(v) for k, v in trial.items() if k != "fold_jobs"}, [_dumps(j) for j in trial["fold_jobs"]])
+
+
+def _frozen(trial: dict[str, Any]) -> bool:
+    """A trial nothing will change any more: ended, and every fold job ended."""
+    return trial["state"] in TRIAL_DONE and all(j["state"] in FOLD_DONE or j["state"] == PENDING
+                                                for j in trial["fold_jobs"])
+
+
 class RunLedger:
-    """A tuning run's state, backed by ``ledger.json`` in the artifact store."""
+    """A tuning run's state, backed by a snapshot (``ledger.json``) and a journal in the store."""
 
     def __init__(self, uri: str, data: dict[str, Any], token: str | None = None) -> None:
-        self.uri = uri
+        self._uri = uri
         self.data = data
-        self.token = token  # the stored version this copy was read as / last written as
+        self.token = token  # the snapshot's stored version this copy was read as / last written as
         self.owner: dict[str, Any] | None = None  # set while this process holds the run's lease
         self.lease_ttl_s = lease_.LEASE_TTL_S
+        self.bytes_written = 0  # by this object's saves: what benchmarks/scale.py reports
+        self.snapshots_written = 0
+        self._tail_bytes = 0
+        self._tail_records = 0
+        self._snapshot_bytes = 0
+        self._seq = int((data.get("journal") or {}).get("seq", 0))
+        # what the store holds, to diff against: top-level values as JSON, open trials as JSON
+        self._stored_top: dict[str, Any] | None = None
+        self._stored_trials = 0
+        self._open: dict[int, Any] = {}  # trial number -> _encode_trial() as last written
+        self._pending: tuple[dict[str, Any], dict[int, Any]] = ({}, {})
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @uri.setter
+    def uri(self, value: str) -> None:
+        if value != self._uri:  # saved somewhere else: the next save writes it whole there
+            self._uri = value
+            self._stored_top = None
+            self.token = None
 
     @classmethod
     def create(cls, uri: str, **fields: Any) -> RunLedger:
@@ -183,27 +257,206 @@ class RunLedger:
 
     @classmethod
     def load(cls, uri: str) -> RunLedger:
+        """The run's state: the snapshot plus its journal tail (see the module docstring)."""
         try:
             raw, token = store.read_versioned(uri)
         except FileNotFoundError:
             raise ConfigError("ledger", f"no run ledger at {uri}", "check the run id and artifact root") from None
-        return cls(uri, parse_ledger(uri, raw), token)
+        data = parse_ledger(uri, raw)
+        ledger = cls(uri, data, token)
+        ledger._replay_tail()
+        ledger._snapshot_bytes = len(raw)
+        ledger._mark_stored()
+        return ledger
+
+    def _adopt(self, other: RunLedger) -> None:
+        """Take over another copy's state and journal position (a fresh load of the same run)."""
+        for key in ("data", "token", "_seq", "_tail_bytes", "_tail_records", "_snapshot_bytes", "_stored_top",
+                    "_stored_trials", "_open"):
+            setattr(self, key, getattr(other, key))
+
+    # -- storage ---------------------------------------------------------------------------
+    def _run_dir(self) -> str:
+        return self.uri.rsplit("/", 1)[0]
+
+    def _segment_uri(self, name: str) -> str:
+        return store.join(self._run_dir(), name)
+
+    def _mark_stored(self) -> None:
+        self._stored_top = {k: (v if k == "inherited" else _dumps(v)) for k, v in self.data.items() if k != "trials"}
+        self._stored_trials = len(self.trials)
+        self._open = {t["number"]: _encode_trial(t) for t in self.trials if not _frozen(t)}
+
+    def _replay_tail(self) -> None:
+        journal = self.data.get("journal")
+        if not journal:
+            return
+        seq = int(journal["seq"])
+        segment = self._segment_uri(journal["segment"])
+        if store.is_local(segment):
+            try:
+                raw = store.read_bytes(segment)
+            except FileNotFoundError:
+                # no record since the snapshot, or a newer snapshot replaced it after we read
+                # ours: either way the snapshot alone is a state the driver saved
+                raw = b""
+            lines = raw.split(b"\n")
+            records = []
+            for line in lines[:-1]:  # the part after the last newline is a torn write, or empty
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    break
+            self._tail_bytes = sum(len(line) + 1 for line in lines[: len(records)])
+        else:
+            try:
+                names = store.listdir(segment)
+            except FileNotFoundError:
+                names = []
+            records = []
+            for name in sorted(names):
+                try:
+                    body = store.read_bytes(store.join(segment, name))
+                    records.append(json.loads(body))
+                    self._tail_bytes += len(body)
+                except (FileNotFoundError, ValueError):
+                    break
+        for record in records:
+            if record.get("seq") != seq + 1:
+                break  # a gap or a stale record: the state up to here is the saved one
+            self._apply(record)
+            seq += 1
+            self._tail_records += 1
+        self._seq = seq
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        self.data.update(record.get("set") or {})
+        for key in record.get("del") or ():
+            self.data.pop(key, None)
+        trials = self.data["trials"]
+        for number, trial in sorted(((int(n), t) for n, t in (record.get("trials") or {}).items())):
+            if number < len(trials):
+                trials[number] = trial
+            elif number == len(trials):
+                trials.append(trial)
+            else:
+                raise ConfigError("ledger", f"{self.uri}: journal record {record.get('seq')} skips trial {len(trials)}",
+                                  "the journal is damaged; restore the run directory from a backup")
+        for number, changed in (record.get("fields") or {}).items():
+            trials[int(number)].update(changed)
+        for number, changed in (record.get("jobs") or {}).items():
+            fold_jobs = trials[int(number)]["fold_jobs"]
+            for index, job in changed.items():
+                fold_jobs[int(index)] = job
+
+    def _changes(self) -> dict[str, Any]:
+        """What changed since the last write: top-level keys and open or new trials."""
+        stored = self._stored_top or {}
+        changed: dict[str, Any] = {}
+        encoded: dict[str, Any] = {}
+        for key, value in self.data.items():
+            if key == "trials":
+                continue
+            enc = value if key == "inherited" else _dumps(value)
+            encoded[key] = enc
+            if key not in stored or (stored[key] is not enc if key == "inherited" else stored[key] != enc):
+                changed[key] = value
+        deleted = [k for k in stored if k not in self.data]
+        trials: dict[str, Any] = {}
+        fields: dict[str, Any] = {}
+        jobs: dict[str, Any] = {}
+        trial_json: dict[int, Any] = {}
+        for number in range(self._stored_trials, len(self.trials)):  # new: written whole
+            trial_json[number] = _encode_trial(self.trials[number])
+            trials[str(number)] = self.trials[number]
+        for number, (old_fields, old_jobs) in self._open.items():  # open: what changed in them
+            trial = self.trials[number]
+            new_fields, new_jobs = trial_json[number] = _encode_trial(trial)
+            changed_fields = {k: trial[k] for k, v in new_fields.items() if old_fields.get(k) != v}
+            if changed_fields:
+                fields[str(number)] = changed_fields
+            changed_jobs = {str(i): trial["fold_jobs"][i] for i, v in enumerate(new_jobs)
+                            if i >= len(old_jobs) or old_jobs[i] != v}
+            if changed_jobs:
+                jobs[str(number)] = changed_jobs
+        record: dict[str, Any] = {}
+        if changed:
+            record["set"] = changed
+        if deleted:
+            record["del"] = deleted
+        if trials:
+            record["trials"] = trials
+        if fields:
+            record["fields"] = fields
+        if jobs:
+            record["jobs"] = jobs
+        self._pending = (encoded, trial_json)
+        return record
+
+    def _snapshot_due(self) -> bool:
+        if self._stored_top is None or "journal" not in self.data:
+            return True
+        status = self.data.get("status")
+        if status in RUN_ENDED and self._stored_top.get("status") != _dumps(status):
+            return True  # a run's end: its ledger.json alone then holds it
+        if not store.is_local(self.uri) and self._tail_records >= MAX_TAIL_RECORDS_REMOTE:
+            return True
+        return self._tail_bytes >= max(MIN_TAIL_BYTES, SNAPSHOT_RATIO * self._snapshot_bytes)
+
+    def _lease_changed(self) -> bool:
+        """Whether the lease this copy holds (or gave up) differs from the stored snapshot's."""
+        stored = json.loads((self._stored_top or {}).get("lease") or "null")
+        held = self.data.get("lease")
+        return (self.owner or {}).get("id") != (stored or {}).get("id") or (held is None) != (stored is None)
 
     def save(self, *, create: bool = False, release: bool = False) -> None:
-        """Write the ledger, only over the version this copy was read as (or only if absent, ``create``).
+        """Persist what changed: one journal record, or a snapshot when one is due (see the
+        module docstring: a run's end, a long tail, the lease taken, renewed or given up)."""
+        self.data["updated"] = time.time()
+        if create or release or self.token is None or self._snapshot_due() or self._lease_changed() or self.lease_due():
+            self.snapshot(create=create, release=release)
+            return
+        record = self._changes()
+        encoded, trial_json = self._pending
+        if set(record) == {"set"} and set(record["set"]) <= {"updated", "elapsed_s"}:
+            return  # nothing but the clocks
+        self._seq += 1
+        record = {"seq": self._seq, **record}
+        body = (_dumps(record) + "\n").encode("utf-8")
+        segment = self._segment_uri(self.data["journal"]["segment"])
+        if not store.append_bytes(segment, body):
+            store.write_bytes(store.join(segment, f"{self._seq:012d}.json"), body)
+        self.bytes_written += len(body)
+        self._tail_bytes += len(body)
+        self._tail_records += 1
+        self._stored_top = encoded
+        self._stored_trials = len(self.trials)
+        for number, enc in trial_json.items():
+            if _frozen(self.trials[number]):
+                self._open.pop(number, None)
+            else:
+                self._open[number] = enc
 
-        While this process holds the lease, each save is also its heartbeat. A write that finds the
-        ledger changed raises :class:`~cvtune.errors.LedgerConflictError`: another driver wrote it,
-        and this one must stop rather than overwrite it.
+    def snapshot(self, *, create: bool = False, release: bool = False) -> None:
+        """Write the whole document as the new snapshot, with a fresh (empty) segment.
+
+        Only over the version this copy was read as (or only if absent, ``create``). While this
+        process holds the lease, each snapshot is also its heartbeat. A write that finds the
+        ledger changed raises :class:`~cvtune.errors.LedgerConflictError`: another driver wrote
+        it, and this one must stop rather than overwrite it.
         """
         now = time.time()
+        old = (self.data.get("journal") or {}).get("segment")
         self.data["updated"] = now
+        self.data["version"] = LEDGER_VERSION
         if release:  # the lease ends with this write (held until it succeeds)
             self.data["lease"] = None
         elif self.owner is not None:
             self.data["lease"] = {**self.owner, "acquired": (self.data.get("lease") or {}).get("acquired", now),
                                   "heartbeat": now, "expires": now + self.lease_ttl_s}
-        body = (json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
+        journal = self.data.get("journal")
+        self.data["journal"] = {"seq": self._seq, "segment": f"journal/{self._seq:012d}-{uuid.uuid4().hex[:8]}.jsonl"}
+        body = (_dumps(self.data) + "\n").encode("utf-8")
         try:
             if create or self.token is None:
                 self.token = store.write_bytes(self.uri, body, if_none_match=True)
@@ -212,11 +465,26 @@ class RunLedger:
             if release:
                 self.owner = None
         except store.PreconditionFailed:
+            if journal is None:
+                self.data.pop("journal", None)
+            else:
+                self.data["journal"] = journal
             holder = self._current_holder()
             raise LedgerConflictError(
                 f"run {self.data.get('run_id')}: the ledger {self.uri} was written by another driver since this one "
                 f"read it ({holder}); this driver stops without overwriting it"
             ) from None
+        self.bytes_written += len(body)
+        self.snapshots_written += 1
+        self._snapshot_bytes = len(body)
+        self._tail_bytes = 0
+        self._tail_records = 0
+        self._mark_stored()
+        if old:
+            try:
+                store.remove(self._segment_uri(old))
+            except OSError:  # a leftover segment is only disk: no reader follows it any more
+                pass
 
     def _current_holder(self) -> str:
         try:
@@ -255,8 +523,7 @@ class RunLedger:
                 return
             except LedgerConflictError:  # another driver got in between: judge its lease afresh
                 self.owner = None
-                fresh = RunLedger.load(self.uri)
-                self.data, self.token = fresh.data, fresh.token
+                self._adopt(RunLedger.load(self.uri))
         raise LeaseHeldError(f"run {self.run_id}: could not take the lease of {self.uri} (it keeps changing)")
 
     def release_lease(self) -> None:

@@ -308,6 +308,45 @@ def version_token(uri: str) -> str:
 # -- end of conditional writes --------------------------------------------------------------------
 
 
+def append_bytes(uri: str, data: bytes) -> bool:
+    """Append to a local file (created if absent) in one ``write``; ``False`` where the store
+    cannot append (object stores: write one object per record instead)."""
+    if not is_local(uri):
+        return False
+    path = local_path(uri)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, data)  # O_APPEND: one write lands whole at the end, even with readers about
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove(uri: str) -> None:
+    """Delete a file or a directory tree (local) or the objects under a prefix; missing is fine."""
+    if is_local(uri):
+        path = local_path(uri)
+        if os.path.isdir(path):
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.unlink(path)
+        return
+    if _is_s3(uri):
+        client, bucket, key = _s3(uri)
+        keys, _ = _s3_keys(uri.rstrip("/") + "/", delimiter=False)
+        for start in range(0, len(keys), 1000):
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+        if key:
+            client.delete_object(Bucket=bucket, Key=key)
+        return
+    fs, path = _fs(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 

@@ -84,6 +84,7 @@ class CVTuner:
         warm_start: Any = None,
         lease_label: str | None = None,
         lease_ttl_s: float | None = None,
+        _ledger: L.RunLedger | None = None,
     ) -> None:
         self.config = config
         self.manifest = manifest
@@ -113,7 +114,7 @@ class CVTuner:
                 "warm_start_top_per_parent": warm_start.top_per_parent,  # what resume() needs besides
                 "inherited": warmstart.inherited_trials(warm_start),
             }
-        self.ledger = self._open_ledger()
+        self.ledger = self._open_ledger(_ledger)
         from cvtune.pools import PoolKeeper
 
         self._pools = PoolKeeper(self.ledger, backend)
@@ -160,7 +161,8 @@ class CVTuner:
         from cvtune.config import parse_config
         from cvtune.folds import load_manifest
 
-        data = L.RunLedger.load(uri).data
+        ledger = L.RunLedger.load(uri)  # loaded once: the tuner below takes this copy
+        data = ledger.data
         run_id = data["run_id"]
         if data.get("kind", "tune") != "tune":
             raise ConfigError(
@@ -186,12 +188,13 @@ class CVTuner:
             warm_start=warm_start,
             lease_label=lease_label,
             lease_ttl_s=lease_ttl_s,
+            _ledger=ledger,
         )
 
     # -- ledger ----------------------------------------------------------------------------
-    def _open_ledger(self) -> L.RunLedger:
+    def _open_ledger(self, loaded: L.RunLedger | None = None) -> L.RunLedger:
         """Load (or create) the run's ledger and take its lease: from here on this process drives it."""
-        if not store.exists(self.uri):
+        if loaded is None and not store.exists(self.uri):
             ledger = L.RunLedger(self.uri, self._new_ledger_data())
             ledger.owner = self._owner
             if self._lease_ttl_s is not None:
@@ -201,7 +204,7 @@ class CVTuner:
                 return ledger
             except LedgerConflictError:  # created by another driver just now: judge its lease below
                 pass
-        ledger = L.RunLedger.load(self.uri)
+        ledger = loaded if loaded is not None else L.RunLedger.load(self.uri)
         fingerprint = self.config.fingerprint()
         if ledger.data["config_fingerprint"] != fingerprint:
             raise ConfigError(
