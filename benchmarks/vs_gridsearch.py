@@ -240,7 +240,7 @@ def main() -> None:
               "as GridSearchCV's return_train_score=False")
 
         saves = time_ledger_saves()
-        backend = LocalBackend(os.path.join(work, "jobs"), max_parallel_jobs=2)
+        backend = LocalBackend(os.path.join(work, "jobs"), max_parallel_jobs=2, job_cleanup="keep")  # breakdown reads metadata.json
         try:
             t = time.perf_counter()
             backend.prestart(wait=True)

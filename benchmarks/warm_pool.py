@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,23 +76,43 @@ def warm(manifest: dict, jobs: int, workers: int, work: str, prestart: bool) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 6 jobs")
-    parser.add_argument("--jobs", type=int, default=None, help="default 40, quick 6")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 6 jobs per batch, 2 repetitions")
+    parser.add_argument("--jobs", type=int, default=None, help="jobs per batch, default 40, quick 6")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions of the three batches "
+                        "(default 3, quick 2); the order rotates every repetition")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     args.jobs = args.jobs or (6 if args.quick else 40)
+    reps = args.reps or (2 if args.quick else 3)
+    sides = ["cold", "warm", "prewarmed"]
+    times: dict[str, list[float]] = {s: [] for s in sides}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as work:
         manifest = split_dataset(os.path.join(ROOT, "include", "data", "breast_cancer.csv"), os.path.join(work, "folds"),
                                  target="target", folds=5, seed=0)
-        t_cold = cold(manifest, args.jobs, args.workers, work)
-        t_warm = warm(manifest, args.jobs, args.workers, work, prestart=False)
-        t_pre = warm(manifest, args.jobs, args.workers, work, prestart=True)
-    print(f"{args.jobs} fold jobs (xgboost, breast cancer), {args.workers} at a time, {os.cpu_count()} CPUs")
+        for rep in range(reps):
+            order = sides[rep % 3:] + sides[: rep % 3]  # each side goes first once in three repetitions
+            for side in order:
+                sub = os.path.join(work, f"{side}-{rep}")
+                os.makedirs(sub)
+                if side == "cold":
+                    times[side].append(cold(manifest, args.jobs, args.workers, sub))
+                else:
+                    times[side].append(warm(manifest, args.jobs, args.workers, sub, prestart=side == "prewarmed"))
+            print(f"  rep {rep + 1} ({', '.join(order)}): cold {times['cold'][-1]:.2f} s, warm {times['warm'][-1]:.2f} s "
+                  f"(x{times['cold'][-1] / times['warm'][-1]:.1f}), already warm {times['prewarmed'][-1]:.2f} s "
+                  f"(x{times['cold'][-1] / times['prewarmed'][-1]:.1f})", flush=True)
+    t_cold, t_warm, t_pre = (statistics.median(times[s]) for s in sides)
+    ratios = [c / p for c, p in zip(times["cold"], times["prewarmed"], strict=True)]
+    print(f"{args.jobs} fold jobs per batch (xgboost, breast cancer), {args.workers} at a time, {os.cpu_count()} CPUs, "
+          f"{reps} interleaved repetitions, medians; load average at start {load:.1f}")
     print(f"  cold process per job      : {t_cold:7.2f} s  ({t_cold / args.jobs * 1000:6.0f} ms/job)")
     print(f"  warm pool (incl. startup) : {t_warm:7.2f} s  ({t_warm / args.jobs * 1000:6.0f} ms/job)   "
           f"speed-up x{t_cold / t_warm:.1f}")
     print(f"  warm pool (already warm)  : {t_pre:7.2f} s  ({t_pre / args.jobs * 1000:6.0f} ms/job)   "
           f"speed-up x{t_cold / t_pre:.1f}")
+    print(f"  already-warm speed-up per repetition: {', '.join(f'x{r:.1f}' for r in ratios)} "
+          f"(target x10: {'PASS' if statistics.median(ratios) >= 10 else 'MISS'})")
 
 
 if __name__ == "__main__":

@@ -99,3 +99,28 @@ def test_api_calls_quick():
     out = run_quick("api_calls")
     assert len(figures(rf"^(\d+) fold jobs: CreateTrainingJob ({NUMBER})/job", out)) == 2
     figures(rf"^non-polling operations: at most ({NUMBER}) calls per fold job", out)
+
+
+@pytest.mark.slow
+def test_completion_quick():
+    out = run_quick("completion")
+    rows = figures(rf"^\w*\s+(?:not_improving|noise)\s+({NUMBER})\s+({NUMBER})%\s+({NUMBER})\s+({NUMBER})", out)
+    assert len(rows) == 2 * 2  # two criteria on two datasets
+    figures(rf"^\s+noise\s+({NUMBER})%\s+({NUMBER})\s+(?:PASS|MISS)$", out)
+
+
+@pytest.mark.slow
+def test_scale_quick():
+    out = run_quick("scale")
+    rows = figures(rf"^\s+(\d+)\s+(\d+)\s+({NUMBER})ms\s+({NUMBER})ms\s+({NUMBER})\s+({NUMBER})MB", out)
+    assert [int(r[0]) for r in rows] == [10, 30]
+    figures(rf"^per-fold-job time at 30 trials / at 10: ({NUMBER})", out)
+    figures(rf"^cvtune / Optuna-with-fork at 30 trials: ({NUMBER})", out)
+
+
+@pytest.mark.slow
+def test_vs_optuna_quick():
+    out = run_quick("vs_optuna")
+    figures(rf"^ratio cvtune/Optuna: ({NUMBER}) .* with wilcoxon: ({NUMBER})", out)
+    [diff] = figures(rf"max \|difference\| ({NUMBER}(?:e-?\d+)?)", out)
+    assert float(diff) < 1e-9  # same candidates, same folds, same scores

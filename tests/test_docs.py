@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-DOCS = ["README.md", "docs/sagemaker.md", "docs/docker.md", "docs/emulator.md", "docs/deploy.md", "benchmarks/README.md"]
+DOCS = ["README.md", "docs/sagemaker.md", "docs/docker.md", "docs/emulator.md", "docs/deploy.md", "docs/completion.md",
+        "benchmarks/README.md"]
 
 
 def read(path: str) -> str:

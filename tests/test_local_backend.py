@@ -706,3 +706,40 @@ def test_close_leaves_running_jobs_alone_and_stops_queued_ones(tmp_path):
     wait_for(lambda: process_gone(worker), what="detached worker exit")
     with pytest.raises(RuntimeError):
         backend.submit(spec("after-close", entry))
+
+
+def test_recorded_compacts_ended_jobs_and_keeps_failed_logs(make_backend, tmp_path):
+    ok = script(tmp_path, """
+        import os
+        open(os.path.join(os.environ["SM_MODEL_DIR"], "model.bin"), "w").write("x")
+        print("validation:score=0.5;")
+    """)
+    bad = script(tmp_path, "raise SystemExit('boom')\n", name="bad.py")
+    backend = make_backend()
+    run(backend, spec("done-1", ok))
+    run(backend, spec("failed-1", bad))
+    backend.recorded("done-1")
+    backend.recorded("failed-1")
+    backend.close()  # joins the cleanup thread
+    assert sorted(os.listdir(backend.job_dir("done-1"))) == ["final.json", "spec.json"]
+    failed = sorted(os.listdir(backend.job_dir("failed-1")))
+    assert "log.txt" in failed and "model" not in failed and "input" not in failed
+    # the names stay taken, and described as before
+    assert backend.describe("done-1").status == COMPLETED and backend.describe("failed-1").status == FAILED
+    kept = make_backend(job_cleanup="keep")
+    run(kept, spec("kept-1", ok))
+    kept.recorded("kept-1")
+    kept.close()
+    assert "model" in os.listdir(kept.job_dir("kept-1"))
+    with pytest.raises(ConfigError, match="job_cleanup"):
+        make_backend(job_cleanup="delete")
+
+
+def test_queued_jobs_start_as_soon_as_a_slot_frees(make_backend, tmp_path):
+    quick = script(tmp_path, "print('validation:score=0.5;')\n")
+    backend = make_backend(max_parallel_jobs=1)
+    assert backend.queue_ahead == 1
+    backend.submit(spec("q-1", quick))
+    backend.submit(spec("q-2", quick))  # queued ahead: starts when q-1 ends, without a new submit
+    done = wait_done(backend, "q-1", "q-2")
+    assert done["q-2"].start_time >= done["q-1"].end_time - 0.05

@@ -15,7 +15,8 @@ from typing import Any
 
 from cvtune.errors import ConfigError
 
-LOCAL_KEYS = {"backend", "artifact_root", "workers", "max_parallel_jobs", "keep_alive_s", "preload", "work_dir", "cpus_per_job"}
+LOCAL_KEYS = {"backend", "artifact_root", "workers", "max_parallel_jobs", "keep_alive_s", "preload", "work_dir", "cpus_per_job",
+              "job_cleanup", "queue_ahead"}
 BACKENDS = ("local", "sagemaker")
 
 

@@ -324,15 +324,22 @@ class CVTuner:
         self._check_failures()
         if self.ledger.status == "Completed":
             self._save()
+            self._recorded(ended)
             return []
         asked = self._fill_trials()
         if not self._launch() and (ended or asked):
             self._save()
+        self._recorded(ended)  # saved above, or by _launch's write-ahead
         inflight = self._inflight_names()
         self._pools.release(self._launch_done(), keep=0 if inflight else 1)
         if not inflight and any(t["state"] == L.RUNNING for t in self.ledger.trials):
             raise RuntimeError(f"run {self.run_id}: running trials but no job in flight")  # a bug
         return inflight
+
+    def _recorded(self, ended: list[JobDescription]) -> None:
+        """Tell the backend these jobs' results are in the ledger (it may free their files)."""
+        for description in ended:
+            self.backend.recorded(description.name)
 
     def finish(self) -> dict[str, Any]:
         """Mark the run Completed (Failed without one usable trial) and give its lease up; returns its summary."""
@@ -428,9 +435,17 @@ class CVTuner:
             if job["state"] in ("InProgress", L.LAUNCHING)
         ]
 
-    def _capacity(self) -> int:
+    def _capacity(self, ahead: bool = False) -> int:
         caps = [c for c in (self.config.max_parallel_jobs, self.backend.capacity) if c]
-        return min(caps) if caps else 10**9
+        if not caps:
+            return 10**9
+        if not ahead:
+            return min(caps)
+        # launching: a backend that queues (the local pool) gets the next pending jobs ahead, so a
+        # slot that frees up starts one at once instead of idling while this driver records the
+        # result; not when the config's own limit binds (queued jobs would then run beyond it)
+        backend_binds = self.backend.capacity is not None and self.backend.capacity <= min(caps)
+        return min(caps) + (getattr(self.backend, "queue_ahead", 0) if backend_binds else 0)
 
     def _fill_trials(self) -> int:
         """Ask trials up to ``max_parallel_trials`` — and beyond, while job slots would stay free.
@@ -547,7 +562,8 @@ class CVTuner:
 
     def _launch(self) -> int:
         """Launch pending fold jobs up to the free slots; returns how many."""
-        free = self._target_jobs() - len(self._inflight_names())
+        ahead = self._capacity(ahead=True) - self._capacity()  # queued in the backend, see _capacity
+        free = self._target_jobs() + ahead - len(self._inflight_names())
         batch = list(self._pending_jobs())[: max(0, free)]
         if not batch:
             return 0
@@ -630,6 +646,7 @@ class CVTuner:
                     self._fail_trial(trial, reason, state=L.PRUNED)
         if save:
             self._save()
+            self.backend.recorded(d.name)  # its result is in the ledger now
 
     def _fail_trial(self, trial: dict[str, Any], reason: str, state: str = L.FAILED) -> None:
         for job in trial["fold_jobs"]:

@@ -168,6 +168,13 @@ class Backend(abc.ABC):
         """The job whose warm pool job ``name`` started on (``None``: none, or not known)."""
         return None
 
+    #: Jobs a driver may hand this backend beyond :attr:`capacity`, queued here so that a slot that
+    #: frees up starts the next job at once, before the driver has recorded the ended one.
+    queue_ahead: int = 0
+
+    def recorded(self, name: str) -> None:  # noqa: B027 - optional hook
+        """The ended job's result is recorded (in the ledger): free what the backend keeps for it."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (worker processes, clients). Running jobs are not stopped."""
 
@@ -231,6 +238,9 @@ class Observer(Backend):
 
     def pool_provider(self, name: str, window_s: float) -> str | None:
         return self.backend.pool_provider(name, window_s)
+
+    def recorded(self, name: str) -> None:
+        self.backend.recorded(name)
 
     def close(self) -> None:
         self.backend.close()

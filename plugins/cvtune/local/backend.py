@@ -71,6 +71,7 @@ from typing import Any
 
 from cvtune import store
 from cvtune.backends.base import (
+    COMPLETED,
     FAILED,
     IN_PROGRESS,
     JOB_NAME_RE,
@@ -130,6 +131,7 @@ def job_environment(parent: Any, configured: dict[str, str] | None = None) -> di
     }
     env.update(configured or {})
     return env
+JOB_CLEANUP = ("compact", "keep")
 # Startup failures in a row after which queued work is failed instead of retried forever (e.g.
 # the worker cannot import cvtune).
 _MAX_STARTUP_FAILURES = 3
@@ -170,6 +172,12 @@ class LocalBackend(Backend):
         of each job (default: ``max(1, cpu_count // max_parallel_jobs)``).
     :param stop_grace_s: seconds between SIGTERM and SIGKILL when a job is stopped or exceeds
         its max runtime.
+    :param job_cleanup: what :meth:`recorded` (called once the job's result is in the run ledger)
+        does with an ended job's directory: ``compact`` (default) keeps only ``spec.json`` and
+        ``final.json`` (so the name stays taken and ``describe`` still answers) plus, for a failed
+        job, ``log.txt`` and ``output/failure``; ``keep`` leaves it whole.
+    :param queue_ahead: jobs a driver may queue beyond ``max_parallel_jobs`` (default 1 per slot),
+        so a worker that finishes starts the next job before the driver has recorded the last.
 
     :meth:`submit` never blocks: beyond ``max_parallel_jobs`` running jobs, jobs wait in a FIFO
     queue in this object and start as workers free up. There is no background thread; the queue
@@ -197,6 +205,8 @@ class LocalBackend(Backend):
         preload: Sequence[str] = DEFAULT_PRELOAD,
         cpus_per_job: int | None = None,
         stop_grace_s: float = 5.0,
+        job_cleanup: str = "compact",
+        queue_ahead: int | None = None,
     ) -> None:
         if not store.is_local(work_dir):
             raise ConfigError("work_dir", f"{work_dir!r} is not a local path", "the local backend needs a local directory")
@@ -213,6 +223,14 @@ class LocalBackend(Backend):
             raise ConfigError("keep_alive_s", f"must be a number >= 0, got {keep_alive_s!r}")
         if not isinstance(stop_grace_s, (int, float)) or stop_grace_s < 0:
             raise ConfigError("stop_grace_s", f"must be a number >= 0, got {stop_grace_s!r}")
+        if job_cleanup not in JOB_CLEANUP:
+            raise ConfigError("job_cleanup", f"unknown value {job_cleanup!r}", f"use one of {', '.join(JOB_CLEANUP)}")
+        if queue_ahead is None:
+            queue_ahead = max_parallel_jobs
+        if not isinstance(queue_ahead, int) or isinstance(queue_ahead, bool) or queue_ahead < 0:
+            raise ConfigError("queue_ahead", f"must be an integer >= 0, got {queue_ahead!r}")
+        self.job_cleanup = job_cleanup
+        self.queue_ahead = queue_ahead
         if isinstance(preload, str):
             raise ConfigError("preload", "expected a list of module names, got a string", f"write [{preload!r}]")
         self.work_dir = os.path.abspath(store.local_path(work_dir))
@@ -228,6 +246,9 @@ class LocalBackend(Backend):
         self._startup_failures = 0
         self._warned: set[str] = set()
         self._closed = False
+        self._cleanup_queue: deque[str] = deque()
+        self._cleanup_wake = threading.Event()
+        self._cleanup_thread: threading.Thread | None = None
         # Worker pipes belong to this process; a fork of it must not talk to (or dismiss) them.
         self._pid = os.getpid()
         # Shutdown without a reference to self, so it can also run at exit or on garbage collection.
@@ -394,6 +415,61 @@ class LocalBackend(Backend):
             timer.daemon = True
             timer.start()
 
+    def recorded(self, name: str) -> None:
+        """Compact the ended job's directory (``job_cleanup``) in the background; a job not ended
+        is left alone. Deleting a job's files costs tens of milliseconds on a busy disk, so it runs
+        in a cleanup thread, off the path from one job's end to the next one's launch."""
+        if self.job_cleanup == "keep":
+            return
+        with self._lock:
+            if name in self._assigned:  # its worker has not reported the end yet
+                return
+            self._cleanup_queue.append(name)
+            if self._cleanup_thread is None or not self._cleanup_thread.is_alive():
+                self._cleanup_thread = threading.Thread(target=self._cleanup_loop, name="cvtune-job-cleanup", daemon=True)
+                self._cleanup_thread.start()
+            self._cleanup_wake.set()
+
+    def _cleanup_loop(self) -> None:
+        while True:
+            self._cleanup_wake.wait(timeout=1.0)
+            self._cleanup_wake.clear()
+            while self._cleanup_queue:
+                name = self._cleanup_queue.popleft()
+                try:
+                    self._compact(name)
+                except Exception:  # noqa: BLE001 - a leftover file costs only disk
+                    pass
+            if self._closed:
+                return
+
+    def _compact(self, name: str) -> None:
+        job_dir = self.job_dir(name)
+        final = z.read_json(os.path.join(job_dir, z.FINAL))
+        if final is None or final.get("status") not in (COMPLETED, FAILED, STOPPED):
+            return
+        keep = {z.SPEC, z.FINAL}
+        if final.get("status") != COMPLETED:
+            keep |= {z.LOG, "output"}  # the log and output/failure tell what went wrong
+        for entry in os.listdir(job_dir):
+            if entry in keep:
+                continue
+            path = os.path.join(job_dir, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        if final.get("status") != COMPLETED:
+            output = os.path.join(job_dir, "output")
+            if os.path.isdir(output):
+                for entry in os.listdir(output):
+                    if entry != "failure":
+                        path = os.path.join(output, entry)
+                        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+
     def read_log(self, name: str, tail: int | None = None) -> str:
         """The job's log (stdout + stderr), or its last ``tail`` lines."""
         job_dir = self.job_dir(name)
@@ -421,6 +497,10 @@ class LocalBackend(Backend):
             self._closed = True
             self._assigned.clear()
             self._finalizer()
+        thread = self._cleanup_thread
+        if thread is not None:
+            self._cleanup_wake.set()
+            thread.join(timeout=30)  # finish compacting what was released
 
     # ------------------------------------------------------------------ submit helpers
 
