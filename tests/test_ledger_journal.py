@@ -31,9 +31,9 @@ class RecordingLedger(RunLedger):
     checks = 0
     sizes: list[int] = []
 
-    def save(self):
+    def save(self, **kwargs):
         before = self.bytes_written
-        super().save()
+        super().save(**kwargs)
         type(self).sizes.append(self.bytes_written - before)
         assert comparable(RunLedger.load(self.uri).data) == comparable(self.data)
         type(self).checks += 1

@@ -422,8 +422,6 @@ class LocalBackend(Backend):
         if self.job_cleanup == "keep":
             return
         with self._lock:
-            if name in self._assigned:  # its worker has not reported the end yet
-                return
             self._cleanup_queue.append(name)
             if self._cleanup_thread is None or not self._cleanup_thread.is_alive():
                 self._cleanup_thread = threading.Thread(target=self._cleanup_loop, name="cvtune-job-cleanup", daemon=True)
@@ -432,15 +430,22 @@ class LocalBackend(Backend):
 
     def _cleanup_loop(self) -> None:
         while True:
-            self._cleanup_wake.wait(timeout=1.0)
+            self._cleanup_wake.wait(timeout=0.5)
             self._cleanup_wake.clear()
+            later = []
             while self._cleanup_queue:
                 name = self._cleanup_queue.popleft()
+                with self._lock:
+                    busy = name in self._assigned and not self._closed
+                if busy:  # its worker has not reported the end yet: its process may still be exiting
+                    later.append(name)
+                    continue
                 try:
                     self._compact(name)
                 except Exception:  # noqa: BLE001 - a leftover file costs only disk
                     pass
-            if self._closed:
+            self._cleanup_queue.extend(later)
+            if self._closed and not self._cleanup_queue:
                 return
 
     def _compact(self, name: str) -> None:
