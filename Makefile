@@ -50,7 +50,7 @@ demo-sagemaker: install
 	$(PY) include/demo_sagemaker.py $(CURDIR)/.demo-sagemaker
 
 bench: install
-	for b in warm_pool vs_gridsearch early_stopping bayes_vs_random import_time; do $(PY) benchmarks/$$b.py || exit 1; done
+	for b in warm_pool vs_gridsearch vs_optuna scale early_stopping completion bayes_vs_random import_time; do $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .demo-sagemaker cvtune-artifacts .pytest_cache

@@ -52,6 +52,8 @@ def test_vs_gridsearch_quick():
     figures(rf"^  model fit\s+({NUMBER})\s+({NUMBER})", out)
     figures(rf"orchestrator CPU .*?({NUMBER}) s", out)
     assert "same: True" in out  # both sides picked the same best candidate
+    figures(rf"^third column: GridSearchCV on the script's imputer \+ model pipeline ({NUMBER}) s: "
+            rf"pipeline/bare ({NUMBER}) .*cvtune/pipeline ({NUMBER})", out)
 
 
 @pytest.mark.slow

@@ -743,3 +743,24 @@ def test_regression_predictions(ts, tmp_path, run_main):
     prediction = ts.predict_fn(data, bundle)
     assert prediction.shape == (4,)
     np.testing.assert_allclose(prediction, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_fit_pipeline_fast_imputer_is_identical_to_a_plain_fit(ts, with_nan):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(400, 6)), columns=[f"f{i}" for i in range(6)])
+    frame["i"] = rng.integers(0, 5, 400)  # an integer column too
+    if with_nan:
+        frame.iloc[::7, 2] = np.nan
+    y = (frame["f0"].fillna(0) + rng.normal(size=400) > 0).astype(int).to_numpy()
+    columns = list(frame.columns)
+    params = {"n_estimators": 20, "max_depth": 3}
+    fast = ts.fit_pipeline(ts.build_pipeline("xgboost", "classification", columns, [], params, 0, 1), frame, y, "xgboost")
+    plain = ts.build_pipeline("xgboost", "classification", columns, [], params, 0, 1).fit(frame, y)
+    fast_imputer = fast.named_steps["preprocess"].named_transformers_["num"].named_steps["impute"]
+    plain_imputer = plain.named_steps["preprocess"].named_transformers_["num"].named_steps["impute"]
+    assert np.array_equal(fast_imputer.statistics_, plain_imputer.statistics_)
+    unseen = frame.copy()
+    unseen.iloc[::5, 1] = np.nan  # missing values at predict time are imputed the same way
+    assert np.array_equal(fast.predict_proba(unseen), plain.predict_proba(unseen))
+    assert list(fast.named_steps["preprocess"].feature_names_in_) == columns

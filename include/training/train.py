@@ -623,6 +623,31 @@ def build_pipeline(
     )
 
 
+def fit_pipeline(pipeline: Pipeline, features: pd.DataFrame, y: np.ndarray, model: str) -> Pipeline:
+    """``pipeline.fit(features, y)``, with the median imputer's medians taken by ``np.median``
+    when every feature is numeric and the train fold has no missing value.
+
+    SimpleImputer computes medians on masked arrays: on a 16,000 x 30 fold its fit took 5-7x as
+    long as ``np.median`` (100-150 ms per fold job, about a tenth of an xgboost fit), for the same
+    values when nothing is masked. The fitted pipeline is the same object with the same fitted
+    state (the preprocessing is fitted on the first row for its bookkeeping, then given the
+    fold's medians), so predictions, metrics and the saved model are identical; any other
+    case (categories, NaN, linear models with their scaler) fits the usual way.
+    """
+    preprocess = pipeline.named_steps["preprocess"]
+    numeric_only = [name for name, _, _ in preprocess.transformers] == ["num"]
+    if model in LINEAR_MODELS or not numeric_only or len(features) < 2:
+        return pipeline.fit(features, y)
+    values = features.to_numpy(dtype="float64")
+    if np.isnan(values).any():
+        return pipeline.fit(features, y)
+    preprocess.fit(features.iloc[:1])
+    imputer = preprocess.named_transformers_["num"].named_steps["impute"]
+    imputer.statistics_ = np.median(values, axis=0)
+    pipeline.named_steps["model"].fit(preprocess.transform(features), y)
+    return pipeline
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
@@ -858,7 +883,7 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
     )
     fit_started = time.time()
     try:
-        pipeline.fit(prepare_features(x_train, numeric, categorical), y_train)
+        fit_pipeline(pipeline, prepare_features(x_train, numeric, categorical), y_train, model)
     except (ValueError, TypeError) as exc:
         raise TrainingError(f"fitting {model} failed (check the hyperparameters and data): {exc}") from None
     fit_seconds = time.time() - fit_started
