@@ -22,6 +22,12 @@ def test_split_prints_manifest_json(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["manifest"].endswith("manifest.json") and summary["folds"] == 3
+    parquet = cvtune("split", DATA, "--target", "target", "--folds", "3", "--file-format", "parquet",
+                     "--out", str(tmp_path / "p"))
+    assert parquet.returncode == 0, parquet.stderr
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["output_format"] == "parquet"
+    assert all(os.listdir(f["train_uri"])[0].endswith(".parquet") for f in manifest["folds"])
 
 
 def test_bad_inputs_exit_2_with_the_field_and_launch_nothing(tmp_path):

@@ -24,11 +24,15 @@ class FoldSplitOperator(CvtuneBaseOperator):
     :param group_column: strategy ``group``: rows sharing its value stay in one fold.
     :param time_column: strategy ``timeseries``: folds follow this column's order (numbers or
         dates), every validation row later than every training row of its fold; empty: file order.
+    :param file_format: ``csv`` or ``parquet`` fold files; empty: the input's format. Parquet folds
+        are written and read several times faster than CSV (no float formatting and parsing) —
+        worth it for large data; CSV stays the default for CSV input because every training
+        script (and the SageMaker framework images' pandas) reads it.
     """
 
     template_fields: Sequence[str] = (
         "data_uri", "target", "folds", "strategy", "group_column", "time_column", "holdout", "seed", "task", "output_uri",
-        "cvtune_conn_id",
+        "file_format", "cvtune_conn_id",
     )
 
     def __init__(
@@ -44,6 +48,7 @@ class FoldSplitOperator(CvtuneBaseOperator):
         seed: int | str = 0,
         task: str | None = None,
         output_uri: str | None = None,
+        file_format: str | None = None,
         **kwargs: Any,
     ) -> None:
         # each key is its own XCom too, so downstream tasks can take split.output["manifest"]
@@ -59,6 +64,7 @@ class FoldSplitOperator(CvtuneBaseOperator):
         self.seed = seed
         self.task = task
         self.output_uri = output_uri
+        self.file_format = file_format
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """In: the data (schema, rows). Out: the fold manifest, the folds, the holdout."""
@@ -108,6 +114,7 @@ class FoldSplitOperator(CvtuneBaseOperator):
             holdout=number("holdout", self.holdout, float),
             seed=number("seed", self.seed, int),
             task=self.task or None,
+            file_format=self.file_format or None,
         )
         summary = manifest_summary(manifest)
         self.log.info("fold manifest %s: %s", manifest["manifest_uri"], summary)
