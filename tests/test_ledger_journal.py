@@ -9,7 +9,8 @@ import os
 import pytest
 
 from cvtune import ledger as L
-from cvtune.errors import ConfigError
+from cvtune.errors import ConfigError, LedgerConflictError
+from cvtune.lease import new_owner
 from cvtune.ledger import RunLedger
 from cvtune.tuner import CVTuner
 from tests.fakes import ScriptedBackend
@@ -78,12 +79,13 @@ def test_load_reads_the_snapshot_plus_the_tail_and_ignores_a_torn_write(tmp_path
     uri = str(tmp_path / "runs" / "r" / "ledger.json")
     ledger = RunLedger.create(uri, run_id="r", config={"objective": {"metric": "m", "type": "Maximize"}},
                               config_fingerprint="c", manifest={"folds": [{}, {}]})
+    ledger.acquire(new_owner("test"))  # only the lease holder appends; taking the lease is a snapshot
     for i in range(3):
         trial = ledger.new_trial({"x": i}, {"x": i})
         trial["fold_scores"][0] = 0.5 + i
         ledger.save()
     segment = os.path.join(os.path.dirname(uri), ledger.data["journal"]["segment"])
-    assert os.path.exists(segment) and ledger.snapshots_written == 1
+    assert os.path.exists(segment) and ledger.snapshots_written == 2
     assert len(json.loads(open(uri).read())["trials"]) == 0  # the snapshot predates the trials
     loaded = RunLedger.load(uri)
     assert [t["fold_scores"][0] for t in loaded.trials] == [0.5, 1.5, 2.5]
@@ -151,13 +153,28 @@ def test_journal_on_s3_writes_one_object_per_record(tmp_path, monkeypatch):
             uri = "s3://cvtune-journal/art/runs/r/ledger.json"
             ledger = RunLedger.create(uri, run_id="r", config={"objective": {"metric": "m", "type": "Maximize"}},
                                       config_fingerprint="c", manifest={"folds": [{}]})
+            ledger.acquire(new_owner("test"))
             for i in range(8):
                 ledger.new_trial({"x": i}, {"x": i})
                 ledger.save()
                 assert comparable(RunLedger.load(uri).data) == comparable(ledger.data)
-            assert ledger.snapshots_written == 2  # the creation and one after 5 records
+            assert ledger.snapshots_written == 3  # the creation, the lease, one after 5 records
             keys = [o["Key"] for o in client.list_objects_v2(Bucket="cvtune-journal", Prefix="art/runs/r/")["Contents"]]
             segment = ledger.data["journal"]["segment"]
             assert sum(segment in k for k in keys) == 2 and len(keys) == 3  # 2 records; the old segment is gone
         finally:
             store.use_s3_client(None)
+
+
+def test_a_copy_without_the_lease_cannot_snapshot_over_the_holders_appends(tmp_path):
+    uri = str(tmp_path / "runs" / "r" / "ledger.json")
+    holder = RunLedger.create(uri, run_id="r", config={"objective": {"metric": "m", "type": "Maximize"}},
+                              config_fingerprint="c", manifest={"folds": [{}]})
+    holder.acquire(new_owner("holder"))
+    stale = RunLedger.load(uri)
+    holder.new_trial({"x": 1}, {"x": 1})
+    holder.save()  # an append: the snapshot (and its version token) is unchanged
+    stale.data["status"] = "Stopped"
+    with pytest.raises(LedgerConflictError, match="written by another driver"):
+        stale.save()
+    assert len(RunLedger.load(uri).trials) == 1 and RunLedger.load(uri).status == "InProgress"

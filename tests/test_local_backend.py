@@ -737,8 +737,8 @@ def test_recorded_compacts_ended_jobs_and_keeps_failed_logs(make_backend, tmp_pa
 
 def test_queued_jobs_start_as_soon_as_a_slot_frees(make_backend, tmp_path):
     quick = script(tmp_path, "print('validation:score=0.5;')\n")
-    backend = make_backend(max_parallel_jobs=1)
-    assert backend.queue_ahead == 1
+    assert make_backend().queue_ahead == 0  # off: queued jobs die with the driving process
+    backend = make_backend(max_parallel_jobs=1, queue_ahead=1)
     backend.submit(spec("q-1", quick))
     backend.submit(spec("q-2", quick))  # queued ahead: starts when q-1 ends, without a new submit
     done = wait_done(backend, "q-1", "q-2")

@@ -287,6 +287,16 @@ class RunLedger:
         self._stored_trials = len(self.trials)
         self._open = {t["number"]: _encode_trial(t) for t in self.trials if not _frozen(t)}
 
+    def _foreign_records(self, journal: dict[str, Any]) -> bool:
+        """Whether the segment holds records beyond the ones this copy has seen."""
+        probe = RunLedger(self.uri, {"journal": journal, "trials": []})
+        probe._apply = lambda record: None  # type: ignore[method-assign]  # count, don't apply
+        try:
+            probe._replay_tail()
+        except FileNotFoundError:
+            return False
+        return probe._seq > self._seq
+
     def _replay_tail(self) -> None:
         journal = self.data.get("journal")
         if not journal:
@@ -413,7 +423,10 @@ class RunLedger:
         """Persist what changed: one journal record, or a snapshot when one is due (see the
         module docstring: a run's end, a long tail, the lease taken, renewed or given up)."""
         self.data["updated"] = time.time()
-        if create or release or self.token is None or self._snapshot_due() or self._lease_changed() or self.lease_due():
+        # only the lease holder appends (its records are numbered in one sequence); any other
+        # copy writes a snapshot, which is conditional and checks the journal (see snapshot())
+        if (create or release or self.token is None or self.owner is None or self._snapshot_due()
+                or self._lease_changed() or self.lease_due()):
             self.snapshot(create=create, release=release)
             return
         record = self._changes()
@@ -455,6 +468,12 @@ class RunLedger:
             self.data["lease"] = {**self.owner, "acquired": (self.data.get("lease") or {}).get("acquired", now),
                                   "heartbeat": now, "expires": now + self.lease_ttl_s}
         journal = self.data.get("journal")
+        if not create and self.owner is None and journal and self._foreign_records(journal):
+            # the lease holder appended since this copy was read: its snapshot would drop them
+            raise LedgerConflictError(
+                f"run {self.data.get('run_id')}: the ledger {self.uri} was written by another driver since this one "
+                f"read it ({self._current_holder()}); this driver stops without overwriting it"
+            )
         self.data["journal"] = {"seq": self._seq, "segment": f"journal/{self._seq:012d}-{uuid.uuid4().hex[:8]}.jsonl"}
         body = (_dumps(self.data) + "\n").encode("utf-8")
         try:

@@ -176,8 +176,10 @@ class LocalBackend(Backend):
         does with an ended job's directory: ``compact`` (default) keeps only ``spec.json`` and
         ``final.json`` (so the name stays taken and ``describe`` still answers) plus, for a failed
         job, ``log.txt`` and ``output/failure``; ``keep`` leaves it whole.
-    :param queue_ahead: jobs a driver may queue beyond ``max_parallel_jobs`` (default 1 per slot),
-        so a worker that finishes starts the next job before the driver has recorded the last.
+    :param queue_ahead: jobs a driver may queue beyond ``max_parallel_jobs`` (default 0), so a
+        worker that finishes starts the next job before the driver has recorded the last. Queued
+        jobs live in this object until a worker takes them: if the driving process dies, they are
+        recorded as lost (a resumed run fails their trials), which is why it is off by default.
 
     :meth:`submit` never blocks: beyond ``max_parallel_jobs`` running jobs, jobs wait in a FIFO
     queue in this object and start as workers free up. There is no background thread; the queue
@@ -226,7 +228,7 @@ class LocalBackend(Backend):
         if job_cleanup not in JOB_CLEANUP:
             raise ConfigError("job_cleanup", f"unknown value {job_cleanup!r}", f"use one of {', '.join(JOB_CLEANUP)}")
         if queue_ahead is None:
-            queue_ahead = max_parallel_jobs
+            queue_ahead = 0
         if not isinstance(queue_ahead, int) or isinstance(queue_ahead, bool) or queue_ahead < 0:
             raise ConfigError("queue_ahead", f"must be an integer >= 0, got {queue_ahead!r}")
         self.job_cleanup = job_cleanup
