@@ -17,6 +17,8 @@ from tests.fakes import ScriptedBackend
 from tests.test_stopping import manifest
 from tests.test_tuner import make_config, score
 
+CONFIG = {"objective": {"metric": "m", "type": "Maximize"}, "entry_point": "train.py"}
+
 
 def comparable(data):
     """The run's state without the storage bookkeeping."""
@@ -77,7 +79,7 @@ def test_bytes_per_save_do_not_grow_with_the_run(tmp_path):
 
 def test_load_reads_the_snapshot_plus_the_tail_and_ignores_a_torn_write(tmp_path):
     uri = str(tmp_path / "runs" / "r" / "ledger.json")
-    ledger = RunLedger.create(uri, run_id="r", config={"objective": {"metric": "m", "type": "Maximize"}},
+    ledger = RunLedger.create(uri, run_id="r", config=CONFIG,
                               config_fingerprint="c", manifest={"folds": [{}, {}]})
     ledger.acquire(new_owner("test"))  # only the lease holder appends; taking the lease is a snapshot
     for i in range(3):
@@ -101,9 +103,12 @@ def test_load_reads_the_snapshot_plus_the_tail_and_ignores_a_torn_write(tmp_path
 def test_old_single_document_ledgers_load_and_unknown_versions_fail_clearly(tmp_path):
     uri = tmp_path / "runs" / "old" / "ledger.json"
     uri.parent.mkdir(parents=True)
-    old = {"version": 1, "run_id": "old", "status": "Completed", "config": {"objective": {"metric": "m", "type": "Maximize"}},
+    jobs = [{"fold": f, "job_name": f"old-t0000-f{f}", "state": "Completed"} for f in range(2)]
+    old = {"version": 1, "run_id": "old", "kind": "tune", "status": "Completed",
+           "config": {"objective": {"metric": "m", "type": "Maximize"}, "entry_point": "train.py"},
+           "config_fingerprint": "c", "manifest_uri": None, "manifest_fingerprint": None,
            "folds": 2, "trials": [{"number": 0, "params": {}, "hyperparameters": {}, "state": "Completed", "mean": 0.9,
-                                   "std": 0.0, "fold_scores": [0.9, 0.9], "fold_jobs": [], "failure_reason": None}]}
+                                   "std": 0.0, "fold_scores": [0.9, 0.9], "fold_jobs": jobs, "failure_reason": None}]}
     uri.write_text(json.dumps(old, indent=2))
     ledger = RunLedger.load(str(uri))
     assert ledger.best_trial()["mean"] == 0.9
@@ -112,9 +117,9 @@ def test_old_single_document_ledgers_load_and_unknown_versions_fail_clearly(tmp_
     uri.write_text(json.dumps({**old, "version": 9}))
     with pytest.raises(ConfigError) as err:
         RunLedger.load(str(uri))
-    assert str(uri) in str(err.value) and "version 9" in str(err.value)
+    assert str(uri) in str(err.value) and "version 9" in str(err.value) and "reads version 1 or 2" in str(err.value)
     uri.write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="not valid JSON"):  # the message names the file, too
         RunLedger.load(str(uri))
 
 
@@ -151,7 +156,7 @@ def test_journal_on_s3_writes_one_object_per_record(tmp_path, monkeypatch):
         try:
             monkeypatch.setattr(L, "MAX_TAIL_RECORDS_REMOTE", 5)
             uri = "s3://cvtune-journal/art/runs/r/ledger.json"
-            ledger = RunLedger.create(uri, run_id="r", config={"objective": {"metric": "m", "type": "Maximize"}},
+            ledger = RunLedger.create(uri, run_id="r", config=CONFIG,
                                       config_fingerprint="c", manifest={"folds": [{}]})
             ledger.acquire(new_owner("test"))
             for i in range(8):
@@ -168,7 +173,7 @@ def test_journal_on_s3_writes_one_object_per_record(tmp_path, monkeypatch):
 
 def test_a_copy_without_the_lease_cannot_snapshot_over_the_holders_appends(tmp_path):
     uri = str(tmp_path / "runs" / "r" / "ledger.json")
-    holder = RunLedger.create(uri, run_id="r", config={"objective": {"metric": "m", "type": "Maximize"}},
+    holder = RunLedger.create(uri, run_id="r", config=CONFIG,
                               config_fingerprint="c", manifest={"folds": [{}]})
     holder.acquire(new_owner("holder"))
     stale = RunLedger.load(uri)

@@ -157,8 +157,8 @@ def parse_ledger(uri: str, raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise damaged(f"expected a JSON object, got {type(data).__name__}")
     if data.get("version") not in READABLE_VERSIONS:
-        raise damaged(f"ledger version {data.get('version')!r}, this cvtune reads versions "
-                      f"{', '.join(map(str, READABLE_VERSIONS))}")
+        raise damaged(f"ledger version {data.get('version')!r}, this cvtune reads version "
+                      f"{' or '.join(map(str, READABLE_VERSIONS))}")
 
     def check(obj: dict[str, Any], fields: tuple, where: str) -> None:
         for key, types, nullable in fields:
