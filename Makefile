@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.demo
 
-.PHONY: install test test-fast lint demo demo-sagemaker clean bench
+.PHONY: install chromium test test-fast lint demo demo-sagemaker clean bench
 
 install: $(STAMP)
 
