@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from cvtune import lease as lease_
-from cvtune import store
 from cvtune.errors import ConfigError, LeaseHeldError, LedgerConflictError
+from cvtune.store import ArtifactStore, PreconditionFailed, default_store
 
 log = logging.getLogger("cvtune.ledger")
 
@@ -168,27 +168,31 @@ def _type_name(types: type | tuple[type, ...]) -> str:
 class RunLedger:
     """A tuning run's state, backed by ``ledger.json`` in the artifact store."""
 
-    def __init__(self, uri: str, data: dict[str, Any], token: str | None = None) -> None:
+    def __init__(
+        self, uri: str, data: dict[str, Any], token: str | None = None, store: ArtifactStore | None = None
+    ) -> None:
         self.uri = uri
         self.data = data
+        self.store = store or default_store()
         self.token = token  # the stored version this copy was read as / last written as
         self.owner: dict[str, Any] | None = None  # set while this process holds the run's lease
         self.lease_ttl_s = lease_.LEASE_TTL_S
 
     @classmethod
-    def create(cls, uri: str, **fields: Any) -> RunLedger:
+    def create(cls, uri: str, *, store: ArtifactStore | None = None, **fields: Any) -> RunLedger:
         """A new ledger at ``uri`` (refused if one exists); ``fields`` as :func:`new_ledger_data`."""
-        ledger = cls(uri, new_ledger_data(**fields))
+        ledger = cls(uri, new_ledger_data(**fields), store=store)
         ledger.save(create=True)
         return ledger
 
     @classmethod
-    def load(cls, uri: str) -> RunLedger:
+    def load(cls, uri: str, store: ArtifactStore | None = None) -> RunLedger:
+        store = store or default_store()
         try:
             raw, token = store.read_versioned(uri)
         except FileNotFoundError:
             raise ConfigError("ledger", f"no run ledger at {uri}", "check the run id and artifact root") from None
-        return cls(uri, parse_ledger(uri, raw), token)
+        return cls(uri, parse_ledger(uri, raw), token, store)
 
     def save(self, *, create: bool = False, release: bool = False) -> None:
         """Write the ledger, only over the version this copy was read as (or only if absent, ``create``).
@@ -207,12 +211,12 @@ class RunLedger:
         body = (json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n").encode("utf-8")
         try:
             if create or self.token is None:
-                self.token = store.write_bytes(self.uri, body, if_none_match=True)
+                self.token = self.store.write_bytes(self.uri, body, if_none_match=True)
             else:
-                self.token = store.write_bytes(self.uri, body, if_match=self.token)
+                self.token = self.store.write_bytes(self.uri, body, if_match=self.token)
             if release:
                 self.owner = None
-        except store.PreconditionFailed:
+        except PreconditionFailed:
             holder = self._current_holder()
             raise LedgerConflictError(
                 f"run {self.data.get('run_id')}: the ledger {self.uri} was written by another driver since this one "
@@ -221,7 +225,7 @@ class RunLedger:
 
     def _current_holder(self) -> str:
         try:
-            current = json.loads(store.read_bytes(self.uri))
+            current = json.loads(self.store.read_bytes(self.uri))
         except Exception:  # noqa: BLE001 - only for the message
             return "its lease holder is unknown"
         held = current.get("lease") if isinstance(current, dict) else None
@@ -256,7 +260,7 @@ class RunLedger:
                 return
             except LedgerConflictError:  # another driver got in between: judge its lease afresh
                 self.owner = None
-                fresh = RunLedger.load(self.uri)
+                fresh = RunLedger.load(self.uri, self.store)
                 self.data, self.token = fresh.data, fresh.token
         raise LeaseHeldError(f"run {self.run_id}: could not take the lease of {self.uri} (it keeps changing)")
 

@@ -80,13 +80,12 @@ class FoldSplitOperator(CvtuneBaseOperator):
         return lineage.operator_lineage(inputs, outputs)
 
     def run(self, context: Any) -> dict[str, Any]:
-        from cvtune import store
         from cvtune.errors import ConfigError
         from cvtune.folds import manifest_summary, split_dataset
         from cvtune.naming import derive_id
 
         dag_id, run_id, task_id, map_index = self.ids(context)
-        out = self.output_uri or store.join(
+        out = self.output_uri or self.store.join(
             self.hook.artifact_root, "folds", dag_id, derive_id(dag_id, run_id, task_id, map_index, prefix=run_id)
         )
 
@@ -108,6 +107,7 @@ class FoldSplitOperator(CvtuneBaseOperator):
             holdout=number("holdout", self.holdout, float),
             seed=number("seed", self.seed, int),
             task=self.task or None,
+            store=self.store,
         )
         summary = manifest_summary(manifest)
         self.log.info("fold manifest %s: %s", manifest["manifest_uri"], summary)

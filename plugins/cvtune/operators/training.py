@@ -87,7 +87,7 @@ class TrainModelOperator(CvtuneBaseOperator):
             raise ConfigError("entry_point", "is required when hyperparameters is a plain dict", "pass the training script path")
         dag_id, run_id, task_id, map_index = self.ids(context)
         job_name = self.job_name or derive_id(dag_id, run_id, task_id, map_index, prefix=f"{task_id}", limit=63)
-        manifest = load_manifest(self.manifest_uri)
+        manifest = load_manifest(self.manifest_uri, self.store)
         tags = {"cvtune:dag": dag_id[:128], "cvtune:task": task_id[:128]}
         if best.get("run_id"):
             # the tuning run whose model this is (and whose fold pool the job usually takes)
