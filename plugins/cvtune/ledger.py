@@ -245,12 +245,12 @@ class RunLedger:
             reason = lease_.vacancy(held, owner)
             if reason is None:
                 raise LeaseHeldError(
-                    f"run {self.run_id} is being driven by {lease_.describe(held)}; wait for it to finish, "
+                    f"run {self.run_id} is being driven by {lease_.describe(held or {})}; wait for it to finish, "
                     f"or stop it (its lease is taken over once the process is gone or the lease expired)",
                     holder=held,
                 )
             if reason:
-                log.warning("run %s: taking over the lease of %s: %s", self.run_id, lease_.describe(held), reason)
+                log.warning("run %s: taking over the lease of %s: %s", self.run_id, lease_.describe(held or {}), reason)
                 self.data.setdefault("lease_takeovers", []).append(
                     {"from": held, "to": owner["id"], "reason": reason, "at": time.time()}
                 )

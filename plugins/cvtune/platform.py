@@ -82,6 +82,10 @@ class Platform:
         """The platform's batch transform (:class:`cvtune.transform.BatchTransform`)."""
         raise NotImplementedError
 
+    def console_region(self) -> str | None:
+        """The AWS region whose console shows this platform's jobs (``None``: no console)."""
+        return None
+
     def plan(
         self, config: Any, manifest: dict[str, Any], *, run_id: str, warm_start: Any = None,
         assumptions: dict[str, float] | None = None, field: str = "plan_only",

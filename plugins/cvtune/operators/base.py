@@ -76,7 +76,7 @@ class CvtuneBaseOperator(UsesConnection, BaseOperator):
         """The console region of this task's jobs; ``None`` unless the connection is ``sagemaker``."""
         from cvtune.links import sagemaker_region
 
-        return sagemaker_region(self.hook.settings)
+        return sagemaker_region(self.platform)
 
     def ids(self, context: Any) -> tuple[str, str, str, int]:
         ti = context["ti"]

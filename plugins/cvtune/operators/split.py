@@ -62,12 +62,12 @@ class FoldSplitOperator(CvtuneBaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """In: the data (schema, rows). Out: the fold manifest, the folds, the holdout."""
-        from cvtune import lineage, store
+        from cvtune import lineage
 
         result = self._result
         if not isinstance(result, dict):
             return lineage.operator_lineage([], [])
-        manifest = store.read_json(result["manifest"])
+        manifest = self.store.read_json(result["manifest"])
         found = lineage.manifest_datasets(manifest)
         rows = (manifest.get("dataset") or {}).get("rows")
         # the row count belongs to the data as a whole: it is given when there is one input

@@ -55,12 +55,12 @@ class TrainModelOperator(CvtuneBaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """In: the manifest, the full training set and the holdout. Out: the model. Run facet
         ``cvtune_model``: the holdout metrics."""
-        from cvtune import lineage, store
+        from cvtune import lineage
 
         result = self._result
         if not isinstance(result, dict):
             return lineage.operator_lineage([], [])
-        manifest = store.read_json(self.manifest_uri)
+        manifest = self.store.read_json(self.manifest_uri)
         found = lineage.manifest_datasets(manifest)
         inputs = [found["manifest"]]
         if "full_train" in found:

@@ -133,7 +133,8 @@ class BatchTransformOperator(CvtuneBaseOperator):
         from cvtune.triggers.transform import TransformJobTrigger
 
         self.defer(
-            trigger=TransformJobTrigger(cvtune_conn_id=self.cvtune_conn_id, job_name=job_name, poll_interval=self.poll_interval),
+            trigger=TransformJobTrigger(cvtune_conn_id=self.cvtune_conn_id, job_name=job_name,
+                                        poll_interval=30.0 if self.poll_interval is None else self.poll_interval),
             method_name="execute_complete",
         )
 

@@ -93,7 +93,7 @@ class CVTuningOperator(CvtuneBaseOperator):
 
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
-        self._tuner = None
+        self._tuner: Any = None
 
     def load_config(self):
         from cvtune.config import load_config

@@ -42,6 +42,17 @@ class SageMakerPlatform(Platform):
         options.setdefault("source", self.source)
         return self.backend_from_options(**options)
 
+    def console_region(self) -> str | None:
+        config = self.config
+        if config.region_name:
+            return config.region_name
+        try:  # the region of the AWS connection the jobs are created with
+            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+            return AwsBaseHook(aws_conn_id=config.aws_conn_id, client_type="sagemaker").conn_region_name
+        except Exception:  # noqa: BLE001 - a link is a convenience; never fail the task for it
+            return None
+
     def plan(
         self, config: Any, manifest: dict[str, Any], *, run_id: str, warm_start: Any = None,
         assumptions: dict[str, float] | None = None, field: str = "plan_only",

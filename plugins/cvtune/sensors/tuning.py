@@ -12,7 +12,6 @@ from cvtune.hooks.cvtune import UsesConnection
 from cvtune.links import TUNING_LINKS
 
 
-
 class TuningRunSensor(UsesConnection, BaseSensorOperator):
     """Wait for a tuning run, e.g. one started with ``CVTuningOperator(wait_for_completion=False)``,
     and drive it to the end.
@@ -92,10 +91,9 @@ class TuningRunSensor(UsesConnection, BaseSensorOperator):
         return ledger_uri(self.hook.artifact_root, validate_run_id(self.run_id))
 
     def persist_links(self, context: Any, summary: dict[str, Any]) -> None:
-        from cvtune.hooks.cvtune import CvtuneHook
         from cvtune.links import persist, sagemaker_region, tuning_info
 
-        persist(context, self, **tuning_info(summary, sagemaker_region(self.hook.settings)))
+        persist(context, self, **tuning_info(summary, sagemaker_region(self.platform)))
 
     # -- poke / reschedule mode -----------------------------------------------------------------
     def poke(self, context: Any) -> PokeReturnValue | bool:
