@@ -181,23 +181,23 @@ class SageMakerConfig:
         """
         from botocore.config import Config
 
-        hook: Any
-        if service == "sagemaker":
-            from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+        import importlib
 
-            hook = SageMakerHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        elif service == "s3":
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-            hook = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        else:
-            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-            hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type=service)
+        # the provider's hook of the service where it has one (its client_type), else the base hook
+        module, name = _SERVICE_HOOKS.get(service, ("airflow.providers.amazon.aws.hooks.base_aws", "AwsBaseHook"))
+        hook_class = getattr(importlib.import_module(module), name)
+        extra = {} if service in _SERVICE_HOOKS else {"client_type": service}
+        hook = hook_class(aws_conn_id=self.aws_conn_id, region_name=self.region_name, **extra)
         ours = Config(retries={"mode": "adaptive", "max_attempts": 10})
         theirs = hook.conn_config.botocore_config
         config = ours.merge(theirs) if theirs else ours
         return hook.get_client_type(region_name=hook.region_name, config=config, deferrable=deferrable)
+
+
+_SERVICE_HOOKS = {
+    "sagemaker": ("airflow.providers.amazon.aws.hooks.sagemaker", "SageMakerHook"),
+    "s3": ("airflow.providers.amazon.aws.hooks.s3", "S3Hook"),
+}
 
 
 def _check_vpc(vpc: Any, name: str) -> dict[str, list[str]]:
