@@ -179,9 +179,9 @@ class SageMakerConfig:
         Either way the call blocks (connection lookup, role assumption): from an event loop,
         make it in a worker thread.
         """
-        from botocore.config import Config
-
         import importlib
+
+        from botocore.config import Config
 
         # the provider's hook of the service where it has one (its client_type), else the base hook
         module, name = _SERVICE_HOOKS.get(service, ("airflow.providers.amazon.aws.hooks.base_aws", "AwsBaseHook"))
