@@ -32,6 +32,7 @@ def s3_options(aws_conn_id: str | None, region_name: str | None = None, *, sourc
         "key": credentials.access_key,
         "secret": credentials.secret_key,
         "token": credentials.token,
-        "endpoint_url": hook.conn_config.endpoint_url,
+        # the connection's S3 endpoint: its service_config's for s3 if set, else its endpoint_url
+        "endpoint_url": hook.conn_config.get_service_endpoint_url("s3"),
         "region_name": hook.conn_region_name,
     }
