@@ -33,7 +33,6 @@ def params(i: int, booster: str = "gbtree") -> dict:
 def make_ledger(tmp_path, run_id, trials, *, kind="tune", folds=3, objective_type="Maximize", ranges=RANGES):
     """trials: list of (state, params, fold scores) — scores only matter for Completed trials."""
     config = {
-        "entry_point": "train.py",  # a ledger's config always names its script (damaged-ledger check)
         "objective": {"metric": "validation:auc", "type": objective_type},
         "parameter_ranges": ranges,
         "strategy": "Bayesian",
