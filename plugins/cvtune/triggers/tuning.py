@@ -26,8 +26,12 @@ def _observer(cvtune_conn_id: str):
     return Observer(CvtuneHook(cvtune_conn_id).get_conn())
 
 
-def _store(cvtune_conn_id: str):
-    """The connection's artifact store (its credentials); the default one reads local ledgers only too."""
+def _store(cvtune_conn_id: str, uri: str = ""):
+    """The connection's artifact store (its credentials); a local ledger needs no connection."""
+    from cvtune.store import default_store, is_local
+
+    if uri and is_local(uri):
+        return default_store()
     from cvtune.hooks.cvtune import CvtuneHook
 
     return CvtuneHook(cvtune_conn_id).store
@@ -128,7 +132,7 @@ class TuningJobsTrigger(BaseTrigger):
         from cvtune.errors import JobNotFoundError
         from cvtune.ledger import RunLedger
 
-        store = _store(self.cvtune_conn_id)
+        store = _store(self.cvtune_conn_id, self.ledger_uri)
         backend = _observer(self.cvtune_conn_id)
         try:
             for name in self.job_names:
@@ -184,7 +188,7 @@ class TuningRunTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            store = await asyncio.to_thread(_store, self.cvtune_conn_id)
+            store = await asyncio.to_thread(_store, self.cvtune_conn_id, self.ledger_uri)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an event the task raises
             yield _error(self.run_id, f"cannot build the artifact store of connection {self.cvtune_conn_id}", exc)
             return
