@@ -29,6 +29,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The whole pipeline on the embedded default: local warm pool, throwaway AIRFLOW_HOME on SQLite.
 demo: export AIRFLOW_HOME := $(DEMO_HOME)/airflow

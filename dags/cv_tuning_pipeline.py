@@ -183,9 +183,10 @@ with DAG(
         run_type = str(getattr(dag_run, "run_type", "")).lower()
         if params["partition_root"] and context.get("ds") and ("scheduled" in run_type or "backfill" in run_type):
             uri = f"{params['partition_root'].rstrip('/')}/dt={context['ds']}/"
-            from cvtune import store
+            from cvtune.hooks.cvtune import CvtuneHook
 
-            if not store.exists(uri):
+            # through the connection's store: its credentials, not the worker's ambient ones
+            if not CvtuneHook(params["cvtune_conn_id"]).store.exists(uri):
                 raise AirflowSkipException(
                     f"{run_type} run for {context['ds']}: the day's partition {uri} has not landed yet; "
                     "nothing to tune (the run tunes it once ingest_new_data lands it)"
@@ -243,6 +244,7 @@ with DAG(
         narrowing="{{ params.refine_narrowing }}",
         refine_task_id="refine",
         skip_task_id="best_params",
+        cvtune_conn_id=CONN,
     )
     refine = WarmStartTuningOperator(
         task_id="refine",

@@ -52,3 +52,76 @@ def write_dag(name: str, source: str) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write(source)
     return path
+
+
+class S3Server:
+    """moto's S3 in server mode on 127.0.0.1 (any process can reach it), recording which access
+    key signed each request, so a test can tell whose credentials a read or write used."""
+
+    def __init__(self) -> None:
+        import re
+        import threading
+
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, access key id)
+        credential = re.compile(r"Credential=([^/,\s]+)/")
+
+        def recording(environ, start_response):
+            match = credential.search(environ.get("HTTP_AUTHORIZATION", ""))
+            self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), match and match.group(1)))
+            return app(environ, start_response)
+
+        self._server = make_server("127.0.0.1", 0, recording, threaded=True)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def keys_for(self, path_part: str) -> set[str | None]:
+        """Access keys of the requests whose path contains ``path_part``."""
+        return {key for _, path, key in self.requests if path_part in path}
+
+    def create_bucket(self, bucket: str) -> None:
+        import boto3
+
+        boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="admin",
+            aws_secret_access_key="admin",
+        ).create_bucket(Bucket=bucket)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def no_ambient_aws(monkeypatch, tmp_path):
+    """No AWS identity outside Airflow connections: no AWS_* variables, no ~/.aws, no instance role."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    empty = tmp_path / "no-aws"
+    empty.mkdir()
+    monkeypatch.setenv("HOME", str(empty))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
+    # the last link of boto3's chain (an instance role): there is none here, don't wait for it
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def aws_connection(monkeypatch, conn_id: str, key: str, endpoint: str) -> None:
+    """An Airflow AWS connection ``conn_id`` (env-var secrets backend) holding keys and an endpoint."""
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps({"conn_type": "aws", "login": key, "password": f"{key}-secret",
+                    "extra": {"region_name": "us-east-1", "endpoint_url": endpoint}}),
+    )

@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from cvtune import store
 from cvtune.ledger import COMPLETED
+from cvtune.store import ArtifactStore
 from tests.conftest import ROOT
 from tests.test_report import make_ledger, params
 
@@ -77,11 +77,11 @@ def server(tmp_path_factory):
     ledger = make_ledger(home, "tune-browser-1", [(COMPLETED, params(0), [0.91, 0.92, 0.93]),
                                                   (COMPLETED, params(2), [0.95, 0.96, 0.97])])
     manifest = str(artifacts / "folds" / "manifest.json")
-    store.write_json(manifest, {"manifest_uri": manifest, "dataset": {"uri": "/data/raw/dt=2026-03-04/", "rows": 569,
+    ArtifactStore().write_json(manifest, {"manifest_uri": manifest, "dataset": {"uri": "/data/raw/dt=2026-03-04/", "rows": 569,
                                                                       "columns": ["a", "b", "target"]},
                                 "split": {"target": "target", "strategy": "stratified"}})
     ledger.data["manifest_uri"] = manifest
-    ledger.uri, ledger.token = store.join(str(artifacts), "runs", "tune-browser-1", "ledger.json"), None
+    ledger.uri, ledger.token = os.path.join(str(artifacts), "runs", "tune-browser-1", "ledger.json"), None
     ledger.save()
 
     log = open(home / "api-server.log", "wb")

@@ -55,9 +55,9 @@ class Faults:
 def install(monkeypatch, faults: Faults) -> None:
     import tempfile
 
-    from cvtune import store
     from cvtune.local import _zygote as z
     from cvtune.local import backend as b
+    from cvtune.store import ArtifactStore
 
     def wrap(name, fn):
         def hooked(*args, **kwargs):
@@ -66,7 +66,13 @@ def install(monkeypatch, faults: Faults) -> None:
             return fn(*args, **kwargs)
         return hooked
 
-    monkeypatch.setattr(store, "write_bytes", wrap("store.write_bytes", store.write_bytes))
+    write_bytes = ArtifactStore.write_bytes
+
+    def hooked_write(self, uri, *args, **kwargs):  # every store's writes, whoever holds the store
+        faults.hit(f"store.write_bytes {os.path.basename(str(uri)).split('-')[0] or uri}")
+        return write_bytes(self, uri, *args, **kwargs)
+
+    monkeypatch.setattr(ArtifactStore, "write_bytes", hooked_write)
     monkeypatch.setattr(z, "write_json", wrap("write_json", z.write_json))
 
     class OS:

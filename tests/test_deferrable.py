@@ -5,7 +5,7 @@ Airflow 3 runs a deferred task's trigger inline and then resumes the task in ``e
 TuningRunSensor drives runs launched with ``wait_for_completion=False`` (poke and deferrable).
 The local backend cannot defer (see CVTuningOperator), so the DAG tests use ``DiskBackend``
 (tests/fakes.py): jobs as files, visible to the trigger and to every resumption, injected through
-``Settings.make_backend``.
+``LocalPlatform.make_backend``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import textwrap
 import pytest
 
 from cvtune.backends.base import COMPLETED, JobSpec
-from cvtune.settings import Settings
+from cvtune.local.platform import LocalPlatform
 from tests.conftest import ROOT, write_dag
 from tests.fakes import DiskBackend
 
@@ -59,7 +59,7 @@ def expected_mean(depth: int) -> float:
 def disk(cvtune_conn, monkeypatch):
     """Every backend the connection makes (task, trigger, resumption) is a DiskBackend on one root."""
     root = os.path.join(cvtune_conn, "disk")
-    monkeypatch.setattr(Settings, "make_backend", lambda self, **_: DiskBackend(root, score, capacity=2, end_after=2))
+    monkeypatch.setattr(LocalPlatform, "make_backend", lambda self, **_: DiskBackend(root, score, capacity=2, end_after=2))
     return DiskBackend(root, score)
 
 
@@ -134,7 +134,7 @@ def test_jobs_trigger_polls_until_a_job_ends_or_times_out(cvtune_conn, monkeypat
 
     root = os.path.join(cvtune_conn, "disk")
     backend = DiskBackend(root, score, end_after=4)
-    monkeypatch.setattr(Settings, "make_backend", lambda self, **_: DiskBackend(root, score, end_after=4))
+    monkeypatch.setattr(LocalPlatform, "make_backend", lambda self, **_: DiskBackend(root, score, end_after=4))
     backend.submit(JobSpec("r-t0000-f0", TRAIN, {"max_depth": 3}, {}, tags={"cvtune:fold": "0"}))
     [event] = collect(TuningJobsTrigger(cvtune_conn_id="cvtune_default", run_id="r", ledger_uri="l",
                                         job_names=["r-t0000-f0"], poll_interval=0))
@@ -155,7 +155,7 @@ def test_jobs_trigger_reports_errors_as_events(cvtune_conn, monkeypatch):
             raise RuntimeError("ThrottlingException: rate exceeded")
 
     root = os.path.join(cvtune_conn, "disk")
-    monkeypatch.setattr(Settings, "make_backend", lambda self, **_: Throttled(root, score))
+    monkeypatch.setattr(LocalPlatform, "make_backend", lambda self, **_: Throttled(root, score))
     trigger = TuningJobsTrigger(cvtune_conn_id="cvtune_default", run_id="r", ledger_uri="l", job_names=["a"])
     [event] = collect(trigger)
     assert event.payload["status"] == "error" and event.payload["run_id"] == "r"
@@ -481,11 +481,11 @@ def test_deferrable_sensor_waits_in_the_trigger(airflow_db, cvtune_conn, tmp_pat
     calls, completes = [], []
     original_event, original_complete = tuning.run_event, TuningRunSensor.execute_complete
 
-    def run_event(ledger_uri, run_id=""):
+    def run_event(ledger_uri, run_id="", store=None):
         calls.append(ledger_uri)
         if len(calls) == 3:  # execute's check, the trigger's first poll, then the run ends
             finish(ledger_uri, outcome, None if outcome == "Completed" else "3 trials failed")
-        return original_event(ledger_uri, run_id)
+        return original_event(ledger_uri, run_id, store)
 
     def execute_complete(self, context, event=None):
         completes.append(event)
@@ -630,7 +630,7 @@ def test_sensor_fails_clearly_when_the_run_it_drives_fails(cvtune_conn, monkeypa
         return "Failed", {}, "AlgorithmError: boom"
 
     root = os.path.join(cvtune_conn, "disk")
-    monkeypatch.setattr(Settings, "make_backend", lambda self, **_: DiskBackend(root, crash, capacity=2, end_after=2))
+    monkeypatch.setattr(LocalPlatform, "make_backend", lambda self, **_: DiskBackend(root, crash, capacity=2, end_after=2))
     uri = launch_run(cvtune_conn, "doomed", outcome=crash, max_failed_trials=1)
     sensor = TuningRunSensor(task_id="s", ledger_uri=uri)
     assert sensor.poke({}) is False  # jobs re-attached, still running
@@ -643,10 +643,10 @@ def test_sensor_fails_clearly_when_the_run_it_drives_fails(cvtune_conn, monkeypa
 
 def test_resume_rebuilds_a_warm_started_run_from_its_ledger(disk, cvtune_conn):
     from cvtune.config import load_config
+    from cvtune.driving import drive_step
     from cvtune.errors import ConfigError
     from cvtune.folds import load_manifest
     from cvtune.ledger import RunLedger
-    from cvtune.operators.tuning import drive_step
     from cvtune.tuner import CVTuner, cross_validate
     from cvtune.warmstart import TRANSFER, WarmStart
 

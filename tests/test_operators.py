@@ -103,7 +103,8 @@ def test_best_params_across_runs_and_ties(tmp_path):
 
 
 def test_registry_gate_champion_challenger(tmp_path):
-    from cvtune.registry import APPROVED, PENDING, LocalModelRegistry, decide_approval
+    from cvtune.local.registry import LocalModelRegistry
+    from cvtune.registry import APPROVED, PENDING, decide_approval
 
     model = tmp_path / "model"
     model.mkdir()
@@ -134,7 +135,7 @@ def test_registry_gate_champion_challenger(tmp_path):
 
 def test_batch_transform_checks_inputs_and_counts(tmp_path):
     from cvtune.errors import ConfigError, RunFailedError
-    from cvtune.transform import batch_transform
+    from cvtune.local.transform import batch_transform
 
     script = tmp_path / "serve.py"
     script.write_text(textwrap.dedent('''

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from cvtune import report, store
+from cvtune import report
 from cvtune.ledger import COMPLETED, FAILED, PRUNED, RUNNING, STOPPED, RunLedger, score_stats
+from cvtune.store import ArtifactStore
 
 RANGES = {
     "ContinuousParameterRanges": [
@@ -145,6 +146,7 @@ def test_summary_is_consistent_with_the_ledgers(tmp_path, two_runs):
 
     out = report.write_report(str(tmp_path / "report"), summary, two_runs)
     assert out == {"summary": str(tmp_path / "report" / "summary.json"), "report": str(tmp_path / "report" / "report.html")}
+    store = ArtifactStore()
     assert store.read_json(out["summary"]) == json.loads(json.dumps(summary))
     assert store.read_text(out["report"]).startswith("<!DOCTYPE html>")
 
@@ -225,6 +227,7 @@ def test_edge_cases_render(tmp_path, case):
     ledgers = [] if trials is None else [make_ledger(tmp_path, "run1", trials, **kw)]
     summary = summarize(ledgers, final_model=None) if ledgers else summarize([], best={}, final_model=None)
     out = report.write_report(str(tmp_path / "out"), summary, ledgers)
+    store = ArtifactStore()
     page = store.read_text(out["report"])
     json.dumps(store.read_json(out["summary"]))
     assert "nan" not in re.sub(r"[a-z]nan|nan[a-z]", "", page.lower())

@@ -18,12 +18,15 @@ import time
 
 import pytest
 
-from cvtune import store
 from cvtune.errors import LeaseHeldError, LedgerConflictError
 from cvtune.ledger import RunLedger
-from cvtune.registry import LocalModelRegistry
+from cvtune.local.registry import LocalModelRegistry
+from cvtune.store import ArtifactStore, PreconditionFailed
 from tests.conftest import ROOT
 from tests.lease_driver import expected_score
+
+# the environment's credentials and AWS_ENDPOINT_URL (set by ``root``), as the driver processes use
+store = ArtifactStore()
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +51,11 @@ def root(request, tmp_path, monkeypatch):
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    store.use_s3_client(None)
     import boto3
 
     bucket = f"lease-{os.path.basename(tmp_path)}".lower().replace("_", "-")[:60]
     boto3.client("s3").create_bucket(Bucket=bucket)
     yield f"s3://{bucket}/artifacts"
-    store.use_s3_client(None)
 
 
 def driver(root: str, tmp_path, run_id: str = "r1", *extra: str) -> subprocess.Popen:
@@ -106,16 +107,16 @@ def ledger_of(root: str, run_id: str = "r1") -> RunLedger:
 def test_conditional_writes(root):
     uri = store.join(root, "cas", "doc.json")
     token = store.write_bytes(uri, b"one", if_none_match=True)
-    with pytest.raises(store.PreconditionFailed):
+    with pytest.raises(PreconditionFailed):
         store.write_bytes(uri, b"two", if_none_match=True)
     data, read_token = store.read_versioned(uri)
     assert (data, read_token) == (b"one", token)
     new = store.write_bytes(uri, b"two", if_match=token)
     assert new != token
-    with pytest.raises(store.PreconditionFailed):  # a stale token: the lost update is refused
+    with pytest.raises(PreconditionFailed):  # a stale token: the lost update is refused
         store.write_bytes(uri, b"three", if_match=token)
     assert store.read_versioned(uri) == (b"two", new)
-    with pytest.raises(store.PreconditionFailed):
+    with pytest.raises(PreconditionFailed):
         store.write_bytes(store.join(root, "cas", "absent.json"), b"x", if_match=new)
     with pytest.raises(FileNotFoundError):
         store.read_versioned(store.join(root, "cas", "absent.json"))
@@ -125,13 +126,13 @@ def test_local_compare_and_swap_loses_no_update_across_processes(tmp_path):
     uri = str(tmp_path / "counter")
     store.write_bytes(uri, b"0", if_none_match=True)
     code = (
-        "import sys; from cvtune import store\n"
+        "import sys; from cvtune.store import ArtifactStore, PreconditionFailed; store = ArtifactStore()\n"
         "for _ in range(40):\n"
         "    while True:\n"
         "        data, token = store.read_versioned(sys.argv[1])\n"
         "        try:\n"
         "            store.write_bytes(sys.argv[1], str(int(data) + 1).encode(), if_match=token); break\n"
-        "        except store.PreconditionFailed:\n"
+        "        except PreconditionFailed:\n"
         "            pass\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, uri], env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "plugins")})
@@ -283,15 +284,15 @@ def test_cli_tune_on_a_running_run_exits_2_naming_the_holder(tmp_path):
 
 def test_sensor_only_watches_while_another_process_holds_the_lease(cvtune_conn, monkeypatch, capsys):
     """Operator + sensor on one run: while a driver holds the lease, the sensor's pokes look and wait."""
+    from cvtune.local.platform import LocalPlatform
     from cvtune.sensors import TuningRunSensor
-    from cvtune.settings import Settings
     from cvtune.tuner import CVTuner
     from tests.fakes import DiskBackend
     from tests.test_deferrable import DEPTHS, expected_mean, job_describes, launch_run, score
     from tests.test_deferrable import FOLDS as DEFERRABLE_FOLDS
 
     root = os.path.join(cvtune_conn, "disk")
-    monkeypatch.setattr(Settings, "make_backend", lambda self, **_: DiskBackend(root, score, capacity=2, end_after=2))
+    monkeypatch.setattr(LocalPlatform, "make_backend", lambda self, **_: DiskBackend(root, score, capacity=2, end_after=2))
     uri = launch_run(cvtune_conn)
     holder = CVTuner.resume(uri, DiskBackend(root, score, capacity=2, end_after=2), lease_label="the operator")
     sensor = TuningRunSensor(task_id="s", ledger_uri=uri)

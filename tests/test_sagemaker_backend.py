@@ -27,17 +27,18 @@ import pytest
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from cvtune import store
-from cvtune.backends import BACKENDS, get_backend
+from cvtune.backends import get_backend
 from cvtune.backends.base import JobSpec
 from cvtune.config import parse_config
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, RunFailedError
 from cvtune.ledger import RunLedger
+from cvtune.platform import platform_for
 from cvtune.sagemaker.backend import SageMakerBackend
 from cvtune.sagemaker.config import SAGEMAKER_KEYS, SageMakerConfig
 from cvtune.sagemaker.staging import pack_sourcedir
 from cvtune.sagemaker.throttle import CapacityError
 from cvtune.settings import Settings
+from cvtune.store import ArtifactStore
 from cvtune.tuner import CVTuner
 from tests.aws_fakes import record_to_thread
 
@@ -57,8 +58,6 @@ def aws_env(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield
-    store.use_s3_client(None)
 
 
 @pytest.fixture
@@ -218,7 +217,6 @@ def test_config_pieces_and_image_lookup():
 
 
 def test_settings_and_get_backend_build_the_sagemaker_backend(monkeypatch):
-    assert BACKENDS["sagemaker"] is True
     settings = Settings.from_extra({"backend": "sagemaker", **BASE}, source="connection c extra")
     assert settings.artifact_root == f"{PREFIX}/artifacts"
     assert Settings.from_extra({"backend": "sagemaker", **BASE, "artifact_root": "s3://x-y/z"}).artifact_root == "s3://x-y/z"
@@ -226,7 +224,7 @@ def test_settings_and_get_backend_build_the_sagemaker_backend(monkeypatch):
         Settings.from_extra({"backend": "sagemaker", **BASE, "workers": 2}, source="connection c extra")
     assert err.value.field == "connection c extra.workers"
     assert {"role_arn", "s3_prefix", "keep_alive_period_s", "artifact_root", "backend"} <= SAGEMAKER_KEYS
-    backend = settings.make_backend()
+    backend = platform_for(settings).make_backend()
     assert isinstance(backend, SageMakerBackend) and backend.config.role_arn == ROLE
     direct = get_backend("sagemaker", **BASE, max_parallel_jobs=3, source="x")
     assert direct.capacity == 3
@@ -637,12 +635,14 @@ def outcome(name):
     return completes(name)
 
 
-def test_a_tuning_run_on_sagemaker_with_failures_billing_and_warm_pool_reuse(code_dir, manifest, s3):
+def test_a_tuning_run_on_sagemaker_with_failures_billing_and_warm_pool_reuse(code_dir, manifest, s3, s3_server):
     fake = FakeSageMaker(outcome)
-    root = f"s3://{BUCKET}/artifacts"  # the ledger lives on S3 too
+    s3_server.create_bucket("ledgers")
+    root = "s3://ledgers/artifacts"  # the ledger lives on S3 too (moto's server: the store is s3fs)
+    store = ArtifactStore({"key": "k", "secret": "s", "endpoint_url": s3_server.endpoint, "region_name": REGION})
     b = SageMakerBackend(SageMakerConfig.from_options({**BASE, "max_parallel_jobs": 3}), sagemaker_client=fake,
                          s3_client=s3, sleep=lambda s: None)
-    tuner = CVTuner(tuning_config(code_dir), manifest, b, run_id="smrun", artifact_root=root, poll_s=0)
+    tuner = CVTuner(tuning_config(code_dir), manifest, b, run_id="smrun", artifact_root=root, poll_s=0, store=store)
     summary = tuner.run()
     fake.stubber.assert_no_pending_responses()
 
@@ -661,7 +661,7 @@ def test_a_tuning_run_on_sagemaker_with_failures_billing_and_warm_pool_reuse(cod
     assert len({json.dumps(j["request"]["ResourceConfig"], sort_keys=True) for j in fake.jobs.values()}) == 1
     # the tags the tuner checks on resume were sent with every job
     assert all(j["tags"]["cvtune:run"] == "smrun" for j in fake.jobs.values())
-    ledger = RunLedger.load(f"{root}/runs/smrun/ledger.json")
+    ledger = RunLedger.load(f"{root}/runs/smrun/ledger.json", store)
     assert ledger.status == "Completed" and store.exists(f"{root}/runs/smrun")
     # the jobs the ledger counts as reusing a pool are exactly those that took one
     counted = {j["job_name"] for t in ledger.trials for j in t["fold_jobs"] if j["warm_pool_status"] == "Reused"}
@@ -774,29 +774,6 @@ def test_wait_describes_once_per_poll_and_sleeps_through_the_fake_clock(s3, monk
         assert b.wait(["w1"], timeout=30) == []
         stub.assert_no_pending_responses()  # one DescribeTrainingJob, not one more at the deadline
     assert sleeps == [10.0]  # poll_interval_s, the deadline being further away
-
-
-def test_artifact_store_on_s3(s3, tmp_path):
-    store.use_s3_client(lambda: s3)
-    root = f"s3://{BUCKET}/store"
-    assert not store.exists(f"{root}/runs/r1/ledger.json") and not store.exists(f"{root}/runs")
-    store.write_json(f"{root}/runs/r1/ledger.json", {"a": 1})
-    store.write_text(f"{root}/runs/r2/notes.txt", "hi")
-    store.write_bytes(f"{root}/top.bin", b"\x00\x01")
-    assert store.read_json(f"{root}/runs/r1/ledger.json") == {"a": 1}
-    assert store.exists(f"{root}/runs/r1/ledger.json") and store.exists(f"{root}/runs") and store.exists(f"{root}/runs/")
-    assert store.listdir(f"{root}/runs") == ["r1", "r2"] and store.listdir(root) == ["runs", "top.bin"]
-    assert store.sha256(f"{root}/top.bin") == __import__("hashlib").sha256(b"\x00\x01").hexdigest()
-    with pytest.raises(FileNotFoundError):
-        store.read_bytes(f"{root}/missing.json")
-    with pytest.raises(FileNotFoundError):
-        store.listdir(f"{root}/nothing-here")
-    store.download_dir(f"{root}/runs", str(tmp_path / "dl"))
-    assert json.loads((tmp_path / "dl" / "r1" / "ledger.json").read_text()) == {"a": 1}
-    assert (tmp_path / "dl" / "r2" / "notes.txt").read_text() == "hi"
-
-
-# -- the async path: a deferred run's polls ----------------------------------------------------
 
 
 def aio_client_context():
@@ -987,3 +964,20 @@ def test_a_wait_right_after_the_last_round_waits_out_the_poll_interval_first(s3,
         assert [d.name for d in b.wait(["w2"], timeout=30)] == ["w2"]
         stub.assert_no_pending_responses()
     assert sleeps == [5.0]  # then one DescribeTrainingJob: never more than one per job and interval
+
+
+def test_one_classifier_for_not_found_and_already_exists():
+    from botocore.exceptions import ClientError
+
+    from cvtune.sagemaker.errors import is_already_exists, is_not_found
+
+    def err(code, message=""):
+        return ClientError({"Error": {"Code": code, "Message": message}}, "Op")
+
+    assert is_not_found(err("ResourceNotFound")) and is_not_found(err("NoSuchKey")) and is_not_found(err("404"))
+    assert is_not_found(err("ValidationException", "Requested resource not found."))
+    assert is_not_found(err("ValidationException", "Could not find model \"m\"."))
+    assert not is_not_found(err("ValidationException", "1 validation error detected")) and not is_not_found(ValueError("x"))
+    assert is_already_exists(err("ResourceInUse")) and is_already_exists(err("ValidationException", "Model already exists"))
+    assert is_already_exists(err("ValidationException", "Job name must be unique within an AWS account and region"))
+    assert not is_already_exists(err("ValidationException", "not found")) and not is_already_exists(err("ThrottlingException"))

@@ -176,7 +176,7 @@ def test_operator_dry_run_returns_the_plan(airflow_db, tmp_path, monkeypatch):
             split = FoldSplitOperator(task_id="split", data_uri={DATA!r}, target="target", folds=3, seed=1,
                                       cvtune_conn_id="cvtune_sm")
             tune = CVTuningOperator(task_id="tune", manifest_uri=split.output["manifest"], tuning_config={CONFIG!r},
-                                    max_trials=5, dry_run=True, cvtune_conn_id="cvtune_sm")
+                                    max_trials=5, plan_only=True, cvtune_conn_id="cvtune_sm")
 
             @task
             def keep(plan):

@@ -358,13 +358,13 @@ def test_bad_input_is_refused_before_any_call(aws):
 
 
 def test_operators_pick_the_registry_by_backend(monkeypatch, tmp_path):
-    from cvtune.registry import LocalModelRegistry, open_registry
+    from cvtune.local.registry import LocalModelRegistry
+    from cvtune.platform import platform_for
     from cvtune.sagemaker.registry import SageMakerModelRegistry
-    from cvtune.settings import Settings
 
-    local = open_registry(Settings.from_extra({"backend": "local", "artifact_root": str(tmp_path)}))
+    local = platform_for({"backend": "local", "artifact_root": str(tmp_path)}).registry()
     assert isinstance(local, LocalModelRegistry)
-    remote = open_registry(Settings.from_extra({"backend": "sagemaker", "role_arn": ROLE, "s3_prefix": PREFIX}))
+    remote = platform_for({"backend": "sagemaker", "role_arn": ROLE, "s3_prefix": PREFIX}).registry()
     assert isinstance(remote, SageMakerModelRegistry) and remote.config.s3_prefix == PREFIX
 
 

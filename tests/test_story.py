@@ -6,10 +6,13 @@ from __future__ import annotations
 import html
 import logging
 
-from cvtune import report, store
+from cvtune import report
 from cvtune.ledger import COMPLETED, RunLedger
 from cvtune.refinement import reasons_of, refinement_plan, refinement_reasons, refinement_rules
+from cvtune.store import ArtifactStore
 from tests.test_report import make_ledger, params
+
+store = ArtifactStore()
 
 
 def _with_manifest(tmp_path, ledger: RunLedger, data_uri: str) -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cvtune.errors import ConfigError
-from cvtune.transform import batch_transform
+from cvtune.local.transform import batch_transform
 
 SCRIPT = '''
 import io, pandas as pd

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from cvtune import store
 from cvtune.config import parse_config
 from cvtune.errors import ConfigError, RunFailedError
 from cvtune.ledger import RunLedger
+from cvtune.store import ArtifactStore
 from cvtune.tuner import CVTuner, cross_validate
 from tests.fakes import ScriptedBackend
 
@@ -259,7 +259,7 @@ def test_cross_validate_one_set(tmp_path):
     assert out["fold_scores"] == pytest.approx([1.0, 1.01, 1.02])
     assert out["mean"] == pytest.approx(1.01)
     assert out["hyperparameters"] == {"model": "toy", "x": 0.3, "n": 2}
-    assert store.exists(out["ledger"])
+    assert ArtifactStore().exists(out["ledger"])
 
 
 def test_invalid_run_id(tmp_path):

@@ -8,11 +8,14 @@ import os
 
 import pytest
 
-from cvtune import report, store
+from cvtune import report
 from cvtune.ledger import COMPLETED
+from cvtune.store import ArtifactStore
 from tests.test_report import make_ledger, params
 
 PASSWORD = "s3cret-pw"
+# the environment's credentials and AWS_ENDPOINT_URL (set by ``s3_endpoint``), as the view's connections use
+store = ArtifactStore()
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +31,10 @@ def s3_endpoint():
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
-        store.use_s3_client(None)  # boto3's default client again, built with the variables above
         import boto3
 
         boto3.client("s3").create_bucket(Bucket="cv-bucket")
         yield "s3://cv-bucket/root"
-        store.use_s3_client(None)
     server.stop()
 
 

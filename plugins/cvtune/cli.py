@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -38,23 +37,17 @@ def _backend_config(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return kind, config
 
 
-def _sagemaker_settings(config: dict[str, Any]):
-    from cvtune.settings import Settings
-
-    return Settings.from_extra({**config, "backend": "sagemaker"}, source="--backend-config")
-
-
-def _backend_from_args(args: argparse.Namespace, artifact_root: str):
-    from cvtune.backends import get_backend
+def _platform(args: argparse.Namespace):
+    """The platform of ``--backend``/``--backend-config`` (the connection extra's keys) and ``--out``."""
+    from cvtune.platform import platform_for
 
     kind, config = _backend_config(args)
-    if kind == "sagemaker":
-        return _sagemaker_settings(config).make_backend()
-    if kind == "local":
-        config.setdefault("work_dir", os.path.join(artifact_root, "jobs"))
-        if getattr(args, "workers", None):
-            config["max_parallel_jobs"] = args.workers
-    return get_backend(kind, **config)
+    # outside Airflow there is no connection to read: boto3's own chain, unless the file names one
+    config.setdefault("aws_conn_id", None)
+    config["artifact_root"] = args.out or config.get("artifact_root") or DEFAULT_OUT
+    if getattr(args, "workers", None):
+        config["workers"] = args.workers
+    return platform_for({**config, "backend": kind}, source="--backend-config")
 
 
 def cmd_split(args: argparse.Namespace) -> int:
@@ -86,12 +79,13 @@ def _load(args: argparse.Namespace):
         for k in ("strategy", "max_trials", "max_parallel_trials", "max_parallel_jobs", "seed",
                   "target_value", "max_trials_not_improving", "convergence")
     }
-    return load_config(args.config, **overrides), load_manifest(args.manifest)
+    return load_config(args.config, **overrides), load_manifest(args.manifest, _platform(args).store)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from cvtune.tuner import CVTuner
 
+    platform = _platform(args)
     config, manifest = _load(args)
     run_id = args.run_id or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     warm = None
@@ -99,35 +93,30 @@ def cmd_tune(args: argparse.Namespace) -> int:
         from cvtune.warmstart import WarmStart, load_parents
 
         warm = WarmStart(
-            args.warm_start_type, load_parents(args.warm_start_from, args.transitive, "--warm-start-from"),
+            args.warm_start_type,
+            load_parents(args.warm_start_from, args.transitive, "--warm-start-from", store=platform.store),
             uris=args.warm_start_from,
         )
     if args.dry_run:
-        return _dry_run(args, config, manifest, run_id, warm)
-    with _backend_from_args(args, args.out) as backend:
+        return _dry_run(args, platform, config, manifest, run_id, warm)
+    with platform.make_backend() as backend:
         tuner = CVTuner(
-            config, manifest, backend, run_id=run_id, artifact_root=args.out, poll_s=args.poll, warm_start=warm,
-            lease_label="cvtune tune",
+            config, manifest, backend, run_id=run_id, artifact_root=platform.artifact_root, poll_s=args.poll,
+            warm_start=warm, lease_label="cvtune tune", store=platform.store,
         )
         _print(tuner.run())
     return 0
 
 
-def _dry_run(args: argparse.Namespace, config: Any, manifest: dict[str, Any], run_id: str, warm: Any) -> int:
+def _dry_run(
+    args: argparse.Namespace, platform: Any, config: Any, manifest: dict[str, Any], run_id: str, warm: Any
+) -> int:
     """Print the requests the run would send (validated against the API model); send nothing."""
-    from cvtune.sagemaker.config import SageMakerConfig
-    from cvtune.sagemaker.dryrun import dry_run
-
-    kind, options = _backend_config(args)
-    if kind != "sagemaker":
-        raise CvtuneError("--dry-run: only the sagemaker backend has requests to show; pass --backend sagemaker")
-    settings = _sagemaker_settings(options)
-    sm = SageMakerConfig.from_options(settings.options, source="--backend-config")
-    from cvtune.sagemaker.plan import Assumptions
-
     assumed = {k: getattr(args, f"assume_{k}") for k in ("start_s", "job_s", "warm_start_s", "poll_s")}
-    assumptions = Assumptions(**{k: v for k, v in assumed.items() if v is not None})
-    plan = dry_run(config, manifest, sm, run_id=run_id, warm_start=warm, assumptions=assumptions)
+    plan = platform.plan(
+        config, manifest, run_id=run_id, warm_start=warm, field="--dry-run",
+        assumptions={k: v for k, v in assumed.items() if v is not None},
+    )
     _print(plan)
     cost = plan["plan"]["cost"]
     money = f", cost {cost['cost']}" if "cost" in cost else ""
@@ -153,10 +142,12 @@ def cmd_cv(args: argparse.Namespace) -> int:
     if not isinstance(hyperparameters, dict):
         raise CvtuneError("--hyperparameters: expected a JSON object of name: value")
     run_id = args.run_id or f"cv-{time.strftime('%Y%m%d-%H%M%S')}"
-    with _backend_from_args(args, args.out) as backend:
+    platform = _platform(args)
+    with platform.make_backend() as backend:
         _print(
             cross_validate(
-                config, manifest, backend, hyperparameters, artifact_root=args.out, run_id=run_id, poll_s=args.poll
+                config, manifest, backend, hyperparameters, artifact_root=platform.artifact_root, run_id=run_id,
+                poll_s=args.poll, store=platform.store,
             )
         )
     return 0
@@ -190,6 +181,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cvtune.platform import PLATFORMS
+
     parser = argparse.ArgumentParser(prog="cvtune", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--manifest", required=True, help="manifest.json URI (or its directory)")
         p.add_argument("--config", required=True, help="tuning config, YAML or JSON")
         p.add_argument("--run-id", help="resume this run if it exists (default: a new timestamped id)")
-        p.add_argument("--out", default=DEFAULT_OUT, help=f"artifact root (default ./{DEFAULT_OUT})")
-        p.add_argument("--backend", choices=["local", "sagemaker"])
+        p.add_argument("--out", help=f"artifact root (default: the backend config's artifact_root, else ./{DEFAULT_OUT})")
+        p.add_argument("--backend", choices=sorted(PLATFORMS))
         p.add_argument("--backend-config", help="JSON file with the backend settings (same keys as the connection extra)")
         p.add_argument("--workers", type=int, help="local backend: warm worker processes")
         p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)

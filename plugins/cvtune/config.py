@@ -190,6 +190,14 @@ def load_config(source: str | dict[str, Any], **overrides: Any) -> TuningConfig:
     return parse_config(data, base_dir=base_dir, source=name)
 
 
+def _given_int(data: dict[str, Any], key: str, default: int, minimum: int) -> int:
+    """:func:`_int` of a key with a default: an explicit null is an error, not "unset"."""
+    value = _int(data, key, default, minimum)
+    if value is None:
+        raise ConfigError(key, "expected an integer, got null", f"give a number, or leave it out for {default}")
+    return value
+
+
 def _int(data: dict[str, Any], key: str, default: int | None, minimum: int) -> int | None:
     value = data.get(key, default)
     if value is None:
@@ -265,14 +273,14 @@ def parse_config(data: dict[str, Any], base_dir: str | None, source: str | None 
     grid_size = None
     if strategy == "Grid":
         grid_size = len(space.grid())
-    max_trials = _int(data, "max_trials", grid_size or 20, 1)
+    max_trials = _given_int(data, "max_trials", grid_size or 20, 1)
     if grid_size is not None and max_trials > grid_size:
         max_trials = grid_size
-    max_parallel_trials = _int(data, "max_parallel_trials", 2, 1)
+    max_parallel_trials = _given_int(data, "max_parallel_trials", 2, 1)
     max_parallel_jobs = _int(data, "max_parallel_jobs", None, 1)
-    max_failed_trials = _int(data, "max_failed_trials", 3, 1)
-    max_runtime_s = _int(data, "max_runtime_s", 3600, 1)
-    seed = _int(data, "seed", 0, 0)
+    max_failed_trials = _given_int(data, "max_failed_trials", 3, 1)
+    max_runtime_s = _given_int(data, "max_runtime_s", 3600, 1)
+    seed = _given_int(data, "seed", 0, 0)
     early_stopping = EarlyStopping.parse(data.get("early_stopping"))
     environment = parse_environment(data.get("environment"))
     if strategy == "Hyperband" and early_stopping.rule != "off":

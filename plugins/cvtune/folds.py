@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from cvtune import store
 from cvtune.errors import ConfigError, DataError
+from cvtune.store import ArtifactStore, PreconditionFailed, default_store
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,8 +69,11 @@ def split_dataset(
     seed: int = 0,
     task: str | None = None,
     file_format: str | None = None,
+    store: ArtifactStore | None = None,
 ) -> dict:
     """Split ``data_uri`` into ``folds`` folds under ``out_uri`` and return the manifest.
+
+    ``store`` reads the data and writes the folds (default: :func:`~cvtune.store.default_store`).
 
     Everything is validated (arguments, data, and that ``out_uri`` holds no foreign files in the
     channel directories) before the first byte is written, so a bad call leaves ``out_uri``
@@ -78,6 +82,7 @@ def split_dataset(
     """
     import numpy as np
 
+    store = store or default_store()
     # Cheap argument checks first: a typo should not cost reading a large dataset.
     uris = list(data_uri) if isinstance(data_uri, (list, tuple)) else [data_uri]
     if not uris:
@@ -116,7 +121,7 @@ def split_dataset(
     out_uri = _normalise(out_uri)
     if store.is_local(out_uri) and os.path.isfile(store.local_path(out_uri)):
         raise ConfigError("out_uri", f"{out_uri} is a file", "pass a directory (it is created if missing)")
-    df, dataset_sha, in_format = _read_datasets(uris)
+    df, dataset_sha, in_format = _read_datasets(uris, store)
     data_uri = uris[0] if len(uris) == 1 else ", ".join(uris)
     out_format = file_format or in_format
 
@@ -180,7 +185,7 @@ def split_dataset(
     full_dir = store.join(out_uri, "full", "train")
     holdout_dir = store.join(out_uri, "holdout") if len(held) else None
     channel_dirs = [d for pair in fold_dirs for d in pair] + [full_dir] + ([holdout_dir] if holdout_dir else [])
-    _check_channel_dirs(channel_dirs, data_name)
+    _check_channel_dirs(channel_dirs, data_name, store)
 
     split_config = {
         "strategy": strategy,
@@ -221,12 +226,12 @@ def split_dataset(
         "holdout": {"uri": holdout_dir, "rows": len(held), "class_balance": balance(held)} if holdout_dir else None,
     }
 
-    _claim_split(out_uri, manifest)
+    _claim_split(out_uri, manifest, store)
     files: dict[str, str] = {}  # path under out_uri → version token (content digest, or ETag on S3)
 
     def write(positions: np.ndarray, directory: str) -> None:
         uri = store.join(directory, data_name)
-        files[uri[len(out_uri):].lstrip("/")] = _write_frame(df, positions, uri, out_format)
+        files[uri[len(out_uri):].lstrip("/")] = _write_frame(df, positions, uri, out_format, store)
 
     for (train, valid), (train_dir, valid_dir) in zip(splits, fold_dirs, strict=True):
         write(train, train_dir)
@@ -244,7 +249,7 @@ def split_dataset(
 CLAIM_NAME = ".split.json"
 
 
-def _claim_split(out_uri: str, manifest: dict[str, Any]) -> None:
+def _claim_split(out_uri: str, manifest: dict[str, Any], store: ArtifactStore) -> None:
     """Make ``out_uri`` this split's, or refuse: splits are immutable, one location holds one split.
 
     The claim (``.split.json``, written create-only) names the split's fingerprint; writing the same
@@ -277,8 +282,8 @@ def _claim_split(out_uri: str, manifest: dict[str, Any]) -> None:
     if held is None:
         try:
             store.write_bytes(claim_uri, json.dumps({"fingerprint": fingerprint}).encode(), if_none_match=True)
-        except store.PreconditionFailed:  # another split claimed it just now
-            _claim_split(out_uri, manifest)
+        except PreconditionFailed:  # another split claimed it just now
+            _claim_split(out_uri, manifest, store)
 
 
 def files_fingerprint(files: dict[str, str]) -> str:
@@ -286,7 +291,7 @@ def files_fingerprint(files: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
 
 
-def check_files(manifest: dict[str, Any]) -> None:
+def check_files(manifest: dict[str, Any], store: ArtifactStore | None = None) -> None:
     """Refuse to go on when a file behind ``manifest`` changed or went missing since the split.
 
     One HEAD per file on S3, a digest of each file locally. Manifests written before files were
@@ -296,6 +301,7 @@ def check_files(manifest: dict[str, Any]) -> None:
     manifest_uri = manifest.get("manifest_uri")
     if not isinstance(files, dict) or not isinstance(manifest_uri, str) or not manifest_uri.endswith(MANIFEST_NAME):
         return
+    store = store or default_store()
     root = manifest_uri[: -len(MANIFEST_NAME)].rstrip("/")
     for path, token in sorted(files.items()):
         uri = store.join(root, path)
@@ -312,8 +318,9 @@ def check_files(manifest: dict[str, Any]) -> None:
             )
 
 
-def load_manifest(uri: str) -> dict:
+def load_manifest(uri: str, store: ArtifactStore | None = None) -> dict:
     """Read and validate a fold manifest, given its ``manifest.json`` URI or the split directory."""
+    store = store or default_store()
     if not isinstance(uri, str) or not uri:
         raise ConfigError("manifest", f"expected a manifest URI, got {uri!r}", "pass the split directory or its manifest.json")
     path = uri if uri.rstrip("/").endswith(".json") else store.join(uri, MANIFEST_NAME)
@@ -439,47 +446,40 @@ def _format_of(name: str) -> str | None:
     return None
 
 
-def _is_dir(uri: str) -> bool:
-    if store.is_local(uri):
-        return os.path.isdir(store.local_path(uri))
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs.isdir(path)
 
 
-def _read_dataset(data_uri: str) -> tuple[pd.DataFrame, str, str]:
+def _read_dataset(data_uri: str, store: ArtifactStore) -> tuple[pd.DataFrame, str, str]:
     """The concatenated frame, the sha256 of the raw input, and the input format."""
     import pandas as pd
 
     try:
         # Checked before the extension: Spark writes directories named like files ("x.parquet/").
-        is_dir = _is_dir(data_uri)
+        is_dir = store.isdir(data_uri)
     except Exception as exc:  # any filesystem backend error (missing s3fs, credentials...)
         raise DataError("data_uri", f"cannot access {data_uri}: {exc}", "check the path and that it is readable") from exc
 
     if not is_dir:
-        fmt = _format_of(data_uri)
-        if fmt is None:
+        file_format = _format_of(data_uri)
+        if file_format is None:
             if not store.exists(data_uri):
                 raise DataError("data_uri", f"{data_uri} does not exist", "check the path")
             raise DataError("data_uri", f"unsupported file type {os.path.basename(data_uri)!r}", "use a .csv or .parquet file, or a directory of them")
-        raw = _read_raw(data_uri)
-        return _parse(raw, fmt, data_uri), hashlib.sha256(raw).hexdigest(), fmt
+        raw = _read_raw(data_uri, store)
+        return _parse(raw, file_format, data_uri), hashlib.sha256(raw).hexdigest(), file_format
 
     # Hidden and marker files (.crc, _SUCCESS) are skipped, as Spark and Hadoop writers expect.
     names = [name for name in store.listdir(data_uri) if not name.startswith((".", "_")) and _format_of(name)]
     if not names:
         raise DataError("data_uri", f"directory {data_uri} holds no .csv or .parquet files", "point data_uri at a file or a directory of part files")
-    formats = sorted({_format_of(name) for name in names})
+    formats = sorted({f for name in names if (f := _format_of(name))})
     if len(formats) > 1:
         raise DataError("data_uri", f"directory {data_uri} mixes {' and '.join(formats)} files", "keep one format per dataset directory")
     fmt = formats[0]
     digest = hashlib.sha256()
-    frames = []
+    frames: list[pd.DataFrame] = []
     for name in names:
         uri = store.join(data_uri, name)
-        raw = _read_raw(uri)
+        raw = _read_raw(uri, store)
         # Hash names as well as contents, so renaming parts (which reorders rows) changes the hash.
         digest.update(f"{name}\0{hashlib.sha256(raw).hexdigest()}\n".encode())
         frame = _parse(raw, fmt, uri)
@@ -490,12 +490,13 @@ def _read_dataset(data_uri: str) -> tuple[pd.DataFrame, str, str]:
     return df, digest.hexdigest(), fmt
 
 
-def read_columns(data_uri: str) -> list[str]:
+def read_columns(data_uri: str, store: ArtifactStore | None = None) -> list[str]:
     """The column names of a dataset (its first data file), read cheaply: a CSV's first line, a
     Parquet file's schema. For checks before the split, which reads everything."""
+    store = store or default_store()
     uri = _normalise(data_uri)
     try:
-        is_dir = _is_dir(uri)
+        is_dir = store.isdir(uri)
     except Exception as exc:  # any filesystem backend error (missing s3fs, credentials...)
         raise DataError("data_uri", f"cannot access {uri}: {exc}", "check the path and that it is readable") from exc
     if is_dir:
@@ -515,20 +516,20 @@ def read_columns(data_uri: str) -> list[str]:
         except FileNotFoundError:
             raise DataError("data_uri", f"{uri} does not exist", "check the path") from None
     else:
-        raw = _read_raw(uri)
+        raw = _read_raw(uri, store)
     header = _raw_header(raw, fmt)
     if header is None:
         return [str(c) for c in _parse(raw, fmt, uri).columns]
     return [str(n) for n in header]
 
 
-def _read_datasets(uris: list[str]) -> tuple[pd.DataFrame, str, str]:
+def _read_datasets(uris: list[str], store: ArtifactStore) -> tuple[pd.DataFrame, str, str]:
     """One dataset, or several concatenated (same columns, same format) in the order given."""
     import pandas as pd
 
     if len(uris) == 1:
-        return _read_dataset(uris[0])
-    parts = [_read_dataset(uri) for uri in uris]
+        return _read_dataset(uris[0], store)
+    parts = [_read_dataset(uri, store) for uri in uris]
     first = parts[0][0]
     for uri, (frame, _, fmt) in zip(uris[1:], parts[1:], strict=True):
         if list(frame.columns) != list(first.columns):
@@ -539,7 +540,7 @@ def _read_datasets(uris: list[str]) -> tuple[pd.DataFrame, str, str]:
     return pd.concat([frame for frame, _, _ in parts], ignore_index=True), digest, parts[0][2]
 
 
-def _read_raw(uri: str) -> bytes:
+def _read_raw(uri: str, store: ArtifactStore) -> bytes:
     try:
         return store.read_bytes(uri)
     except FileNotFoundError:
@@ -802,7 +803,7 @@ def _fingerprint(dataset_sha: str, split_config: dict) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_channel_dirs(dirs: list[str], data_name: str) -> None:
+def _check_channel_dirs(dirs: list[str], data_name: str, store: ArtifactStore) -> None:
     # A training job reads every file in its channel, so a leftover file from an earlier split
     # (e.g. data.csv next to a new data.parquet) would silently add rows. Our own file is fine: it
     # is overwritten, which makes re-running (an Airflow retry) idempotent.
@@ -818,7 +819,7 @@ def _check_channel_dirs(dirs: list[str], data_name: str) -> None:
             raise ConfigError("out_uri", f"{d} already holds {', '.join(foreign)} from another split", "use an empty out_uri, or delete the old split first")
 
 
-def _write_frame(df: pd.DataFrame, positions: np.ndarray, uri: str, fmt: str) -> str:
+def _write_frame(df: pd.DataFrame, positions: np.ndarray, uri: str, fmt: str, store: ArtifactStore) -> str:
     part = df.iloc[positions].reset_index(drop=True)
     if fmt == "csv":
         # repr-style float formatting round-trips exactly; "\n" keeps bytes platform-independent.

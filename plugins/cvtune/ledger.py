@@ -45,8 +45,8 @@ import uuid
 from typing import Any
 
 from cvtune import lease as lease_
-from cvtune import store
 from cvtune.errors import ConfigError, LeaseHeldError, LedgerConflictError
+from cvtune.store import ArtifactStore, PreconditionFailed, default_store
 
 log = logging.getLogger("cvtune.ledger")
 
@@ -219,9 +219,12 @@ def _frozen(trial: dict[str, Any]) -> bool:
 class RunLedger:
     """A tuning run's state, backed by a snapshot (``ledger.json``) and a journal in the store."""
 
-    def __init__(self, uri: str, data: dict[str, Any], token: str | None = None) -> None:
+    def __init__(
+        self, uri: str, data: dict[str, Any], token: str | None = None, store: ArtifactStore | None = None
+    ) -> None:
         self._uri = uri
         self.data = data
+        self.store = store or default_store()
         self.token = token  # the snapshot's stored version this copy was read as / last written as
         self.owner: dict[str, Any] | None = None  # set while this process holds the run's lease
         self.lease_ttl_s = lease_.LEASE_TTL_S
@@ -249,21 +252,22 @@ class RunLedger:
             self.token = None
 
     @classmethod
-    def create(cls, uri: str, **fields: Any) -> RunLedger:
+    def create(cls, uri: str, *, store: ArtifactStore | None = None, **fields: Any) -> RunLedger:
         """A new ledger at ``uri`` (refused if one exists); ``fields`` as :func:`new_ledger_data`."""
-        ledger = cls(uri, new_ledger_data(**fields))
+        ledger = cls(uri, new_ledger_data(**fields), store=store)
         ledger.save(create=True)
         return ledger
 
     @classmethod
-    def load(cls, uri: str) -> RunLedger:
+    def load(cls, uri: str, store: ArtifactStore | None = None) -> RunLedger:
         """The run's state: the snapshot plus its journal tail (see the module docstring)."""
+        store = store or default_store()
         try:
             raw, token = store.read_versioned(uri)
         except FileNotFoundError:
             raise ConfigError("ledger", f"no run ledger at {uri}", "check the run id and artifact root") from None
         data = parse_ledger(uri, raw)
-        ledger = cls(uri, data, token)
+        ledger = cls(uri, data, token, store)
         ledger._replay_tail()
         ledger._snapshot_bytes = len(raw)
         ledger._mark_stored()
@@ -280,7 +284,7 @@ class RunLedger:
         return self.uri.rsplit("/", 1)[0]
 
     def _segment_uri(self, name: str) -> str:
-        return store.join(self._run_dir(), name)
+        return self.store.join(self._run_dir(), name)
 
     def _mark_stored(self) -> None:
         self._stored_top = {k: (v if k == "inherited" else _dumps(v)) for k, v in self.data.items() if k != "trials"}
@@ -289,7 +293,7 @@ class RunLedger:
 
     def _foreign_records(self, journal: dict[str, Any]) -> bool:
         """Whether the segment holds records beyond the ones this copy has seen."""
-        probe = RunLedger(self.uri, {"journal": journal, "trials": []})
+        probe = RunLedger(self.uri, {"journal": journal, "trials": []}, store=self.store)
         probe._apply = lambda record: None  # type: ignore[method-assign]  # count, don't apply
         try:
             probe._replay_tail()
@@ -303,9 +307,9 @@ class RunLedger:
             return
         seq = int(journal["seq"])
         segment = self._segment_uri(journal["segment"])
-        if store.is_local(segment):
+        if self.store.is_local(segment):
             try:
-                raw = store.read_bytes(segment)
+                raw = self.store.read_bytes(segment)
             except FileNotFoundError:
                 # no record since the snapshot, or a newer snapshot replaced it after we read
                 # ours: either way the snapshot alone is a state the driver saved
@@ -320,13 +324,13 @@ class RunLedger:
             self._tail_bytes = sum(len(line) + 1 for line in lines[: len(records)])
         else:
             try:
-                names = store.listdir(segment)
+                names = self.store.listdir(segment)
             except FileNotFoundError:
                 names = []
             records = []
             for name in sorted(names):
                 try:
-                    body = store.read_bytes(store.join(segment, name))
+                    body = self.store.read_bytes(self.store.join(segment, name))
                     records.append(json.loads(body))
                     self._tail_bytes += len(body)
                 except (FileNotFoundError, ValueError):
@@ -409,7 +413,7 @@ class RunLedger:
         status = self.data.get("status")
         if status in RUN_ENDED and self._stored_top.get("status") != _dumps(status):
             return True  # a run's end: its ledger.json alone then holds it
-        if not store.is_local(self.uri) and self._tail_records >= MAX_TAIL_RECORDS_REMOTE:
+        if not self.store.is_local(self.uri) and self._tail_records >= MAX_TAIL_RECORDS_REMOTE:
             return True
         return self._tail_bytes >= max(MIN_TAIL_BYTES, SNAPSHOT_RATIO * self._snapshot_bytes)
 
@@ -437,8 +441,8 @@ class RunLedger:
         record = {"seq": self._seq, **record}
         body = (_dumps(record) + "\n").encode("utf-8")
         segment = self._segment_uri(self.data["journal"]["segment"])
-        if not store.append_bytes(segment, body):
-            store.write_bytes(store.join(segment, f"{self._seq:012d}.json"), body)
+        if not self.store.append_bytes(segment, body):
+            self.store.write_bytes(self.store.join(segment, f"{self._seq:012d}.json"), body)
         self.bytes_written += len(body)
         self._tail_bytes += len(body)
         self._tail_records += 1
@@ -478,12 +482,12 @@ class RunLedger:
         body = (_dumps(self.data) + "\n").encode("utf-8")
         try:
             if create or self.token is None:
-                self.token = store.write_bytes(self.uri, body, if_none_match=True)
+                self.token = self.store.write_bytes(self.uri, body, if_none_match=True)
             else:
-                self.token = store.write_bytes(self.uri, body, if_match=self.token)
+                self.token = self.store.write_bytes(self.uri, body, if_match=self.token)
             if release:
                 self.owner = None
-        except store.PreconditionFailed:
+        except PreconditionFailed:
             if journal is None:
                 self.data.pop("journal", None)
             else:
@@ -501,13 +505,13 @@ class RunLedger:
         self._mark_stored()
         if old:
             try:
-                store.remove(self._segment_uri(old))
+                self.store.remove(self._segment_uri(old))
             except OSError:  # a leftover segment is only disk: no reader follows it any more
                 pass
 
     def _current_holder(self) -> str:
         try:
-            current = json.loads(store.read_bytes(self.uri))
+            current = json.loads(self.store.read_bytes(self.uri))
         except Exception:  # noqa: BLE001 - only for the message
             return "its lease holder is unknown"
         held = current.get("lease") if isinstance(current, dict) else None
@@ -527,12 +531,12 @@ class RunLedger:
             reason = lease_.vacancy(held, owner)
             if reason is None:
                 raise LeaseHeldError(
-                    f"run {self.run_id} is being driven by {lease_.describe(held)}; wait for it to finish, "
+                    f"run {self.run_id} is being driven by {lease_.describe(held or {})}; wait for it to finish, "
                     f"or stop it (its lease is taken over once the process is gone or the lease expired)",
                     holder=held,
                 )
             if reason:
-                log.warning("run %s: taking over the lease of %s: %s", self.run_id, lease_.describe(held), reason)
+                log.warning("run %s: taking over the lease of %s: %s", self.run_id, lease_.describe(held or {}), reason)
                 self.data.setdefault("lease_takeovers", []).append(
                     {"from": held, "to": owner["id"], "reason": reason, "at": time.time()}
                 )
@@ -542,7 +546,7 @@ class RunLedger:
                 return
             except LedgerConflictError:  # another driver got in between: judge its lease afresh
                 self.owner = None
-                self._adopt(RunLedger.load(self.uri))
+                self._adopt(RunLedger.load(self.uri, self.store))
         raise LeaseHeldError(f"run {self.run_id}: could not take the lease of {self.uri} (it keeps changing)")
 
     def release_lease(self) -> None:

@@ -59,20 +59,12 @@ def console_base(region: str | None) -> str | None:
 
 
 def sagemaker_region(settings: Any) -> str | None:
-    """The region a ``sagemaker`` connection's jobs run in (``None`` for other backends)."""
-    if getattr(settings, "backend", None) != "sagemaker":
-        return None
-    from cvtune.sagemaker.config import SageMakerConfig
+    """The region a connection's SageMaker jobs run in (``None`` for a platform without a console):
+    its platform's :meth:`~cvtune.platform.Platform.console_region`."""
+    from cvtune.platform import Platform, platform_for
 
-    config = SageMakerConfig.from_options(settings.options, source=settings.source)
-    if config.region_name:
-        return config.region_name
-    try:  # the region of the AWS connection the jobs are created with
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        return AwsBaseHook(aws_conn_id=config.aws_conn_id, client_type="sagemaker").conn_region_name
-    except Exception:  # noqa: BLE001 - a link is a convenience; never fail the task for it
-        return None
+    platform = settings if isinstance(settings, Platform) else platform_for(settings)
+    return platform.console_region()
 
 
 def persist(context: Any, operator: Any, **info: Any) -> None:

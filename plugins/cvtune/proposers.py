@@ -45,6 +45,7 @@ class OptunaProposer:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler: optuna.samplers.BaseSampler
         if strategy == "Random":
             sampler = optuna.samplers.RandomSampler(seed=seed)
         else:
@@ -55,7 +56,7 @@ class OptunaProposer:
             )
         self.space = space
         self.distributions = space.distributions()
-        self.study = optuna.create_study(direction=direction, sampler=sampler)
+        self.study = optuna.create_study(direction=direction, sampler=sampler)  # type: ignore[arg-type]
 
     def ask(self) -> Proposal:
         trial = self.study.ask(fixed_distributions=self.distributions)

@@ -23,7 +23,6 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cvtune import store
 from cvtune.ledger import (
     COMPLETED,
     FAILED,
@@ -33,6 +32,7 @@ from cvtune.ledger import (
     RunLedger,
     rank_key,
 )
+from cvtune.store import ArtifactStore, default_store
 
 TRIAL_STATES = (COMPLETED, FAILED, STOPPED, PRUNED, RUNNING)
 SUMMARY_NAME = "summary.json"
@@ -172,8 +172,11 @@ def build_summary(
     }
 
 
-def write_report(out_uri: str, summary: dict[str, Any], ledgers: list[RunLedger]) -> dict[str, str]:
+def write_report(
+    out_uri: str, summary: dict[str, Any], ledgers: list[RunLedger], store: ArtifactStore | None = None
+) -> dict[str, str]:
     """Write ``{out_uri}/summary.json`` and ``{out_uri}/report.html``; returns both URIs."""
+    store = store or default_store()
     summary_uri = store.join(out_uri, SUMMARY_NAME)
     report_uri = store.join(out_uri, REPORT_NAME)
     store.write_json(summary_uri, summary)
@@ -182,8 +185,7 @@ def write_report(out_uri: str, summary: dict[str, Any], ledgers: list[RunLedger]
 
 
 def _best_from_ledgers(ledgers: list[RunLedger]) -> dict[str, Any]:
-    candidates = [(ledger, ledger.best_trial()) for ledger in ledgers]
-    candidates = [(ledger, t) for ledger, t in candidates if t is not None]
+    candidates = [(ledger, t) for ledger in ledgers if (t := ledger.best_trial()) is not None]
     if not candidates:
         return {}
     maximize = ledgers[0].maximize
@@ -673,8 +675,10 @@ def _param_axes(ledgers: list[RunLedger], trials: list[dict[str, Any]]) -> list[
         for name, value in (trial.get("params") or {}).items():
             name = str(name)
             number = _as_float(value)
-            axis = axes.get(name)
-            if axis is None:
+            found = axes.get(name)
+            if found is not None:
+                axis = found
+            else:
                 axis = axes[name] = (
                     {"name": name, "kind": "num", "scale": "linear", "lo": number, "hi": number,
                      "integer": isinstance(value, int)}
@@ -747,7 +751,7 @@ def _parallel(ledgers: list[RunLedger], maximize: bool, metric: str) -> str:
                 if len(values) > 1
                 else {values[0]: (py0 + py1) / 2}
             )
-            mappers.append(lambda v, pos=pos: pos.get(str(v)))
+            mappers.append(lambda v, pos=pos: pos.get(str(v)))  # type: ignore[misc]
             for v, y in pos.items():
                 out.append(_line(ax - 4, y, ax, y, AXIS))
                 out.append(_text(ax - 7, y + 4, _short(v, label_chars), "end", "tick halo"))

@@ -1,11 +1,17 @@
 """The artifact store: one small path API over local directories and object stores.
 
+An :class:`ArtifactStore` carries its own credentials: the platform builds one from the cvtune
+connection (``aws_conn_id``), so two stores in one process never share an S3 client, and no read
+falls back to whatever identity happens to be in the process's environment.
+
 Local paths (``/data/x``, ``file:///data/x``) use the OS directly, with atomic writes (write to a
-temporary sibling, then rename) so a ledger is never seen half-written. ``s3://bucket/key`` uses
-boto3 directly (s3fs is not installable next to the pinned botocore); an object PUT is atomic, so
-a ledger is never seen half-written there either. The client comes from :func:`use_s3_client`
-(the SageMaker backend registers its own, so the store uses the same AWS connection) or else
-boto3's default credential chain. Any other scheme goes through fsspec.
+temporary sibling, then rename) so a ledger is never seen half-written; files and directories get
+the usual permissions of the process umask, so a web server may read the reports. ``s3://`` goes
+through s3fs with the store's credentials; an object PUT is atomic, so a ledger is never seen
+half-written there either. Any other scheme goes through fsspec.
+
+The module-level functions (:func:`is_local`, :func:`local_path`, :func:`join`,
+:func:`split_s3_uri`) only compute paths; every read and write is a method of a store.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -41,129 +47,25 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
-_s3_factory: Callable[[], Any] | None = None
-_s3_default: Any = None
-
-
-def use_s3_client(factory: Callable[[], Any] | None) -> None:
-    """Make ``s3://`` calls use ``factory()``'s client (``None``: boto3's default chain again)."""
-    global _s3_factory, _s3_default
-    _s3_factory = factory
-    _s3_default = None
-
-
-def forget_s3_client(factory: Callable[[], Any]) -> None:
-    """Undo :func:`use_s3_client` if ``factory`` is still the one in use."""
-    if _s3_factory is factory:
-        use_s3_client(None)
-
-
-def _is_s3(uri: str) -> bool:
+def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b`` → ``("bucket", "a/b")``."""
-    if not _is_s3(uri):
+    if not is_s3(uri):
         raise ValueError(f"{uri} is not an s3:// URI")
     bucket, _, key = uri[len("s3://") :].partition("/")
     return bucket, key
 
 
-def _s3(uri: str) -> tuple[Any, str, str]:
-    """(client, bucket, key) of an ``s3://`` URI."""
-    global _s3_default
-    bucket, key = split_s3_uri(uri)
-    if _s3_factory is not None:
-        return _s3_factory(), bucket, key
-    if _s3_default is None:
-        import boto3
-
-        _s3_default = boto3.client("s3")
-    return _s3_default, bucket, key
-
-
-def _s3_missing(exc: Exception) -> bool:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-    return code in ("404", "NoSuchKey", "NotFound")
-
-
-def _s3_keys(uri: str, delimiter: bool) -> tuple[list[str], list[str]]:
-    """(object keys, common prefixes) under the prefix ``uri`` (as a directory)."""
-    client, bucket, key = _s3(uri)
-    prefix = key.rstrip("/") + "/" if key else ""
-    keys: list[str] = []
-    prefixes: list[str] = []
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-    if delimiter:
-        kwargs["Delimiter"] = "/"
-    for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-        prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-    return keys, prefixes
-
-
-def _fs(uri: str):
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs, path
-
-
-def exists(uri: str) -> bool:
-    if is_local(uri):
-        return os.path.exists(local_path(uri))
-    if _is_s3(uri):
-        client, bucket, key = _s3(uri)
-        if key and not key.endswith("/"):
-            try:
-                client.head_object(Bucket=bucket, Key=key)
-                return True
-            except Exception as exc:
-                if not _s3_missing(exc):
-                    raise
-        keys, prefixes = _s3_keys(uri, delimiter=True)  # a "directory": anything under it
-        return bool(keys or prefixes)
-    fs, path = _fs(uri)
-    return fs.exists(path)
-
-
-def makedirs(uri: str) -> None:
-    if is_local(uri):
-        os.makedirs(local_path(uri), exist_ok=True)
-    # object stores have no directories
-
-
-def listdir(uri: str) -> list[str]:
-    """Names (not paths) of the entries directly under ``uri``, sorted."""
-    if is_local(uri):
-        return sorted(os.listdir(local_path(uri)))
-    if _is_s3(uri):
-        keys, prefixes = _s3_keys(uri, delimiter=True)
-        names = {k.rstrip("/").rsplit("/", 1)[-1] for k in keys + prefixes}
-        names.discard("")
-        if not names:
-            raise FileNotFoundError(uri)
-        return sorted(names)
-    fs, path = _fs(uri)
-    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
-
-
-def read_bytes(uri: str) -> bytes:
-    if is_local(uri):
-        with open(local_path(uri), "rb") as f:
-            return f.read()
-    if _is_s3(uri):
-        client, bucket, key = _s3(uri)
-        try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:
-            if _s3_missing(exc):
-                raise FileNotFoundError(uri) from exc
-            raise
-    fs, path = _fs(uri)
-    with fs.open(path, "rb") as f:
-        return f.read()
+def file_sha256(path: str) -> str:
+    """sha256 of a local file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # -- conditional writes (compare-and-swap) -----------------------------------------------------
@@ -187,33 +89,12 @@ def _token(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _s3_code(exc: Exception) -> str | None:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code")
-
-
-def read_versioned(uri: str) -> tuple[bytes, str]:
-    """The object's bytes and its version token (``FileNotFoundError`` when absent)."""
-    if is_local(uri):
-        with open(local_path(uri), "rb") as f:
-            data = f.read()
-        return data, _token(data)
-    if _is_s3(uri):
-        client, bucket, key = _s3(uri)
-        try:
-            response = client.get_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            if _s3_missing(exc):
-                raise FileNotFoundError(uri) from exc
-            raise
-        return response["Body"].read(), response["ETag"]
-    data = read_bytes(uri)
-    return data, _token(data)
-
-
 def _local_write(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    # os.open with 0o666 (not mkstemp's 0o600): the process umask decides who may read it
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -229,7 +110,7 @@ def _local_conditional_write(uri: str, path: str, data: bytes, if_match: str | N
 
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    lock = os.open(os.path.join(directory, f".{os.path.basename(path)}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    lock = os.open(os.path.join(directory, f".{os.path.basename(path)}.lock"), os.O_CREAT | os.O_RDWR, 0o666)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this process dies
         try:
@@ -246,161 +127,277 @@ def _local_conditional_write(uri: str, path: str, data: bytes, if_match: str | N
         os.close(lock)
 
 
-def write_bytes(uri: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
-    """Write ``data`` atomically; returns the new version token.
+def _client_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of ``exc`` or of the botocore error s3fs translated into it."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        code = getattr(err, "response", {}).get("Error", {}).get("Code") if err is not None else None
+        if code:
+            return str(code)
+    return None
 
-    ``if_match``: only if the object is still at that token; ``if_none_match``: only if it does not
-    exist. Either failing raises :class:`PreconditionFailed` and writes nothing.
+
+#: fsspec options of an S3 filesystem: ``key``, ``secret``, ``token``, ``endpoint_url``, ``region_name``.
+S3Options = Mapping[str, Any]
+
+
+class ArtifactStore:
+    """Reads and writes artifacts with one set of credentials.
+
+    :param s3: the S3 credentials and endpoint (:data:`S3Options`), or a function returning them
+        (called once, on the first ``s3://`` access, so a store that never touches S3 never looks
+        up a connection). ``None``: s3fs's own default chain (environment, ``~/.aws``, instance role).
+    :param label: where the credentials come from, for error messages and ``repr``.
     """
-    conditional = if_match is not None or if_none_match
-    if is_local(uri):
-        path = local_path(uri)
-        if conditional:
-            _local_conditional_write(uri, path, data, if_match, if_none_match)
-        else:
-            _local_write(path, data)
+
+    def __init__(self, s3: S3Options | Callable[[], S3Options] | None = None, *, label: str = "default credentials") -> None:
+        self._s3_source = s3
+        self._s3_options: dict[str, Any] | None = None if callable(s3) else dict(s3 or {})
+        self._s3fs: Any = None
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.label})"
+
+    # -- path helpers, so a store can stand where the module was used -----------------------------
+    is_local = staticmethod(is_local)
+    local_path = staticmethod(local_path)
+    join = staticmethod(join)
+
+    # -- credentials ------------------------------------------------------------------------
+    @property
+    def s3_options(self) -> dict[str, Any]:
+        """The resolved S3 options (looked up on first use); what :meth:`from_options` takes back."""
+        if self._s3_options is None:
+            source = self._s3_source
+            assert callable(source)
+            self._s3_options = {k: v for k, v in dict(source()).items() if v is not None}
+        return self._s3_options
+
+    def options(self) -> dict[str, Any]:
+        """JSON-serialisable options that rebuild this store in another process (they hold secrets:
+        pass them over a pipe, never into a file, a log or an environment)."""
+        return {"s3": self.s3_options, "label": self.label}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> ArtifactStore:
+        options = options or {}
+        return cls(options.get("s3") or {}, label=options.get("label", "default credentials"))
+
+    def _s3(self) -> Any:
+        if self._s3fs is None:
+            import s3fs
+
+            opts = dict(self.s3_options)
+            client_kwargs = {k: opts.pop(k) for k in ("endpoint_url", "region_name") if opts.get(k)}
+            self._s3fs = s3fs.S3FileSystem(
+                key=opts.get("key"), secret=opts.get("secret"), token=opts.get("token"),
+                client_kwargs=client_kwargs,
+                # our own instance and no listing cache: another process may write at any time
+                skip_instance_cache=True, use_listings_cache=False,
+            )
+        return self._s3fs
+
+    def _fs(self, uri: str) -> tuple[Any, str]:
+        if is_s3(uri):
+            return self._s3(), uri[len("s3://") :]
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri)
+        return fs, path
+
+    # -- reading ----------------------------------------------------------------------------
+    def exists(self, uri: str) -> bool:
+        """Whether a file or a non-empty "directory" (prefix) is at ``uri``."""
+        if is_local(uri):
+            return os.path.exists(local_path(uri))
+        fs, path = self._fs(uri)
+        return bool(fs.exists(path.rstrip("/")))
+
+    def isdir(self, uri: str) -> bool:
+        if is_local(uri):
+            return os.path.isdir(local_path(uri))
+        fs, path = self._fs(uri)
+        return bool(fs.isdir(path.rstrip("/")))
+
+    def listdir(self, uri: str) -> list[str]:
+        """Names (not paths) of the entries directly under ``uri``, sorted."""
+        if is_local(uri):
+            return sorted(os.listdir(local_path(uri)))
+        fs, path = self._fs(uri)
+        path = path.rstrip("/")
+        entries = fs.ls(path, detail=False)
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in entries if p.rstrip("/") != path}
+        names.discard("")
+        if not names:
+            raise FileNotFoundError(uri)
+        return sorted(names)
+
+    def read_bytes(self, uri: str) -> bytes:
+        if is_local(uri):
+            with open(local_path(uri), "rb") as f:
+                return f.read()
+        fs, path = self._fs(uri)
+        return bytes(fs.cat_file(path))
+
+    def read_text(self, uri: str) -> str:
+        return self.read_bytes(uri).decode("utf-8")
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.read_bytes(uri))
+
+    def read_versioned(self, uri: str) -> tuple[bytes, str]:
+        """The object's bytes and its version token (``FileNotFoundError`` when absent)."""
+        if is_local(uri):
+            data = self.read_bytes(uri)
+            return data, _token(data)
+        if is_s3(uri):
+            from fsspec.asyn import sync
+
+            fs = self._s3()
+            bucket, key = split_s3_uri(uri)
+
+            async def get() -> tuple[bytes, str]:
+                response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+                async with response["Body"] as body:
+                    return await body.read(), response["ETag"]
+
+            return sync(fs.loop, get)
+        data = self.read_bytes(uri)
+        return data, _token(data)
+
+    def sha256(self, uri: str) -> str:
+        if is_local(uri):
+            return file_sha256(local_path(uri))
+        return hashlib.sha256(self.read_bytes(uri)).hexdigest()
+
+    # -- writing ----------------------------------------------------------------------------
+    def makedirs(self, uri: str) -> None:
+        if is_local(uri):
+            os.makedirs(local_path(uri), exist_ok=True)
+        # object stores have no directories
+
+    def write_bytes(self, uri: str, data: bytes, *, if_match: str | None = None, if_none_match: bool = False) -> str:
+        """Write ``data`` atomically; returns the new version token.
+
+        ``if_match``: only if the object is still at that token; ``if_none_match``: only if it does
+        not exist. Either failing raises :class:`PreconditionFailed` and writes nothing.
+        """
+        conditional = if_match is not None or if_none_match
+        if is_local(uri):
+            path = local_path(uri)
+            if conditional:
+                _local_conditional_write(uri, path, data, if_match, if_none_match)
+            else:
+                _local_write(path, data)
+            return _token(data)
+        if is_s3(uri):
+            bucket, key = split_s3_uri(uri)
+            kwargs: dict[str, Any] = {}
+            # "If-None-Match: Uploads the object only if the object key name does not already exist in
+            # the bucket specified. Otherwise, Amazon S3 returns a 412 Precondition Failed error. If a
+            # conflicting operation occurs during the upload S3 returns a 409 ConditionalRequestConflict
+            # response." / "If-Match: Uploads the object only if the ETag (entity tag) value provided
+            # during the WRITE operation matches the ETag of the object in S3." (S3 API Reference, PutObject)
+            if if_none_match:
+                kwargs["IfNoneMatch"] = "*"
+            if if_match is not None:
+                kwargs["IfMatch"] = if_match
+            try:
+                response = self._s3().call_s3("put_object", Bucket=bucket, Key=key, Body=data, **kwargs)
+            except Exception as exc:
+                code = _client_error_code(exc)
+                if conditional and code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    raise PreconditionFailed(uri, f"{'If-Match' if if_match else 'If-None-Match'} ({code})") from exc
+                if if_match is not None and (isinstance(exc, FileNotFoundError) or code in ("404", "NoSuchKey")):
+                    raise PreconditionFailed(uri, "If-Match (the object is gone)") from exc
+                raise
+            return str(response["ETag"])
+        fs, path = self._fs(uri)
+        if conditional:  # other fsspec stores: checked, but not atomically (no compare-and-swap there)
+            current = _token(self.read_bytes(uri)) if fs.exists(path) else None
+            if (if_none_match and current is not None) or (if_match is not None and current != if_match):
+                raise PreconditionFailed(uri, "If-None-Match: *" if if_none_match else f"If-Match: {if_match}")
+        fs.pipe_file(path, data)
         return _token(data)
-    if _is_s3(uri):
-        client, bucket, key = _s3(uri)
-        kwargs: dict[str, Any] = {}
-        # "If-None-Match: Uploads the object only if the object key name does not already exist in
-        # the bucket specified. Otherwise, Amazon S3 returns a 412 Precondition Failed error. If a
-        # conflicting operation occurs during the upload S3 returns a 409 ConditionalRequestConflict
-        # response." / "If-Match: Uploads the object only if the ETag (entity tag) value provided
-        # during the WRITE operation matches the ETag of the object in S3." (S3 API Reference, PutObject)
-        if if_none_match:
-            kwargs["IfNoneMatch"] = "*"
-        if if_match is not None:
-            kwargs["IfMatch"] = if_match
-        try:
-            response = client.put_object(Bucket=bucket, Key=key, Body=data, **kwargs)
-        except Exception as exc:
-            code = _s3_code(exc)
-            if conditional and code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                raise PreconditionFailed(uri, f"{'If-Match' if if_match else 'If-None-Match'} ({code})") from exc
-            if if_match is not None and _s3_missing(exc):  # If-Match on a deleted object
-                raise PreconditionFailed(uri, "If-Match (the object is gone)") from exc
-            raise
-        return response["ETag"]
-    fs, path = _fs(uri)
-    if conditional:  # other fsspec stores: checked, but not atomically (no compare-and-swap there)
-        current = _token(read_bytes(uri)) if fs.exists(path) else None
-        if (if_none_match and current is not None) or (if_match is not None and current != if_match):
-            raise PreconditionFailed(uri, "If-None-Match: *" if if_none_match else f"If-Match: {if_match}")
-    with fs.open(path, "wb") as f:
-        f.write(data)
-    return _token(data)
 
+    def version_token(self, uri: str) -> str:
+        """The current version token of an object (as :meth:`read_versioned` gives it), cheaply on S3 (HEAD)."""
+        if is_s3(uri):
+            bucket, key = split_s3_uri(uri)
+            try:
+                return str(self._s3().call_s3("head_object", Bucket=bucket, Key=key)["ETag"])
+            except Exception as exc:
+                if isinstance(exc, FileNotFoundError) or _client_error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    raise FileNotFoundError(uri) from exc
+                raise
+        return self.read_versioned(uri)[1]
 
-def version_token(uri: str) -> str:
-    """The current version token of an object (as :func:`read_versioned` gives it), cheaply on S3 (HEAD)."""
-    if _is_s3(uri):
-        client, bucket, key = _s3(uri)
-        try:
-            return client.head_object(Bucket=bucket, Key=key)["ETag"]
-        except Exception as exc:
-            if _s3_missing(exc):
-                raise FileNotFoundError(uri) from exc
-            raise
-    return read_versioned(uri)[1]
-
-
-# -- end of conditional writes --------------------------------------------------------------------
-
-
-def append_bytes(uri: str, data: bytes) -> bool:
-    """Append to a local file (created if absent) in one ``write``; ``False`` where the store
-    cannot append (object stores: write one object per record instead)."""
-    if not is_local(uri):
-        return False
-    path = local_path(uri)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, data)  # O_APPEND: one write lands whole at the end, even with readers about
-    finally:
-        os.close(fd)
-    return True
-
-
-def remove(uri: str) -> None:
-    """Delete a file or a directory tree (local) or the objects under a prefix; missing is fine."""
-    if is_local(uri):
+    def append_bytes(self, uri: str, data: bytes) -> bool:
+        """Append to a local file (created if absent) in one ``write``; ``False`` where the store
+        cannot append (object stores: write one object per record instead)."""
+        if not is_local(uri):
+            return False
         path = local_path(uri)
-        if os.path.isdir(path):
-            import shutil
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, data)  # O_APPEND: one write lands whole at the end, even with readers about
+        finally:
+            os.close(fd)
+        return True
 
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.unlink(path)
-        return
-    if _is_s3(uri):
-        client, bucket, key = _s3(uri)
-        keys, _ = _s3_keys(uri.rstrip("/") + "/", delimiter=False)
-        for start in range(0, len(keys), 1000):
-            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
-        if key:
-            client.delete_object(Bucket=bucket, Key=key)
-        return
-    fs, path = _fs(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    def remove(self, uri: str) -> None:
+        """Delete a file or a directory tree (local) or the objects under a prefix; missing is fine."""
+        if is_local(uri):
+            path = local_path(uri)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.unlink(path)
+            return
+        fs, path = self._fs(uri)
+        if fs.exists(path.rstrip("/")):
+            fs.rm(path.rstrip("/"), recursive=True)
 
+    def write_text(self, uri: str, text: str) -> str:
+        return self.write_bytes(uri, text.encode("utf-8"))
 
-def read_text(uri: str) -> str:
-    return read_bytes(uri).decode("utf-8")
+    def write_json(self, uri: str, obj: Any) -> str:
+        return self.write_text(uri, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
+    # -- trees ------------------------------------------------------------------------------
+    def copy(self, src: str, dst: str) -> None:
+        """Copy one file between any two locations."""
+        if is_local(src) and is_local(dst):
+            os.makedirs(os.path.dirname(os.path.abspath(local_path(dst))), exist_ok=True)
+            shutil.copyfile(local_path(src), local_path(dst))
+        else:
+            self.write_bytes(dst, self.read_bytes(src))
 
-def write_text(uri: str, text: str) -> None:
-    write_bytes(uri, text.encode("utf-8"))
+    def download_dir(self, uri: str, local_dir: str) -> None:
+        """Make the files under ``uri`` (a directory or prefix, the whole tree) available under ``local_dir``."""
+        os.makedirs(local_dir, exist_ok=True)
+        if is_local(uri):
+            for name in self.listdir(uri):
+                self.copy(join(uri, name), os.path.join(local_dir, name))
+            return
+        fs, path = self._fs(uri)
+        base = path.rstrip("/") + "/"
+        for found in fs.find(base):
+            if found.endswith("/") or not found.startswith(base):
+                continue
+            rel = found[len(base) :]
+            self.copy(join(uri, rel), os.path.join(local_dir, *rel.split("/")))
 
-
-def read_json(uri: str) -> Any:
-    return json.loads(read_bytes(uri))
-
-
-def write_json(uri: str, obj: Any) -> None:
-    write_text(uri, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def sha256(uri: str) -> str:
-    h = hashlib.sha256()
-    if is_local(uri):
-        with open(local_path(uri), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    else:
-        h.update(read_bytes(uri))
-    return h.hexdigest()
-
-
-def copy(src: str, dst: str) -> None:
-    """Copy one file between any two locations."""
-    if is_local(src) and is_local(dst):
-        os.makedirs(os.path.dirname(os.path.abspath(local_path(dst))), exist_ok=True)
-        shutil.copyfile(local_path(src), local_path(dst))
-    else:
-        write_bytes(dst, read_bytes(src))
-
-
-def download_dir(uri: str, local_dir: str) -> None:
-    """Make the files under ``uri`` (a directory or prefix) available under ``local_dir``."""
-    os.makedirs(local_dir, exist_ok=True)
-    if _is_s3(uri):  # the whole tree, as for a local directory
-        keys, _ = _s3_keys(uri, delimiter=False)
-        key = _s3(uri)[2]
-        base = key.rstrip("/") + "/" if key else ""
-        for key in keys:
-            if not key.endswith("/"):
-                copy(join(uri, key[len(base):]), os.path.join(local_dir, *key[len(base):].split("/")))
-        return
-    for name in listdir(uri):
-        copy(join(uri, name), os.path.join(local_dir, name))
+    def upload_dir(self, local_dir: str, uri: str) -> None:
+        for root, _dirs, files in os.walk(local_dir):
+            for name in files:
+                src = os.path.join(root, name)
+                rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
+                self.copy(src, join(uri, rel))
 
 
-def upload_dir(local_dir: str, uri: str) -> None:
-    for root, _dirs, files in os.walk(local_dir):
-        for name in files:
-            src = os.path.join(root, name)
-            rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
-            copy(src, join(uri, rel))
+def default_store() -> ArtifactStore:
+    """A store with s3fs's default credential chain, for callers outside any connection (scripts,
+    tests); tasks get theirs from the platform."""
+    return ArtifactStore()

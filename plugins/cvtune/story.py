@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cvtune import store
 from cvtune.ledger import RunLedger
 
 PARTITION_RE = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})(?:/|$)")
@@ -39,7 +38,7 @@ def collect_story(ledgers: list[RunLedger], refinement: dict[str, Any] | None = 
 def _data_of(manifest_uri: str, ledger: RunLedger) -> dict[str, Any]:
     entry: dict[str, Any] = {"manifest": manifest_uri, "runs": [ledger.run_id], "folds": ledger.data.get("folds")}
     try:
-        manifest = store.read_json(manifest_uri)
+        manifest = ledger.store.read_json(manifest_uri)  # the run's store: its connection's credentials
     except Exception as exc:  # noqa: BLE001 - the report still renders without the manifest
         entry["error"] = f"manifest not readable: {exc}"
         return entry
@@ -69,7 +68,7 @@ def _warm_start_of(ledger: RunLedger) -> dict[str, Any] | None:
     for uri in warm["parents"]:
         entry: dict[str, Any] = {"ledger": uri}
         try:
-            parent = RunLedger.load(uri)
+            parent = RunLedger.load(uri, ledger.store)
         except Exception as exc:  # noqa: BLE001 - a parent may have been cleaned up since
             entry["error"] = str(exc)
         else:

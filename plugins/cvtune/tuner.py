@@ -26,6 +26,7 @@ from cvtune.config import BUDGET_KEYS, TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, LedgerConflictError, RunFailedError
 from cvtune.proposers import FixedProposer, Proposal, make_proposer
 from cvtune.stopping import make_stopper
+from cvtune.store import ArtifactStore, default_store
 
 log = logging.getLogger("cvtune.tuner")
 
@@ -85,8 +86,10 @@ class CVTuner:
         lease_label: str | None = None,
         lease_ttl_s: float | None = None,
         _ledger: L.RunLedger | None = None,
+        store: ArtifactStore | None = None,
     ) -> None:
         self.config = config
+        self.store = store or default_store()
         self.manifest = manifest
         self.backend = backend
         self.run_id = validate_run_id(run_id)
@@ -148,7 +151,7 @@ class CVTuner:
     @classmethod
     def resume(
         cls, uri: str, backend: Backend, *, poll_s: float = 5.0, lease_label: str | None = None,
-        lease_ttl_s: float | None = None,
+        lease_ttl_s: float | None = None, store: ArtifactStore | None = None,
     ) -> CVTuner:
         """The tuner of an existing run, rebuilt from its ledger alone.
 
@@ -161,7 +164,8 @@ class CVTuner:
         from cvtune.config import parse_config
         from cvtune.folds import load_manifest
 
-        ledger = L.RunLedger.load(uri)  # loaded once: the tuner below takes this copy
+        store = store or default_store()
+        ledger = L.RunLedger.load(uri, store)  # loaded once: the tuner below takes this copy
         data = ledger.data
         run_id = data["run_id"]
         if data.get("kind", "tune") != "tune":
@@ -175,12 +179,12 @@ class CVTuner:
 
             ws = data["warm_start"]
             warm_start = warmstart.WarmStart(
-                ws["type"], warmstart.load_parents(ws["parents"], field_name="warm_start.parents"),
+                ws["type"], warmstart.load_parents(ws["parents"], field_name="warm_start.parents", store=store),
                 top_per_parent=data.get("warm_start_top_per_parent", 1), uris=list(ws.get("requested") or []),
             )
         return cls(
             parse_config(dict(data["config"]), base_dir=None, source=uri),
-            load_manifest(data["manifest_uri"]),
+            load_manifest(data["manifest_uri"], store),
             backend,
             run_id=run_id,
             artifact_root=artifact_root_of(uri, run_id),
@@ -189,13 +193,14 @@ class CVTuner:
             lease_label=lease_label,
             lease_ttl_s=lease_ttl_s,
             _ledger=ledger,
+            store=store,
         )
 
     # -- ledger ----------------------------------------------------------------------------
     def _open_ledger(self, loaded: L.RunLedger | None = None) -> L.RunLedger:
         """Load (or create) the run's ledger and take its lease: from here on this process drives it."""
-        if loaded is None and not store.exists(self.uri):
-            ledger = L.RunLedger(self.uri, self._new_ledger_data())
+        if loaded is None and not self.store.exists(self.uri):
+            ledger = L.RunLedger(self.uri, self._new_ledger_data(), store=self.store)
             ledger.owner = self._owner
             if self._lease_ttl_s is not None:
                 ledger.lease_ttl_s = self._lease_ttl_s
@@ -204,7 +209,7 @@ class CVTuner:
                 return ledger
             except LedgerConflictError:  # created by another driver just now: judge its lease below
                 pass
-        ledger = loaded if loaded is not None else L.RunLedger.load(self.uri)
+        ledger = loaded if loaded is not None else L.RunLedger.load(self.uri, self.store)
         fingerprint = self.config.fingerprint()
         if ledger.data["config_fingerprint"] != fingerprint:
             raise ConfigError(
@@ -288,7 +293,7 @@ class CVTuner:
             return []
         from cvtune.folds import check_files
 
-        check_files(self.manifest)  # before anything is launched on them
+        check_files(self.manifest, self.store)  # before anything is launched on them
         self.ledger.data["status"] = "InProgress"  # a completed run may continue with a larger budget
         since = self.ledger.data.pop("deferred_since", None)
         if since is not None:  # left by release(): the wait is part of the run's wall time
@@ -728,6 +733,7 @@ def cross_validate(
     artifact_root: str,
     run_id: str,
     poll_s: float = 2.0,
+    store: ArtifactStore | None = None,
 ) -> dict[str, Any]:
     """Evaluate one hyperparameter set on every fold; returns fold scores, mean and std."""
     config = config.with_overrides(max_trials=1, max_parallel_trials=1, max_failed_trials=1)
@@ -740,6 +746,7 @@ def cross_validate(
         proposer=FixedProposer([hyperparameters], source="cv"),
         kind="cv",
         poll_s=poll_s,
+        store=store,
     )
     summary = tuner.run()
     best = summary["best"]

@@ -70,27 +70,23 @@ class Artifacts:
 
         self.conn_id = conn_id
         try:
-            self.root = CvtuneHook(conn_id).artifact_root
+            hook = CvtuneHook(conn_id)
+            self.root = hook.artifact_root
+            self.store = hook.store  # the connection's credentials, not the web server's
         except Exception as exc:  # noqa: BLE001 - a missing or invalid connection is the user's to fix
             raise HTTPException(404, f"connection {conn_id!r}: {exc}") from exc
 
     def uri(self, *parts: str) -> str:
-        from cvtune import store
-
-        return store.join(self.root, *parts)
+        return self.store.join(self.root, *parts)
 
     def read_text(self, uri: str) -> str:
-        from cvtune import store
-
-        if not store.exists(uri):
+        if not self.store.exists(uri):
             raise HTTPException(404, f"not found: {uri}")
-        return store.read_text(uri)
+        return self.store.read_text(uri)
 
     def listdir(self, *parts: str) -> list[str]:
-        from cvtune import store
-
         uri = self.uri(*parts)
-        return sorted(store.listdir(uri)) if store.exists(uri) else []
+        return sorted(self.store.listdir(uri)) if self.store.exists(uri) else []
 
     def ledger(self, run_id: str):
         from cvtune.errors import ConfigError
@@ -99,7 +95,7 @@ class Artifacts:
 
         try:
             uri = ledger_uri(self.root, validate_run_id(run_id))
-            return RunLedger.load(uri)
+            return RunLedger.load(uri, self.store)
         except ConfigError as exc:
             raise HTTPException(404, str(exc)) from exc
 
@@ -123,7 +119,7 @@ def run_entries(store_: Artifacts, base: str = "") -> list[dict[str, Any]]:
     for name in store_.listdir("runs"):
         run_id = name.rstrip("/").rsplit("/", 1)[-1]
         try:
-            ledger = RunLedger.load(store_.uri("runs", run_id, "ledger.json"))
+            ledger = RunLedger.load(store_.uri("runs", run_id, "ledger.json"), store_.store)
         except Exception:  # noqa: BLE001 - a folder without a readable ledger is not a run
             continue
         info = ledger.summary()

@@ -22,12 +22,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from cvtune import store
 from cvtune.config import TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError
 from cvtune.ledger import COMPLETED, PRUNED, RunLedger, rank_key, running_means
 from cvtune.proposers import Proposal
 from cvtune.space import CategoricalParameter, ContinuousParameter, IntegerParameter, SearchSpace
+from cvtune.store import ArtifactStore, default_store
 
 log = logging.getLogger("cvtune.warmstart")
 
@@ -47,8 +47,11 @@ class WarmStart:
         return {"type": self.type, "parents": [p.uri for p in self.parents], "requested": self.uris}
 
 
-def load_parents(uris: list[str], transitive: bool = False, field_name: str = "parents") -> list[RunLedger]:
+def load_parents(
+    uris: list[str], transitive: bool = False, field_name: str = "parents", store: ArtifactStore | None = None
+) -> list[RunLedger]:
     """Load parent ledgers (and, with ``transitive``, their parents), each once, in order."""
+    store = store or default_store()
     if isinstance(uris, str):
         uris = [uris]
     out: list[RunLedger] = []
@@ -61,7 +64,7 @@ def load_parents(uris: list[str], transitive: bool = False, field_name: str = "p
         seen.add(uri)
         if not isinstance(uri, str) or not uri or not store.exists(uri):
             raise ConfigError(where, f"no run ledger at {uri!r}", "pass the ledger URI of a finished tuning run")
-        ledger = RunLedger.load(uri)
+        ledger = RunLedger.load(uri, store)
         if ledger.status != "Completed":
             raise ConfigError(
                 where,

@@ -197,7 +197,7 @@ class Service:
         start = int(p.get("NextToken") or 0)
         size = int(p.get("MaxResults") or 10)
         page = rows[start : start + size]
-        summaries = []
+        summaries: list[dict[str, Any]] = []
         for r in page:
             summary: dict[str, Any] = {k: r[k] for k in ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingJobStatus",
                                          "SecondaryStatus", "LastModifiedTime") if k in r}

@@ -1,4 +1,7 @@
-"""The hook behind connection type ``cvtune``: builds the backend and artifact store from its extra.
+"""The hook behind connection type ``cvtune``: builds the connection's platform from its extra.
+
+The platform (:mod:`cvtune.platform`) owns the job backend, the artifact store with the
+credentials of the extra's ``aws_conn_id``, the model registry and the batch transform.
 
 Extra (JSON), local backend::
 
@@ -26,6 +29,7 @@ class CvtuneHook(BaseHook):
         super().__init__(**kwargs)
         self.cvtune_conn_id = cvtune_conn_id
         self._settings = None
+        self._platform = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -61,12 +65,26 @@ class CvtuneHook(BaseHook):
         return self._settings
 
     @property
+    def platform(self):
+        """The connection's :class:`~cvtune.platform.Platform` (cached)."""
+        if self._platform is None:
+            from cvtune.platform import platform_for
+
+            self._platform = platform_for(self.settings)
+        return self._platform
+
+    @property
+    def store(self):
+        """The connection's artifact store, with the credentials of its ``aws_conn_id``."""
+        return self.platform.store
+
+    @property
     def artifact_root(self) -> str:
         return self.settings.artifact_root
 
     def get_conn(self):
         """A new backend for this connection; close it when done (``with hook.get_conn() as b``)."""
-        return self.settings.make_backend()
+        return self.platform.make_backend()
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -74,3 +92,26 @@ class CvtuneHook(BaseHook):
         except Exception as exc:  # noqa: BLE001 - reported to the UI, not raised
             return False, str(exc)
         return True, f"backend {settings.backend}, artifacts under {settings.artifact_root}"
+
+
+class UsesConnection:
+    """``cvtune_conn_id`` → the connection's hook, platform and artifact store (built on first use)."""
+
+    cvtune_conn_id: str
+    _hook: Any = None
+
+    @property
+    def hook(self):
+        if self._hook is None:
+            self._hook = CvtuneHook(self.cvtune_conn_id)
+        return self._hook
+
+    @property
+    def platform(self):
+        """The connection's platform: backend, artifact store, registry, transform."""
+        return self.hook.platform
+
+    @property
+    def store(self):
+        """The connection's artifact store (its ``aws_conn_id``'s credentials)."""
+        return self.hook.platform.store

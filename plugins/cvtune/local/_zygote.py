@@ -39,6 +39,7 @@ from typing import Any
 
 from cvtune.backends.base import COMPLETED, FAILED, IN_PROGRESS
 from cvtune.metrics import extract_metrics
+from cvtune.store import ArtifactStore
 
 SUBMITTED = "submitted.json"
 SPEC = "spec.json"
@@ -422,7 +423,7 @@ def _supervise(
     deadline_hit = False
     kill_at: float | None = None
     try:
-        pidfd: int | None = os.pidfd_open(pid)  # type: ignore[attr-defined]
+        pidfd: int | None = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pidfd = None  # old kernel: poll waitpid instead
     try:
@@ -503,13 +504,13 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     os.dup2(null_fd, 0)
     os.close(null_fd)
     # Fresh line-buffered streams: prints reach the log even if the script later dies abruptly.
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(  # type: ignore[misc]
         open(1, "wb", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
     )
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(  # type: ignore[misc]
         open(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True
     )
-    sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")
+    sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")  # type: ignore[misc]
     faulthandler.enable(file=sys.stderr, all_threads=True)  # Python stack on SIGSEGV & co.
     np = sys.modules.get("numpy")
     if np is not None:
@@ -541,8 +542,10 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     signal.alarm(int(math.ceil(float(payload["max_runtime_s"]) + float(payload["stop_grace_s"]))) + 1)
 
     spec = read_json(os.path.join(job_dir, SPEC)) or {}
+    # the backend's store (its connection's credentials) for remote channels and the model upload
+    store = ArtifactStore.from_options(payload.pop("store", None))
     try:
-        _prepare_channels(job_dir, payload["channels"])
+        _prepare_channels(job_dir, payload["channels"], store)
     except Exception as exc:
         traceback.print_exc()
         sys.stderr.flush()
@@ -569,8 +572,6 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     artifacts = payload["output_uri"] or model_dir
     if status == COMPLETED and payload["output_uri"]:
         try:
-            from cvtune import store
-
             os.environ.clear()
             os.environ.update(worker_env)
             store.upload_dir(model_dir, payload["output_uri"])
@@ -700,10 +701,8 @@ def _print_user_traceback(exc: BaseException, entry_point: str) -> None:
     sys.stderr.flush()
 
 
-def _prepare_channels(job_dir: str, channels: dict[str, str]) -> None:
-    """Fill ``input/data/<channel>/``: symlinks to local files, downloads for remote URIs."""
-    from cvtune import store
-
+def _prepare_channels(job_dir: str, channels: dict[str, str], store: ArtifactStore) -> None:
+    """Fill ``input/data/<channel>/``: symlinks to local files, downloads for remote URIs (through ``store``)."""
     for channel, uri in channels.items():
         dest = os.path.join(job_dir, "input", "data", channel)
         os.makedirs(dest, exist_ok=True)

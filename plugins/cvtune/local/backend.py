@@ -84,6 +84,7 @@ from cvtune.backends.base import (
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
 from cvtune.local import _zygote as z
 from cvtune.metrics import validate_metric_definitions
+from cvtune.store import ArtifactStore, default_store
 
 __all__ = ["DEFAULT_PRELOAD", "LocalBackend", "WARM_COLD", "WARM_REUSED", "WORKER_LOG"]
 
@@ -209,7 +210,9 @@ class LocalBackend(Backend):
         stop_grace_s: float = 5.0,
         job_cleanup: str = "compact",
         queue_ahead: int | None = None,
+        store: ArtifactStore | None = None,
     ) -> None:
+        store = store or default_store()
         if not store.is_local(work_dir):
             raise ConfigError("work_dir", f"{work_dir!r} is not a local path", "the local backend needs a local directory")
         cpus = os.cpu_count() or 1
@@ -241,6 +244,7 @@ class LocalBackend(Backend):
         self.preload = tuple(preload)
         self.cpus_per_job = cpus_per_job
         self.stop_grace_s = float(stop_grace_s)
+        self.store = store  # stages remote channels, uploads to a remote output_uri
         self._lock = threading.RLock()
         self._workers: list[_Worker] = []
         self._queue: deque[tuple[str, dict[str, Any]]] = deque()
@@ -579,6 +583,7 @@ class LocalBackend(Backend):
         z.write_json(os.path.join(build_dir, z.SPEC), spec.to_dict())
 
         channel_dirs = {ch: os.path.join(paths["data"], ch) for ch in spec.channels}
+        remote = any(not store.is_local(u) for u in [*spec.channels.values(), spec.output_uri or ""])
         argv = [entry_point]
         for key, value in hp_strings.items():
             argv += [f"--{key}", value]
@@ -646,6 +651,8 @@ class LocalBackend(Backend):
             ),
             "max_runtime_s": spec.max_runtime_s,
             "stop_grace_s": self.stop_grace_s,
+            # Over the worker's pipe only, never into a file or the job's environment: credentials.
+            **({"store": self.store.options()} if remote else {}),
         }
 
     # ------------------------------------------------------------------ describe helpers

@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from cvtune.errors import ConfigError
+from cvtune.hooks.cvtune import UsesConnection
 
 
 class UserInputError(ConfigError, AirflowFailException):
@@ -30,8 +31,8 @@ def fail_fast_on_config_errors() -> Iterator[None]:
         raise UserInputError(exc.field, exc.problem, exc.fix) from exc
 
 
-class CvtuneBaseOperator(BaseOperator):
-    """Base of the cvtune operators: ``cvtune_conn_id`` selects backend and artifact store."""
+class CvtuneBaseOperator(UsesConnection, BaseOperator):
+    """Base of the cvtune operators: ``cvtune_conn_id`` selects the platform (backend, artifact store)."""
 
     ui_color = "#e8f1fb"
 
@@ -40,14 +41,6 @@ class CvtuneBaseOperator(BaseOperator):
         self.cvtune_conn_id = cvtune_conn_id
         self._hook = None
         self._result: Any = None  # what execute returned: OpenLineage reads it on completion
-
-    @property
-    def hook(self):
-        if self._hook is None:
-            from cvtune.hooks.cvtune import CvtuneHook
-
-            self._hook = CvtuneHook(self.cvtune_conn_id)
-        return self._hook
 
     def execute(self, context: Any) -> Any:
         started = time.monotonic()
@@ -83,7 +76,7 @@ class CvtuneBaseOperator(BaseOperator):
         """The console region of this task's jobs; ``None`` unless the connection is ``sagemaker``."""
         from cvtune.links import sagemaker_region
 
-        return sagemaker_region(self.hook.settings)
+        return sagemaker_region(self.platform)
 
     def ids(self, context: Any) -> tuple[str, str, str, int]:
         ti = context["ti"]

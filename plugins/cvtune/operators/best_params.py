@@ -19,7 +19,7 @@ class BestParamsOperator(CvtuneBaseOperator):
     trial.
     """
 
-    template_fields: Sequence[str] = ("runs",)
+    template_fields: Sequence[str] = ("runs", "cvtune_conn_id")
     ui_color = "#fdf2d0"
 
     def __init__(self, *, runs: Any, **kwargs: Any) -> None:
@@ -30,7 +30,7 @@ class BestParamsOperator(CvtuneBaseOperator):
         from cvtune.best import ledger_uris, overall_best
         from cvtune.ledger import RunLedger
 
-        ledgers = [RunLedger.load(uri) for uri in ledger_uris(self.runs)]
+        ledgers = [RunLedger.load(uri, self.store) for uri in ledger_uris(self.runs)]
         best = overall_best(ledgers)
         self.log.info(
             "best of %d completed trials in %s: run %s trial %s, %s %.6f ± %.6f, %s",

@@ -91,14 +91,14 @@ class RegisterModelOperator(CvtuneBaseOperator):
     def run(self, context: Any) -> dict[str, Any]:
         from cvtune.best import ledger_uris
         from cvtune.errors import ConfigError
-        from cvtune.registry import decide_approval, open_registry
+        from cvtune.registry import decide_approval
 
         if not isinstance(self.model, dict) or "model_uri" not in self.model:
             raise ConfigError("model", "expected TrainModelOperator's output (a dict with model_uri)")
         metric, maximize = approval_rule(self.model, self.holdout_metric, self.approval_direction, self.maximize)
         threshold = optional_number("approval_threshold", self.approval_threshold)
         margin = optional_number("champion_margin", self.champion_margin) or 0.0
-        registry = open_registry(self.hook.settings)  # model package groups on SageMaker, files locally
+        registry = self.platform.registry()  # model package groups on SageMaker, files locally
         group = self.model_package_group
         champion = registry.approved(group)
         value = (self.model.get("holdout_metrics") or {}).get(metric)

@@ -50,13 +50,12 @@ class TuningReportOperator(CvtuneBaseOperator):
         self.output_uri = output_uri
 
     def run(self, context: Any) -> dict[str, Any]:
-        from cvtune import store
         from cvtune.best import ledger_uris
         from cvtune.ledger import RunLedger
         from cvtune.naming import derive_id
         from cvtune.report import build_summary, write_report
 
-        ledgers = [RunLedger.load(uri) for uri in ledger_uris(self.runs)]
+        ledgers = [RunLedger.load(uri, self.store) for uri in ledger_uris(self.runs)]
         stage_seconds = {
             name: out["elapsed_s"]
             for name, out in (self.stages or {}).items()
@@ -73,10 +72,10 @@ class TuningReportOperator(CvtuneBaseOperator):
             extra={"dag_id": dag_id, "dag_run_id": run_id},
             refinement=self.refinement if isinstance(self.refinement, dict) else None,
         )
-        out = self.output_uri or store.join(
+        out = self.output_uri or self.store.join(
             self.hook.artifact_root, "reports", dag_id, derive_id(dag_id, run_id, task_id, map_index, prefix=run_id)
         )
-        paths = write_report(out, summary, ledgers)
+        paths = write_report(out, summary, ledgers, self.store)
         self.log.info("report: %s, summary: %s", paths["report"], paths["summary"])
         return {**paths, "headline": headline(summary), "run_id": (summary.get("best") or {}).get("run_id")}
 

@@ -68,12 +68,12 @@ class FoldSplitOperator(CvtuneBaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """In: the data (schema, rows). Out: the fold manifest, the folds, the holdout."""
-        from cvtune import lineage, store
+        from cvtune import lineage
 
         result = self._result
         if not isinstance(result, dict):
             return lineage.operator_lineage([], [])
-        manifest = store.read_json(result["manifest"])
+        manifest = self.store.read_json(result["manifest"])
         found = lineage.manifest_datasets(manifest)
         rows = (manifest.get("dataset") or {}).get("rows")
         # the row count belongs to the data as a whole: it is given when there is one input
@@ -86,13 +86,12 @@ class FoldSplitOperator(CvtuneBaseOperator):
         return lineage.operator_lineage(inputs, outputs)
 
     def run(self, context: Any) -> dict[str, Any]:
-        from cvtune import store
         from cvtune.errors import ConfigError
         from cvtune.folds import manifest_summary, split_dataset
         from cvtune.naming import derive_id
 
         dag_id, run_id, task_id, map_index = self.ids(context)
-        out = self.output_uri or store.join(
+        out = self.output_uri or self.store.join(
             self.hook.artifact_root, "folds", dag_id, derive_id(dag_id, run_id, task_id, map_index, prefix=run_id)
         )
 
@@ -115,6 +114,7 @@ class FoldSplitOperator(CvtuneBaseOperator):
             seed=number("seed", self.seed, int),
             task=self.task or None,
             file_format=self.file_format or None,
+            store=self.store,
         )
         summary = manifest_summary(manifest)
         self.log.info("fold manifest %s: %s", manifest["manifest_uri"], summary)

@@ -55,12 +55,12 @@ class TrainModelOperator(CvtuneBaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """In: the manifest, the full training set and the holdout. Out: the model. Run facet
         ``cvtune_model``: the holdout metrics."""
-        from cvtune import lineage, store
+        from cvtune import lineage
 
         result = self._result
         if not isinstance(result, dict):
             return lineage.operator_lineage([], [])
-        manifest = store.read_json(self.manifest_uri)
+        manifest = self.store.read_json(self.manifest_uri)
         found = lineage.manifest_datasets(manifest)
         inputs = [found["manifest"]]
         if "full_train" in found:
@@ -87,7 +87,7 @@ class TrainModelOperator(CvtuneBaseOperator):
             raise ConfigError("entry_point", "is required when hyperparameters is a plain dict", "pass the training script path")
         dag_id, run_id, task_id, map_index = self.ids(context)
         job_name = self.job_name or derive_id(dag_id, run_id, task_id, map_index, prefix=f"{task_id}", limit=63)
-        manifest = load_manifest(self.manifest_uri)
+        manifest = load_manifest(self.manifest_uri, self.store)
         tags = {"cvtune:dag": dag_id[:128], "cvtune:task": task_id[:128]}
         if best.get("run_id"):
             # the tuning run whose model this is (and whose fold pool the job usually takes)

@@ -60,7 +60,7 @@ class BatchTransformOperator(CvtuneBaseOperator):
         self.instance_type = instance_type
         self.instance_count = instance_count
         self.poll_interval = poll_interval
-        self._sagemaker_job = None
+        self._job: tuple[Any, str] | None = None
         if deferrable is None:
             from airflow.sdk import conf
 
@@ -89,74 +89,52 @@ class BatchTransformOperator(CvtuneBaseOperator):
         return lineage.operator_lineage(inputs, outputs)
 
     def run(self, context: Any) -> dict[str, Any]:
-        from cvtune import store
         from cvtune.errors import ConfigError
         from cvtune.naming import derive_id
-        from cvtune.transform import batch_transform
 
         if not isinstance(self.model, dict) or not self.model.get("model_uri") or not self.model.get("entry_point"):
             raise ConfigError("model", "expected a dict with model_uri and entry_point", "pass RegisterModelOperator's output")
         dag_id, run_id, task_id, map_index = self.ids(context)
-        output = self.output_uri or store.join(
+        output = self.output_uri or self.store.join(
             self.hook.artifact_root, "predictions", dag_id, derive_id(dag_id, run_id, task_id, map_index, prefix=run_id)
         )
-        if self.hook.settings.backend == "sagemaker":
-            result = self.run_on_sagemaker(context, output)
-        else:
-            result = batch_transform(
-                entry_point=self.resolve_path(self.model["entry_point"]),
-                model_uri=self.model["model_uri"],
-                input_uri=self.input_uri,
-                output_uri=output,
-                header=self.header,
-                exclude_columns=list(self.exclude_columns or []),
-                max_records=self.max_records,
-            )
-        self.log.info("batch transform: %d records in %d files → %s", result["records"], len(result["files"]), output)
-        return {**result, "model_package_group": self.model.get("model_package_group"), "version": self.model.get("version")}
-
-    def run_on_sagemaker(self, context: Any, output: str) -> dict[str, Any]:
-        from cvtune.naming import derive_id
-        from cvtune.sagemaker.config import SageMakerConfig
-        from cvtune.sagemaker.final_training import container_for
-        from cvtune.sagemaker.transform import SageMakerBatchTransform
-
-        settings = self.hook.settings
-        config = SageMakerConfig.from_options(settings.options, source=settings.source)
-        if self.poll_interval is None:
-            self.poll_interval = config.poll_interval_s
-        runner = SageMakerBatchTransform(config, poll_s=self.poll_interval)
-        dag_id, run_id, task_id, map_index = self.ids(context)
         job_name = derive_id(dag_id, run_id, task_id, map_index, prefix=task_id, limit=63)
-        self._sagemaker_job = (runner, job_name)
-        state = runner.launch(
-            container=container_for(runner.client, self.model),
+        transform = self.platform.batch_transform(poll_s=self.poll_interval)
+        self.poll_interval = transform.poll_s  # the platform's default when none was given
+        self._job = (transform, job_name)
+        state = transform.launch_model(
+            model=self.model,
+            entry_point=self.resolve_path(self.model["entry_point"]),
             input_uri=self.input_uri,
             output_uri=output,
             job_name=job_name,
             header=self.header,
             exclude_columns=list(self.exclude_columns or []),
+            max_records=self.max_records,
             instance_type=self.instance_type,
             instance_count=self.instance_count,
             tags={"cvtune:dag": dag_id[:128], "cvtune:task": task_id[:128]},
         )
-        if self.deferrable:
-            outcome = runner.poll(job_name)
+        if self.deferrable and transform.deferrable:
+            outcome = transform.poll(job_name)
             if outcome is None:  # still running
                 self._defer_on(job_name)
-            retried = runner.retry(state, outcome)
+            retried = transform.retry(state, outcome)
             if retried is not None:
-                self._sagemaker_job = (runner, retried["job_name"])
+                self._job = (transform, retried["job_name"])
                 self._defer_on(retried["job_name"])
-            return runner.finish(state, outcome)
-        state, outcome = runner.wait_retrying(state)
-        return runner.finish(state, outcome)
+        else:
+            state, outcome = transform.wait_retrying(state)
+        result = transform.finish(state, outcome)
+        self.log.info("batch transform: %d records in %d files → %s", result["records"], len(result["files"]), output)
+        return {**result, "model_package_group": self.model.get("model_package_group"), "version": self.model.get("version")}
 
     def _defer_on(self, job_name: str) -> None:
         from cvtune.triggers.transform import TransformJobTrigger
 
         self.defer(
-            trigger=TransformJobTrigger(cvtune_conn_id=self.cvtune_conn_id, job_name=job_name, poll_interval=self.poll_interval),
+            trigger=TransformJobTrigger(cvtune_conn_id=self.cvtune_conn_id, job_name=job_name,
+                                        poll_interval=30.0 if self.poll_interval is None else self.poll_interval),
             method_name="execute_complete",
         )
 
@@ -165,18 +143,14 @@ class BatchTransformOperator(CvtuneBaseOperator):
         import time
 
         from cvtune.errors import RunFailedError
-        from cvtune.sagemaker.config import SageMakerConfig
-        from cvtune.sagemaker.transform import SageMakerBatchTransform
 
         if not event or event.get("status") == "error":
             raise RunFailedError(f"waiting for the batch transform job failed: {(event or {}).get('message', event)}")
-        settings = self.hook.settings
-        runner = SageMakerBatchTransform(SageMakerConfig.from_options(settings.options, source=settings.source))
+        runner = self.platform.batch_transform(poll_s=self.poll_interval)
         state = runner.load_state(event["job_name"])
         retried = runner.retry(state, event)  # an InternalServerError: the next attempt, deferred again
         if retried is not None:
-            if self.poll_interval is None:
-                self.poll_interval = runner.config.poll_interval_s
+            self.poll_interval = runner.poll_s
             self._defer_on(retried["job_name"])
         result = runner.finish(state, event)  # the event is the job's outcome (aws.transform.job_outcome)
         self.log.info("batch transform: %d records in %d files → %s", result["records"], len(result["files"]), state["output_uri"])
@@ -190,7 +164,7 @@ class BatchTransformOperator(CvtuneBaseOperator):
         return result
 
     def on_kill(self) -> None:
-        if self._sagemaker_job is not None:
-            runner, job_name = self._sagemaker_job
+        if self._job is not None:
+            transform, job_name = self._job
             self.log.info("stopping batch transform job %s", job_name)
-            runner.stop(job_name)
+            transform.stop(job_name)

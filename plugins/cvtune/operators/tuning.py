@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from cvtune.links import TUNING_LINKS
@@ -35,7 +34,7 @@ class CVTuningOperator(CvtuneBaseOperator):
         ended jobs, launches new trials; in the triggerer with ``deferrable=True``) and returns its
         summary. This operator again with the same ``run_id`` drives it too.
     :param poll_interval: seconds between polls of the fold jobs (in the worker, or the trigger's).
-    :param dry_run: sagemaker backend only: log and return ``{"requests", "plan"}`` — the first
+    :param plan_only: sagemaker backend only: log and return ``{"requests", "plan"}`` — the first
         trial's ``CreateTrainingJob`` requests, validated against the API model, and the run's plan
         (fold jobs, concurrency, warm-pool reuse, uploads) — without sending or uploading anything.
 
@@ -75,7 +74,7 @@ class CVTuningOperator(CvtuneBaseOperator):
         convergence: str | None = None,
         poll_interval: float | None = None,
         wait_for_completion: bool = True,
-        dry_run: bool = False,
+        plan_only: bool = False,
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -93,7 +92,8 @@ class CVTuningOperator(CvtuneBaseOperator):
         self.convergence = convergence
         self.poll_interval = poll_interval
         self.wait_for_completion = wait_for_completion
-        self.dry_run = dry_run
+        # not ``dry_run``: that name is BaseOperator's method (``op.dry_run()`` logs the rendered fields)
+        self.plan_only = plan_only
         # None: the deployment's default, which never turns into an error on a backend that can't defer
         self._deferrable_requested = deferrable is not None
         if deferrable is None:
@@ -101,7 +101,7 @@ class CVTuningOperator(CvtuneBaseOperator):
 
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
-        self._tuner = None
+        self._tuner: Any = None
 
     def load_config(self):
         from cvtune.config import load_config
@@ -129,6 +129,7 @@ class CVTuningOperator(CvtuneBaseOperator):
         return self.run_id or derive_id(dag_id, run_id, task_id, map_index, prefix=task_id)
 
     def make_tuner(self, context: Any, backend: Any, config: Any, manifest: dict[str, Any]):
+        from cvtune.driving import lease_label
         from cvtune.tuner import CVTuner
 
         return CVTuner(
@@ -141,6 +142,7 @@ class CVTuningOperator(CvtuneBaseOperator):
             ledger_extra=self.ledger_extra(context),
             warm_start=self.warm_start(),
             lease_label=lease_label(self, context),
+            store=self.store,
         )
 
     def poll_for(self, backend: Any) -> float:
@@ -163,15 +165,18 @@ class CVTuningOperator(CvtuneBaseOperator):
         return {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index, "mode": mode}
 
     def run(self, context: Any) -> dict[str, Any]:
+        from cvtune.driving import abandon_on_failure
+
         with abandon_on_failure(self):
             return self._run(context)
 
     def _run(self, context: Any) -> dict[str, Any]:
+        from cvtune.driving import drive_step
         from cvtune.folds import load_manifest
 
         config = self.load_config()
-        manifest = load_manifest(self.manifest_uri)
-        if self.dry_run:
+        manifest = load_manifest(self.manifest_uri, self.store)
+        if self.plan_only:
             return self.plan_dry_run(context, config, manifest)
         with self.hook.get_conn() as backend:
             mode = self.execution_mode(backend)
@@ -198,15 +203,7 @@ class CVTuningOperator(CvtuneBaseOperator):
     def plan_dry_run(self, context: Any, config: Any, manifest: dict[str, Any]) -> dict[str, Any]:
         import json
 
-        from cvtune.errors import ConfigError
-        from cvtune.sagemaker.config import SageMakerConfig
-        from cvtune.sagemaker.dryrun import dry_run
-
-        settings = self.hook.settings
-        if settings.backend != "sagemaker":
-            raise ConfigError("dry_run", f"the {settings.backend} backend has no requests to show", "use the sagemaker backend")
-        sm = SageMakerConfig.from_options(settings.options, source=settings.source)
-        plan = dry_run(config, manifest, sm, run_id=self.derive_run_id(context))
+        plan = self.platform.plan(config, manifest, run_id=self.derive_run_id(context))
         self.log.info("dry run, nothing sent:\n%s", json.dumps(plan, indent=2, default=str))
         return plan
 
@@ -220,16 +217,16 @@ class CVTuningOperator(CvtuneBaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """In: the fold manifest and its folds, the warm-start parents' ledgers. Out: the run's
         ledger. Run facet ``cvtune_tuning``: trial counts and the best trial's metrics."""
-        from cvtune import lineage, store
+        from cvtune import lineage
         from cvtune.ledger import RunLedger
 
         result = self._result
         if not isinstance(result, dict) or "ledger" not in result:
             return lineage.operator_lineage([], [])
-        ledger = RunLedger.load(result["ledger"])
+        ledger = RunLedger.load(result["ledger"], self.store)
         inputs = []
         if ledger.data.get("manifest_uri"):
-            found = lineage.manifest_datasets(store.read_json(ledger.data["manifest_uri"]))
+            found = lineage.manifest_datasets(self.store.read_json(ledger.data["manifest_uri"]))
             inputs += [found[k] for k in ("manifest", "folds") if k in found]
         parents = (ledger.data.get("warm_start") or {}).get("parents") or []
         inputs += [lineage.dataset(uri, **lineage.doc("warm-start parent run ledger")) for uri in parents]
@@ -274,22 +271,28 @@ class CVTuningOperator(CvtuneBaseOperator):
 
     def defer_on(self, inflight: list[str]) -> NoReturn:
         """Hand the in-flight jobs to a TuningJobsTrigger; resumes in :meth:`execute_complete`."""
+        from cvtune.triggers.tuning import defer_on_jobs
+
         defer_on_jobs(self, self._tuner, inflight, cvtune_conn_id=self.cvtune_conn_id,
                       poll_interval=self.poll_for(self._tuner.backend))
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: record ended jobs, launch more, defer again or finish."""
+        from cvtune.driving import abandon_on_failure, drive_step, lease_label
+        from cvtune.triggers.tuning import check_jobs_event
         from cvtune.tuner import CVTuner, ledger_uri
 
         run_id = self.derive_run_id(context)
         check_jobs_event(event, run_id)
+        assert event is not None
         with self.hook.get_conn() as backend, abandon_on_failure(self):
             self._tuner = tuner = CVTuner.resume(
                 ledger_uri(self.hook.artifact_root, run_id), backend, poll_s=self.poll_for(backend),
-                lease_label=lease_label(self, context),
+                lease_label=lease_label(self, context), store=self.store,
             )
             self.log.info("run %s resumed: fold job(s) ended: %s", run_id, ", ".join(event.get("ended", [])))
             summary = drive_step(tuner, self.defer_on)
+        assert summary is not None  # with a defer callback, drive_step finishes or defers
         self.log_best(summary, tuner.config)
         self.finished(context, summary)
         return summary
@@ -297,91 +300,3 @@ class CVTuningOperator(CvtuneBaseOperator):
     def on_kill(self) -> None:
         if self._tuner is not None:
             self._tuner.stop("the Airflow task was killed")
-
-
-# -- driving a run: shared by every task that drives one ------------------------------------------
-def lease_label(task: Any, context: Any) -> str:
-    """How a run's lease names the task driving it (in another driver's error and in the logs)."""
-    ti = context["ti"] if context else None
-    if ti is None:
-        return f"Airflow task {task.task_id}"
-    return f"Airflow task {ti.dag_id}.{ti.task_id} of DAG run {context.get('run_id')}, try {getattr(ti, 'try_number', '?')}"
-
-
-@contextlib.contextmanager
-def abandon_on_failure(task: Any) -> Iterator[None]:
-    """A task that fails stops driving its run: a later attempt in this same process (``dag.test``)
-    may take the lease over as it would from a dead process. ``TaskDeferred`` comes after the
-    tuner released the lease, so nothing is held then."""
-    try:
-        yield
-    except BaseException:
-        tuner = getattr(task, "_tuner", None)
-        if tuner is not None:
-            from cvtune import lease
-
-            lease.abandon(tuner.ledger.owner)
-        raise
-
-
-def drive_step(tuner: Any, defer: Callable[[list[str]], NoReturn] | None = None) -> dict[str, Any] | None:
-    """One step of driving a tuning run, wherever it happens: this operator's first step and each
-    resumption, and ``TuningRunSensor`` on each poke or trigger event.
-
-    Records every job that ended since the last step, asks new trials and launches fold jobs up to
-    capacity (``tuner.start()``: the ledger is written ahead of every launch and jobs are re-attached
-    by their deterministic names and tags, so whoever drives next launches nothing twice). With jobs
-    still in flight, ``defer(inflight)`` when given (it raises ``TaskDeferred``), else the run is
-    released (its waiting time recorded) and ``None`` returned. Nothing in flight: the run is
-    finished and its summary returned. ``RunFailedError`` when the run failed.
-    """
-    inflight = tuner.start()
-    if inflight:
-        if defer is not None:
-            defer(inflight)
-        tuner.release()
-        return None
-    return tuner.finish()
-
-
-def defer_on_jobs(
-    task: Any, tuner: Any, inflight: list[str], *, cvtune_conn_id: str, poll_interval: float,
-    timeout: Any = None,
-) -> NoReturn:
-    """Defer ``task`` until any of the run's jobs ``inflight`` ends; it resumes in ``execute_complete``.
-
-    The trigger carries ids only; the deferral is counted in the ledger and the run released.
-    """
-    from cvtune.triggers.tuning import TuningJobsTrigger
-
-    tuner.ledger.data["deferrals"] = tuner.ledger.data.get("deferrals", 0) + 1
-    tuner.release()
-    task.log.info(
-        "run %s: deferring (%d) with %d fold job(s) in flight: %s", tuner.run_id,
-        tuner.ledger.data["deferrals"], len(inflight), ", ".join(inflight),
-    )
-    task.defer(
-        trigger=TuningJobsTrigger(
-            cvtune_conn_id=cvtune_conn_id,
-            run_id=tuner.run_id,
-            ledger_uri=tuner.uri,
-            job_names=inflight,
-            poll_interval=poll_interval,
-        ),
-        method_name="execute_complete",
-        timeout=timeout,
-    )
-
-
-def check_jobs_event(event: dict[str, Any] | None, run_id: str) -> None:
-    """Raise ``AirflowException`` unless ``event`` is a TuningJobsTrigger's "jobs ended" for ``run_id``."""
-    from airflow.sdk.exceptions import AirflowException
-
-    event = event or {}
-    if event.get("status") != "ended":
-        raise AirflowException(
-            f"tuning run {event.get('run_id')}: waiting for its fold jobs failed "
-            f"({event.get('status')}): {event.get('message')}; a retry of the task resumes the run"
-        )
-    if event.get("run_id") != run_id:
-        raise AirflowException(f"the trigger fired for run {event.get('run_id')}, this task runs {run_id}")

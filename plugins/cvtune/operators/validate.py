@@ -65,7 +65,7 @@ class ValidateInputsOperator(CvtuneBaseOperator):
         uris = self.data_uri if isinstance(self.data_uri, (list, tuple)) else [self.data_uri]
         from cvtune.folds import read_columns
 
-        columns = read_columns(self.resolve_path(str(uris[0])))
+        columns = read_columns(self.resolve_path(str(uris[0])), self.store)
         check_split(columns, self.target, self.strategy or None, self.group_column or None, self.time_column or None)
         check_config_against_split(config, columns, self.target, self.strategy or None)
         metric = check_approval_metric(config, self.approval_metric or None)

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseBranchOperator
 
+from cvtune.hooks.cvtune import UsesConnection
 from cvtune.operators.tuning import CVTuningOperator
 
 
@@ -56,11 +57,10 @@ class WarmStartTuningOperator(CVTuningOperator):
 
     def parent_uris(self) -> list[str]:
         from cvtune.best import ledger_uris
-        from cvtune.registry import open_registry
 
         uris = ledger_uris(self.parents)
         if self.previous_from_group:
-            registry = open_registry(self.hook.settings)  # model package groups on SageMaker
+            registry = self.platform.registry()  # model package groups on SageMaker
             previous = [v for v in registry.versions(self.previous_from_group) if (v.get("metadata") or {}).get("tuning_ledgers")]
             if previous:
                 latest = previous[-1]
@@ -83,18 +83,18 @@ class WarmStartTuningOperator(CVTuningOperator):
         if not uris:
             return None
         return WarmStart(
-            self.warm_start_type, load_parents(uris, self.transitive), top_per_parent=self.top_per_parent, uris=uris
+            self.warm_start_type, load_parents(uris, self.transitive, store=self.store), top_per_parent=self.top_per_parent, uris=uris
         )
 
 
-class RefinementDecisionOperator(BaseBranchOperator):
+class RefinementDecisionOperator(UsesConnection, BaseBranchOperator):
     """Branch to ``refine_task_id`` when a refinement condition holds, else to ``skip_task_id``.
 
     Pushes the decision (``refine``, ``reasons``, narrowed ``parameter_ranges``) as XCom key
     ``plan`` for the refine task.
     """
 
-    template_fields: Sequence[str] = ("run", "target", "boundary", "top_k", "narrowing")
+    template_fields: Sequence[str] = ("run", "target", "boundary", "top_k", "narrowing", "cvtune_conn_id")
     ui_color = "#fff3c4"
 
     def __init__(
@@ -107,9 +107,12 @@ class RefinementDecisionOperator(BaseBranchOperator):
         boundary: float | str | None = 0.05,
         top_k: int | str | None = 3,
         narrowing: float | str = 0.5,
+        cvtune_conn_id: str = "cvtune_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cvtune_conn_id = cvtune_conn_id
+        self._hook = None
         self.run = run
         self.refine_task_id = refine_task_id
         self.skip_task_id = skip_task_id
@@ -139,7 +142,7 @@ class RefinementDecisionOperator(BaseBranchOperator):
                 raise ConfigError(name, f"expected {kind.__name__} or empty, got {value!r}") from None
 
         [uri] = ledger_uris(self.run)
-        ledger = RunLedger.load(uri)
+        ledger = RunLedger.load(uri, self.store)
         rules = refinement_rules(
             ledger,
             target=number("target", self.target, float),

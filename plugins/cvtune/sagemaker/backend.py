@@ -63,11 +63,11 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cvtune import store
 from cvtune.backends.base import IN_PROGRESS, STOPPING, Backend, JobDescription, JobSpec
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
 from cvtune.sagemaker import requests as sm_requests
 from cvtune.sagemaker.config import SageMakerConfig
+from cvtune.sagemaker.errors import error_code, error_message, is_already_exists, is_not_found
 from cvtune.sagemaker.staging import Staging
 from cvtune.sagemaker.throttle import Backoff
 
@@ -105,16 +105,6 @@ def log_uri(region: str, name: str) -> str:
     )
 
 
-def _code(exc: Exception) -> tuple[str, str]:
-    error = getattr(exc, "response", {}).get("Error", {})
-    return error.get("Code", ""), error.get("Message", "")
-
-
-def _not_found(exc: Exception) -> bool:
-    code, message = _code(exc)
-    return code in ("ResourceNotFound", "ResourceNotFoundException") or (
-        code == "ValidationException" and "not found" in message.lower()
-    )
 
 
 def _timestamp(value: Any) -> float | None:
@@ -196,8 +186,6 @@ class SageMakerBackend(Backend):
         self._tags: dict[str, dict[str, str]] = {}  # job name -> tags (from submit, or ListTags once)
         self._arns: dict[str, str] = {}  # job name -> ARN, from its last describe (for ListTags)
         self._last_round = -float("inf")  # monotonic time of wait()'s last round of describes
-        self._store_client = lambda: self.s3
-        store.use_s3_client(self._store_client)  # ledgers on s3:// go through the same connection
 
     # -- clients ---------------------------------------------------------------------------
     @property
@@ -267,8 +255,8 @@ class SageMakerBackend(Backend):
                 TrainingJobName=name, ResourceConfig={"KeepAlivePeriodInSeconds": 0},
             )
         except ClientError as exc:
-            if _not_found(exc) or _code(exc)[0] == "ValidationException":
-                log.info("not releasing the pool of %s: %s", name, _code(exc)[1])
+            if is_not_found(exc) or error_code(exc) == "ValidationException":
+                log.info("not releasing the pool of %s: %s", name, error_message(exc))
                 return False
             raise
         log.info("released the warm pool of %s", name)
@@ -315,8 +303,7 @@ class SageMakerBackend(Backend):
         try:
             self.backoff.call(f"CreateTrainingJob {spec.name}", self.sagemaker.create_training_job, **request)
         except ClientError as exc:
-            code, message = _code(exc)
-            if code == "ResourceInUse" or "already exists" in message.lower():
+            if is_already_exists(exc):
                 raise JobExistsError(spec.name) from exc
             raise
         self._tags[spec.name] = {t["Key"]: t["Value"] for t in request["Tags"]}
@@ -343,11 +330,11 @@ class SageMakerBackend(Backend):
         try:
             self.backoff.call(f"StopTrainingJob {name}", self.sagemaker.stop_training_job, TrainingJobName=name)
         except ClientError as exc:
-            if _not_found(exc):
+            if is_not_found(exc):
                 raise JobNotFoundError(name) from exc
-            if _code(exc)[0] != "ValidationException":  # e.g. "status Completed": it already ended
+            if error_code(exc) != "ValidationException":  # e.g. "status Completed": it already ended
                 raise
-            log.info("not stopping %s: %s", name, _code(exc)[1])
+            log.info("not stopping %s: %s", name, error_message(exc))
 
     def wait(self, names: list[str], timeout: float) -> list[JobDescription]:
         """Like the default, but one round of DescribeTrainingJob per poll interval at most.
@@ -377,7 +364,6 @@ class SageMakerBackend(Backend):
         """Drops the clients' state; an async client still open is dropped too (see :meth:`aclose`)."""
         self._staging = None
         self._aio = None
-        store.forget_s3_client(self._store_client)
 
     async def aclose(self) -> None:
         """:meth:`close`, closing first the async client this backend opened in the running loop."""
@@ -393,7 +379,7 @@ class SageMakerBackend(Backend):
         try:
             return (yield _Call(f"DescribeTrainingJob {name}", "describe_training_job", {"TrainingJobName": name}))
         except ClientError as exc:
-            if _not_found(exc):
+            if is_not_found(exc):
                 raise JobNotFoundError(name) from exc
             raise
 

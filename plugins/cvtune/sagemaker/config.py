@@ -9,18 +9,17 @@ jobs and the final training job are built from one source.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cvtune.errors import ConfigError
+from cvtune.options import parse_options
 
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 S3_PREFIX_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")
 INSTANCE_TYPE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-KEEP_ALIVE_MAX_S = 3600  # the CreateTrainingJob limit of ResourceConfig.KeepAlivePeriodInSeconds
 MAX_TAGS = 50  # per SageMaker resource
 RESERVED_TAGS = 4  # the most cvtune adds to one job: run/trial/fold on fold jobs, purpose/dag/task/run on the final job
 SETTINGS_KEYS = frozenset({"backend", "artifact_root"})  # read by Settings, not by this class
@@ -63,70 +62,17 @@ class SageMakerConfig:
     @classmethod
     def from_options(cls, options: dict[str, Any], source: str = "settings") -> SageMakerConfig:
         """Validate connection-extra style options; raises ConfigError naming ``source.key``."""
-        if not isinstance(options, dict):
-            raise ConfigError(source, f"expected a mapping of settings, got {type(options).__name__}")
-        options = {k: v for k, v in options.items() if k not in SETTINGS_KEYS}
-        known = [f.name for f in fields(cls)]
-        for key in options:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                fix = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(SAGEMAKER_KEYS))}"
-                raise ConfigError(f"{source}.{key}", "unknown setting for the sagemaker backend", fix)
+        from cvtune.sagemaker.options import SageMakerOptions
+
+        if isinstance(options, dict):
+            options = {k: v for k, v in options.items() if k != "backend"}
+        # types, ranges and unknown keys (with "did you mean")
+        given = parse_options(SageMakerOptions, options, source=source, backend="sagemaker").given()
+        options = {k: v for k, v in given.items() if k not in SETTINGS_KEYS}
 
         def name(key: str) -> str:
             return f"{source}.{key}"
 
-        for key in ("aws_conn_id", "region_name", "image_uri", "volume_kms_key_id", "output_kms_key_id"):
-            value = options.get(key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(name(key), f"expected a non-empty string, got {value!r}")
-        choices = {"release_pools": ("auto", "never"), "input_mode": ("File", "FastFile")}
-        for key, allowed in choices.items():
-            if key in options and options[key] not in allowed:
-                raise ConfigError(name(key), f"must be one of {', '.join(allowed)}, got {options[key]!r}")
-        price = options.get("price_per_instance_hour")
-        if price is not None and (isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0):
-            raise ConfigError(
-                name("price_per_instance_hour"), f"expected a non-negative number, got {price!r}",
-                "give the on-demand price of one instance-hour of instance_type in your region, e.g. 0.115",
-            )
-        for key in ("role_arn", "s3_prefix", "instance_type", "framework", "framework_version"):
-            if key in options and not isinstance(options[key], str):
-                raise ConfigError(name(key), f"expected a string, got {options[key]!r}")
-        for key in (
-            "enable_network_isolation", "enable_inter_container_traffic_encryption", "use_spot_instances",
-            "enable_profiler",
-        ):
-            if key in options and not isinstance(options[key], bool):
-                raise ConfigError(name(key), f"expected true or false, got {options[key]!r}")
-        limits = {
-            "instance_count": (1, 100),
-            "volume_size_gb": (1, 16384),
-            "keep_alive_period_s": (0, KEEP_ALIVE_MAX_S),
-            "max_parallel_jobs": (1, 10_000),
-            "retry_attempts": (0, 30),
-        }
-        for key, (low, high) in limits.items():
-            if key not in options or (key == "max_parallel_jobs" and options[key] is None):
-                continue
-            value = options[key]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(name(key), f"expected an integer, got {value!r}")
-            if not low <= value <= high:
-                fix = (
-                    "SageMaker keeps a warm pool for at most 3600 s; 0 disables warm pools"
-                    if key == "keep_alive_period_s"
-                    else None
-                )
-                raise ConfigError(name(key), f"must be between {low} and {high}, got {value}", fix)
-
-        if "poll_interval_s" in options:
-            poll = options["poll_interval_s"]
-            if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not 0 < poll <= 3600:
-                raise ConfigError(
-                    name("poll_interval_s"), f"expected seconds in (0, 3600], got {poll!r}",
-                    "SageMaker jobs take minutes: 10-30 s is plenty (lower only against an emulator)",
-                )
         role = options.get("role_arn", "")
         if not role:
             raise ConfigError(
@@ -233,24 +179,25 @@ class SageMakerConfig:
         Either way the call blocks (connection lookup, role assumption): from an event loop,
         make it in a worker thread.
         """
+        import importlib
+
         from botocore.config import Config
 
-        if service == "sagemaker":
-            from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-
-            hook = SageMakerHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        elif service == "s3":
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-            hook = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        else:
-            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-            hook = AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type=service)
+        # the provider's hook of the service where it has one (its client_type), else the base hook
+        module, name = _SERVICE_HOOKS.get(service, ("airflow.providers.amazon.aws.hooks.base_aws", "AwsBaseHook"))
+        hook_class = getattr(importlib.import_module(module), name)
+        extra = {} if service in _SERVICE_HOOKS else {"client_type": service}
+        hook = hook_class(aws_conn_id=self.aws_conn_id, region_name=self.region_name, **extra)
         ours = Config(retries={"mode": "adaptive", "max_attempts": 10})
         theirs = hook.conn_config.botocore_config
         config = ours.merge(theirs) if theirs else ours
         return hook.get_client_type(region_name=hook.region_name, config=config, deferrable=deferrable)
+
+
+_SERVICE_HOOKS = {
+    "sagemaker": ("airflow.providers.amazon.aws.hooks.sagemaker", "SageMakerHook"),
+    "s3": ("airflow.providers.amazon.aws.hooks.s3", "S3Hook"),
+}
 
 
 def _check_vpc(vpc: Any, name: str) -> dict[str, list[str]]:

@@ -33,6 +33,7 @@ from typing import Any
 from cvtune.errors import ConfigError
 from cvtune.registry import APPROVED, GROUP_RE, STATUSES
 from cvtune.sagemaker.config import LazyClients
+from cvtune.sagemaker.errors import is_already_exists, is_not_found
 
 PREFIX = "cvtune:"
 KEY = PREFIX + "idempotency-key"
@@ -62,17 +63,6 @@ def _number(text: str) -> Any:
     return {"True": True, "False": False}.get(text, text)
 
 
-def _is_not_found(exc: Exception) -> bool:
-    message = str(exc).lower()
-    return getattr(exc, "response", {}).get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound") and (
-        "does not exist" in message or "not found" in message or "could not find" in message
-    )
-
-
-def _is_already_exists(exc: Exception) -> bool:
-    message = str(exc).lower()
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-    return code == "ResourceInUse" or (code == "ValidationException" and "already exist" in message)
 
 
 def objective_metric(cv_metrics: dict[str, Any] | None) -> str:
@@ -115,7 +105,8 @@ class SageMakerModelRegistry(LazyClients):
             raise ConfigError("model_package_group", f"{group!r} is not a valid group name", "use letters, digits and hyphens (max 63)")
 
     def _summaries(self, group: str, **filters: Any) -> list[dict[str, Any]]:
-        out, token = [], None
+        out: list[dict[str, Any]] = []
+        token = None
         while True:
             request = {"ModelPackageGroupName": group, "SortBy": "CreationTime", "SortOrder": "Ascending", "MaxResults": 100}
             request.update(filters)
@@ -132,7 +123,7 @@ class SageMakerModelRegistry(LazyClients):
         try:
             return self.client.list_model_packages(**request)
         except Exception as exc:  # noqa: BLE001 - botocore ClientError, told apart by code/message
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return {"ModelPackageSummaryList": []}
             raise
 
@@ -186,7 +177,7 @@ class SageMakerModelRegistry(LazyClients):
         if "objective" in cv:
             cv["objective"] = {"metric": cv["objective"], "type": cv.pop("objective-type", None)}
         description = package.get("ModelPackageDescription") or ""
-        created = package.get("CreationTime")
+        created: Any = package.get("CreationTime")
         return {
             "model_package_group": package.get("ModelPackageGroupName"),
             "version": package.get("ModelPackageVersion"),
@@ -219,7 +210,7 @@ class SageMakerModelRegistry(LazyClients):
         try:
             return self.client.describe_model_package_group(ModelPackageGroupName=group)["ModelPackageGroupArn"]
         except Exception as exc:  # noqa: BLE001 - botocore ClientError, told apart by code/message
-            if not _is_not_found(exc):
+            if not is_not_found(exc):
                 raise
         try:
             return self.client.create_model_package_group(
@@ -228,7 +219,7 @@ class SageMakerModelRegistry(LazyClients):
                 Tags=self.config.tag_list(),
             )["ModelPackageGroupArn"]
         except Exception as exc:  # noqa: BLE001
-            if not _is_already_exists(exc):
+            if not is_already_exists(exc):
                 raise
             # a concurrent registration created it in between
             return self.client.describe_model_package_group(ModelPackageGroupName=group)["ModelPackageGroupArn"]
@@ -347,7 +338,7 @@ class SageMakerModelRegistry(LazyClients):
         ]
         entries += [(f"{PREFIX}holdout:{k}", v) for k, v in sorted(holdout_metrics.items())]
         cv = cv_metrics or {}
-        objective = cv.get("objective") if isinstance(cv.get("objective"), dict) else {}
+        objective: dict[str, Any] = cv["objective"] if isinstance(cv.get("objective"), dict) else {}
         entries += [(f"{PREFIX}cv:objective", objective_metric(cv) or None), (f"{PREFIX}cv:objective-type", objective.get("type"))]
         entries += [(f"{PREFIX}cv:{k}", cv.get(k)) for k in ("mean", "std", "run_id", "trial")]
         entries += [(f"{PREFIX}tuning-ledger:{i}", u) for i, u in enumerate((metadata.get("tuning_ledgers") or [])[:MAX_LEDGERS])]

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cvtune import store
-from cvtune.store import split_s3_uri
+from cvtune.sagemaker.errors import is_not_found
+from cvtune.store import file_sha256, split_s3_uri
 
 CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/x-parquet"}
 _SKIP_DIRS = ("__pycache__", ".git", ".ipynb_checkpoints")
@@ -68,7 +69,7 @@ def directory_sha256(directory: str) -> str:
     h = hashlib.sha256()
     for name, path in _files(directory):
         h.update(name.encode() + b"\0")
-        h.update(store.sha256(path).encode() + b"\0")
+        h.update(file_sha256(path).encode() + b"\0")
     return h.hexdigest()
 
 
@@ -114,7 +115,7 @@ class Staging:
             sha = directory_sha256(path)
         elif os.path.isfile(path):
             files = [(os.path.basename(path), path)]
-            sha = store.sha256(path)
+            sha = file_sha256(path)
         else:
             raise FileNotFoundError(f"channel data {uri} does not exist")
         prefix = f"{self.s3_prefix}/data/{sha}"
@@ -138,7 +139,7 @@ class Staging:
         try:
             self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(exc):
                 return False
             raise
         return True

@@ -77,7 +77,7 @@ class Backoff:
                 await self.asleep(self._retry_after(what, attempt, exc))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _retry_after(self, what: str, attempt: int, exc: Exception) -> float:
+    def _retry_after(self, what: str, attempt: int, exc: Any) -> float:
         """Seconds to wait before retrying after ``exc``; re-raises what is not worth retrying."""
         code = exc.response.get("Error", {}).get("Code", "")
         if code not in THROTTLED | LIMITED and not _transient(exc):

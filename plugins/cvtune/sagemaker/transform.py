@@ -48,6 +48,7 @@ from typing import Any
 from cvtune import store
 from cvtune.errors import ConfigError, JobNotFoundError, RunFailedError
 from cvtune.sagemaker.config import LazyClients
+from cvtune.sagemaker.errors import error_code, error_message, is_already_exists, is_not_found
 from cvtune.sagemaker.throttle import Backoff
 from cvtune.store import split_s3_uri
 
@@ -154,8 +155,6 @@ def transform_request(
     return request
 
 
-def _code(exc: Exception) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
 def job_outcome(job: dict[str, Any]) -> dict[str, Any] | None:
@@ -169,12 +168,8 @@ def job_outcome(job: dict[str, Any]) -> dict[str, Any] | None:
 
 def _raise_if_missing(job_name: str, exc: Exception) -> None:
     """Raise :class:`JobNotFoundError` if ``exc`` says there is no job ``job_name``."""
-    code = _code(exc)
-    message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
-    if code in ("ResourceNotFound", "ResourceNotFoundException") or (
-        code == "ValidationException" and ("could not find" in message.lower() or "not found" in message.lower())
-    ):
-        raise JobNotFoundError(f"no batch transform job {job_name} ({code}: {message})") from exc
+    if is_not_found(exc):
+        raise JobNotFoundError(f"no batch transform job {job_name} ({error_code(exc)}: {error_message(exc)})") from exc
 
 
 def _records(text: str) -> list[str]:
@@ -182,7 +177,12 @@ def _records(text: str) -> list[str]:
 
 
 class SageMakerBatchTransform(LazyClients):
-    """Runs one batch transform job and checks its output. Clients are injectable (tests)."""
+    """Runs one batch transform job and checks its output. Clients are injectable (tests).
+
+    The sagemaker platform's :class:`cvtune.transform.BatchTransform`.
+    """
+
+    deferrable = True  # the job runs on SageMaker: a task can leave it to the triggerer
 
     def __init__(
         self,
@@ -245,13 +245,14 @@ class SageMakerBatchTransform(LazyClients):
         if exclude_columns and not header and not is_parquet(input_uri):
             raise ConfigError("exclude_columns", "columns can only be excluded by name when the files have a header", "set header=True")
         if store.is_local(input_uri):
-            if not store.exists(input_uri):
+            if not os.path.exists(store.local_path(input_uri)):
                 raise ConfigError("input_uri", f"{input_uri} does not exist")
             path = store.local_path(input_uri)
             files = [path] if os.path.isfile(path) else [
                 os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(".") and not n.endswith(".out")
             ]
-            read, base = store.read_text, (path if os.path.isdir(path) else os.path.dirname(path))
+            read: Callable[[str], str] = _read_local
+            base = path if os.path.isdir(path) else os.path.dirname(path)
             single = False
         else:
             files = self._list(input_uri)
@@ -268,7 +269,7 @@ class SageMakerBatchTransform(LazyClients):
         if all(parquet):
             # A transform job splits its input by line, so Parquet is staged as CSV records; the
             # excluded columns are dropped while converting (no InputFilter needed).
-            read_raw = store.read_bytes if store.is_local(input_uri) else self._read_bytes
+            read_raw = _read_local_bytes if store.is_local(input_uri) else self._read_bytes
             base = store.local_path(base) if store.is_local(input_uri) else base
             staging = f"{self.config.s3_prefix}/transform-input/{job_name}"
             entries = []
@@ -318,7 +319,7 @@ class SageMakerBatchTransform(LazyClients):
         try:
             existing = self.client.describe_model(ModelName=name)
         except Exception as exc:  # noqa: BLE001 - botocore ClientError
-            if _code(exc) != "ValidationException" or "could not find" not in str(exc).lower():
+            if not is_not_found(exc):
                 raise
         else:
             if existing["PrimaryContainer"].get("ModelDataUrl") != container["ModelDataUrl"]:
@@ -327,7 +328,7 @@ class SageMakerBatchTransform(LazyClients):
         try:
             self.client.create_model(**model_request(self.config, name, container, tags))
         except Exception as exc:  # noqa: BLE001
-            if "already exist" not in str(exc).lower():
+            if not is_already_exists(exc):
                 raise
         return name
 
@@ -337,8 +338,7 @@ class SageMakerBatchTransform(LazyClients):
         try:
             self.client.create_transform_job(**request)
         except Exception as exc:  # noqa: BLE001
-            message = str(exc).lower()
-            if _code(exc) != "ResourceInUse" and "already exist" not in message and "must be unique" not in message:
+            if not is_already_exists(exc):
                 raise
             job = self.client.describe_transform_job(TransformJobName=name)
             same = (
@@ -356,7 +356,7 @@ class SageMakerBatchTransform(LazyClients):
         try:
             self.client.stop_transform_job(TransformJobName=job_name)
         except Exception as exc:  # noqa: BLE001
-            if _code(exc) != "ValidationException":
+            if error_code(exc) != "ValidationException":
                 raise
 
     def poll(self, job_name: str) -> dict[str, Any] | None:
@@ -395,7 +395,7 @@ class SageMakerBatchTransform(LazyClients):
             try:
                 produced = len(_records(self._read(out)))
             except Exception as exc:  # noqa: BLE001
-                if _code(exc) not in ("NoSuchKey", "404"):
+                if not is_not_found(exc):
                     raise
                 raise RunFailedError(f"batch transform of {entry['input']}: no output {out}") from None
             if produced != entry["records"]:
@@ -474,6 +474,21 @@ class SageMakerBatchTransform(LazyClients):
                 return state, outcome
             state = retried
 
+    def launch_model(
+        self, *, model: dict[str, Any], entry_point: str, input_uri: str, output_uri: str, job_name: str,
+        header: bool = False, exclude_columns: list[str] | None = None, max_records: int = 1000,
+        instance_type: str | None = None, instance_count: int = 1, tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`launch` with the container of ``model`` (its package version or training job);
+        the job runs the script the container was trained with, so ``entry_point`` is not needed."""
+        from cvtune.sagemaker.final_training import container_for
+
+        return self.launch(
+            container=container_for(self.client, model), input_uri=input_uri, output_uri=output_uri,
+            job_name=job_name, header=header, exclude_columns=exclude_columns, instance_type=instance_type,
+            instance_count=instance_count, tags=tags,
+        )
+
     def _state_uri(self, job_name: str) -> str:
         return f"{self.config.s3_prefix}/transform-state/{job_name}.json"
 
@@ -507,3 +522,13 @@ class SageMakerBatchTransform(LazyClients):
     def run(self, **kwargs: Any) -> dict[str, Any]:
         """:meth:`launch`, poll until the job ends, :meth:`finish` (arguments: those of launch)."""
         return self.finish(*self.wait_retrying(self.launch(**kwargs)))
+
+
+def _read_local(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _read_local_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from cvtune.hooks.cvtune import UsesConnection
 from cvtune.links import TUNING_LINKS
 
 
-class TuningRunSensor(BaseSensorOperator):
+class TuningRunSensor(UsesConnection, BaseSensorOperator):
     """Wait for a tuning run, e.g. one started with ``CVTuningOperator(wait_for_completion=False)``,
     and drive it to the end.
 
@@ -85,16 +86,14 @@ class TuningRunSensor(BaseSensorOperator):
             return uris[0]
         if not self.run_id:
             raise ConfigError("run_id", "neither ledger_uri nor run_id is set", "pass the run's ledger URI or its run id")
-        from cvtune.hooks.cvtune import CvtuneHook
         from cvtune.tuner import ledger_uri, validate_run_id
 
-        return ledger_uri(CvtuneHook(self.cvtune_conn_id).artifact_root, validate_run_id(self.run_id))
+        return ledger_uri(self.hook.artifact_root, validate_run_id(self.run_id))
 
     def persist_links(self, context: Any, summary: dict[str, Any]) -> None:
-        from cvtune.hooks.cvtune import CvtuneHook
         from cvtune.links import persist, sagemaker_region, tuning_info
 
-        persist(context, self, **tuning_info(summary, sagemaker_region(CvtuneHook(self.cvtune_conn_id).settings)))
+        persist(context, self, **tuning_info(summary, sagemaker_region(self.platform)))
 
     # -- poke / reschedule mode -----------------------------------------------------------------
     def poke(self, context: Any) -> PokeReturnValue | bool:
@@ -116,9 +115,9 @@ class TuningRunSensor(BaseSensorOperator):
         event = event or {"status": "error", "message": "the trigger fired without an event"}
         if event.get("status") == "ended":  # TuningJobsTrigger: fold jobs of the run this sensor drives ended
             from cvtune.ledger import RunLedger
-            from cvtune.operators.tuning import check_jobs_event
+            from cvtune.triggers.tuning import check_jobs_event
 
-            check_jobs_event(event, self.run_id or RunLedger.load(self.resolve_ledger_uri()).run_id)
+            check_jobs_event(event, self.run_id or RunLedger.load(self.resolve_ledger_uri(), self.hook.store).run_id)
         elif event.get("status") != "started":  # TuningRunTrigger's verdict, or a trigger's error/timeout
             return self.result(event, context)
         summary = self.step(context, deferring=True)
@@ -126,7 +125,7 @@ class TuningRunSensor(BaseSensorOperator):
             return summary
         self.watch_in_trigger(context)  # another task took the run over meanwhile
 
-    def watch_in_trigger(self, context: Any) -> None:
+    def watch_in_trigger(self, context: Any) -> NoReturn:
         from cvtune.triggers.tuning import TuningRunTrigger
 
         uri = self.resolve_ledger_uri()
@@ -136,10 +135,11 @@ class TuningRunSensor(BaseSensorOperator):
                       uri)
         self.defer(
             trigger=TuningRunTrigger(ledger_uri=uri, run_id=self.run_id or "", poll_interval=self.poke_interval,
-                                     until_started=until_started),
+                                     until_started=until_started, cvtune_conn_id=self.cvtune_conn_id),
             method_name="execute_complete",
             timeout=self.time_left(context),
         )
+        raise AssertionError("defer() raises TaskDeferred")  # pragma: no cover
 
     def time_left(self, context: Any) -> timedelta | None:
         """What is left of ``timeout``, counted from the task's start (kept across deferrals)."""
@@ -172,7 +172,7 @@ class TuningRunSensor(BaseSensorOperator):
 
         self._context = context
         uri = self.resolve_ledger_uri()
-        event = run_event(uri, self.run_id or "")
+        event = run_event(uri, self.run_id or "", self.hook.store)
         if event is not None:
             return self.result(event, context)
         conn_id = self.driving_conn_id(uri)
@@ -186,17 +186,16 @@ class TuningRunSensor(BaseSensorOperator):
 
     def driving_conn_id(self, uri: str) -> str | None:
         """The connection to drive the run with, or ``None`` (the reason logged) to only watch it."""
-        from cvtune import store
         from cvtune.ledger import RunLedger
 
         self._not_started = False
         if not self.drive:
             return None
-        if not store.exists(uri):
+        if not self.hook.store.exists(uri):
             self.log.info("no ledger at %s yet: the run has not started", uri)
             self._not_started = True
             return None
-        data = RunLedger.load(uri).data
+        data = RunLedger.load(uri, self.hook.store).data
         driver = data.get("driver")
         if driver:
             self.log.info(
@@ -213,12 +212,14 @@ class TuningRunSensor(BaseSensorOperator):
         """One driving step (shared with CVTuningOperator): the summary when the run finished."""
         from airflow.sdk.exceptions import AirflowException
 
+        from cvtune.driving import abandon_on_failure, drive_step, lease_label
         from cvtune.errors import LeaseHeldError, RunFailedError
         from cvtune.hooks.cvtune import CvtuneHook
-        from cvtune.operators.tuning import abandon_on_failure, defer_on_jobs, drive_step, lease_label
+        from cvtune.triggers.tuning import defer_on_jobs
         from cvtune.tuner import CVTuner
 
-        with CvtuneHook(conn_id).get_conn() as backend:
+        hook = CvtuneHook(conn_id)
+        with hook.get_conn() as backend:
             if backend.cannot_defer_reason:
                 self.log.info(
                     "the %s backend cannot leave a run to another task (%s); only watching the ledger",
@@ -226,7 +227,7 @@ class TuningRunSensor(BaseSensorOperator):
                 )
                 return None
             try:
-                tuner = CVTuner.resume(uri, backend, poll_s=self.poke_interval,
+                tuner = CVTuner.resume(uri, backend, poll_s=self.poke_interval, store=hook.store,
                                        lease_label=lease_label(self, defer_context or self._context))
             except LeaseHeldError as exc:  # another process drives it right now: watch, look again later
                 self.log.info("%s; only watching for now", exc)

@@ -19,11 +19,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 def _runner(cvtune_conn_id: str) -> Any:
     """The connection's batch transform runner (it polls; this trigger never launches anything)."""
     from cvtune.hooks.cvtune import CvtuneHook
-    from cvtune.sagemaker.config import SageMakerConfig
-    from cvtune.sagemaker.transform import SageMakerBatchTransform
 
-    settings = CvtuneHook(cvtune_conn_id).settings
-    return SageMakerBatchTransform(SageMakerConfig.from_options(settings.options, source=settings.source))
+    return CvtuneHook(cvtune_conn_id).platform.batch_transform()
 
 
 class TransformJobTrigger(BaseTrigger):

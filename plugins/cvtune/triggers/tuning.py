@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -24,6 +24,17 @@ def _observer(cvtune_conn_id: str):
     from cvtune.hooks.cvtune import CvtuneHook
 
     return Observer(CvtuneHook(cvtune_conn_id).get_conn())
+
+
+def _store(cvtune_conn_id: str, uri: str = ""):
+    """The connection's artifact store (its credentials); a local ledger needs no connection."""
+    from cvtune.store import default_store, is_local
+
+    if uri and is_local(uri):
+        return default_store()
+    from cvtune.hooks.cvtune import CvtuneHook
+
+    return CvtuneHook(cvtune_conn_id).store
 
 
 def _error(run_id: str, what: str, exc: BaseException) -> TriggerEvent:
@@ -118,10 +129,10 @@ class TuningJobsTrigger(BaseTrigger):
         await asyncio.to_thread(self._stop_run)
 
     def _stop_run(self) -> None:
-        from cvtune import store
         from cvtune.errors import JobNotFoundError
         from cvtune.ledger import RunLedger
 
+        store = _store(self.cvtune_conn_id, self.ledger_uri)
         backend = _observer(self.cvtune_conn_id)
         try:
             for name in self.job_names:
@@ -132,7 +143,7 @@ class TuningJobsTrigger(BaseTrigger):
         finally:
             backend.close()
         if store.exists(self.ledger_uri):
-            ledger = RunLedger.load(self.ledger_uri)
+            ledger = RunLedger.load(self.ledger_uri, store)
             if ledger.status == "InProgress":
                 ledger.data["status"] = "Stopped"
                 ledger.data["failure_reason"] = "the deferred Airflow task was killed"
@@ -152,9 +163,10 @@ class TuningRunTrigger(BaseTrigger):
 
     def __init__(
         self, *, ledger_uri: str, run_id: str = "", poll_interval: float = 30.0, timeout: float | None = None,
-        until_started: bool = False,
+        until_started: bool = False, cvtune_conn_id: str = "cvtune_default",
     ) -> None:
         super().__init__()
+        self.cvtune_conn_id = cvtune_conn_id
         self.ledger_uri = ledger_uri
         self.run_id = run_id
         self.poll_interval = float(poll_interval)
@@ -170,17 +182,21 @@ class TuningRunTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "timeout": self.timeout,
                 "until_started": self.until_started,
+                "cvtune_conn_id": self.cvtune_conn_id,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from cvtune import store
-
+        try:
+            store = await asyncio.to_thread(_store, self.cvtune_conn_id, self.ledger_uri)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an event the task raises
+            yield _error(self.run_id, f"cannot build the artifact store of connection {self.cvtune_conn_id}", exc)
+            return
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else loop.time() + self.timeout
         while True:
             try:
-                event = await asyncio.to_thread(run_event, self.ledger_uri, self.run_id)
+                event = await asyncio.to_thread(run_event, self.ledger_uri, self.run_id, store)
                 if event is None and self.until_started and await asyncio.to_thread(store.exists, self.ledger_uri):
                     event = {"status": "started", "run_id": self.run_id, "ledger_uri": self.ledger_uri}
             except Exception as exc:  # noqa: BLE001
@@ -198,17 +214,18 @@ class TuningRunTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
 
 
-def run_event(ledger_uri: str, run_id: str = "") -> dict[str, Any] | None:
+def run_event(ledger_uri: str, run_id: str = "", store: Any = None) -> dict[str, Any] | None:
     """What the ledger says about the run: a success/failed event payload, or ``None`` (not finished).
 
-    Shared by :class:`TuningRunTrigger` and ``TuningRunSensor.poke``.
+    Shared by :class:`TuningRunTrigger` and ``TuningRunSensor.poke``; ``store``: the connection's.
     """
-    from cvtune import store
     from cvtune.ledger import RunLedger
+    from cvtune.store import default_store
 
+    store = store or default_store()
     if not store.exists(ledger_uri):
         return None
-    ledger = RunLedger.load(ledger_uri)
+    ledger = RunLedger.load(ledger_uri, store)
     run_id = run_id or ledger.run_id
     if ledger.status == "Completed":
         summary = ledger.summary()
@@ -227,3 +244,47 @@ def run_event(ledger_uri: str, run_id: str = "") -> dict[str, Any] | None:
             f"(ledger {ledger_uri})",
         }
     return None
+
+
+# -- the task side of these triggers: shared by CVTuningOperator and TuningRunSensor ---------------
+def defer_on_jobs(
+    task: Any, tuner: Any, inflight: list[str], *, cvtune_conn_id: str, poll_interval: float,
+    timeout: Any = None,
+) -> NoReturn:
+    """Defer ``task`` until any of the run's jobs ``inflight`` ends; it resumes in ``execute_complete``.
+
+    The trigger carries ids only; the deferral is counted in the ledger and the run released.
+    """
+    from cvtune.driving import record_deferral
+
+    count = record_deferral(tuner)
+    task.log.info(
+        "run %s: deferring (%d) with %d fold job(s) in flight: %s", tuner.run_id, count, len(inflight),
+        ", ".join(inflight),
+    )
+    task.defer(
+        trigger=TuningJobsTrigger(
+            cvtune_conn_id=cvtune_conn_id,
+            run_id=tuner.run_id,
+            ledger_uri=tuner.uri,
+            job_names=inflight,
+            poll_interval=poll_interval,
+        ),
+        method_name="execute_complete",
+        timeout=timeout,
+    )
+    raise AssertionError("task.defer() raises TaskDeferred")  # pragma: no cover
+
+
+def check_jobs_event(event: dict[str, Any] | None, run_id: str) -> None:
+    """Raise ``AirflowException`` unless ``event`` is a TuningJobsTrigger's "jobs ended" for ``run_id``."""
+    from airflow.sdk.exceptions import AirflowException
+
+    event = event or {}
+    if event.get("status") != "ended":
+        raise AirflowException(
+            f"tuning run {event.get('run_id')}: waiting for its fold jobs failed "
+            f"({event.get('status')}): {event.get('message')}; a retry of the task resumes the run"
+        )
+    if event.get("run_id") != run_id:
+        raise AirflowException(f"the trigger fired for run {event.get('run_id')}, this task runs {run_id}")
