@@ -140,35 +140,29 @@ def test_resume_after_a_crash_replays_the_tail(tmp_path):
     assert len(names) == len(set(names)) == 36  # nothing launched twice
 
 
-def test_journal_on_s3_writes_one_object_per_record(tmp_path, monkeypatch):
+def test_journal_on_s3_writes_one_object_per_record(s3_server, monkeypatch):
     import boto3
-    from moto import mock_aws
 
-    from cvtune import store
+    from cvtune.store import ArtifactStore
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="cvtune-journal")
-        store.use_s3_client(lambda: client)
-        try:
-            monkeypatch.setattr(L, "MAX_TAIL_RECORDS_REMOTE", 5)
-            uri = "s3://cvtune-journal/art/runs/r/ledger.json"
-            ledger = RunLedger.create(uri, run_id="r", config=CONFIG,
-                                      config_fingerprint="c", manifest={"folds": [{}]})
-            ledger.acquire(new_owner("test"))
-            for i in range(8):
-                ledger.new_trial({"x": i}, {"x": i})
-                ledger.save()
-                assert comparable(RunLedger.load(uri).data) == comparable(ledger.data)
-            assert ledger.snapshots_written == 3  # the creation, the lease, one after 5 records
-            keys = [o["Key"] for o in client.list_objects_v2(Bucket="cvtune-journal", Prefix="art/runs/r/")["Contents"]]
-            segment = ledger.data["journal"]["segment"]
-            assert sum(segment in k for k in keys) == 2 and len(keys) == 3  # 2 records; the old segment is gone
-        finally:
-            store.use_s3_client(None)
+    s3_server.create_bucket("cvtune-journal")
+    store = ArtifactStore({"key": "admin", "secret": "admin", "endpoint_url": s3_server.endpoint,
+                           "region_name": "us-east-1"}, label="test")
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1",
+                          aws_access_key_id="admin", aws_secret_access_key="admin")
+    monkeypatch.setattr(L, "MAX_TAIL_RECORDS_REMOTE", 5)
+    uri = "s3://cvtune-journal/art/runs/r/ledger.json"
+    ledger = RunLedger.create(uri, store=store, run_id="r", config=CONFIG,
+                              config_fingerprint="c", manifest={"folds": [{}]})
+    ledger.acquire(new_owner("test"))
+    for i in range(8):
+        ledger.new_trial({"x": i}, {"x": i})
+        ledger.save()
+        assert comparable(RunLedger.load(uri, store).data) == comparable(ledger.data)
+    assert ledger.snapshots_written == 3  # the creation, the lease, one after 5 records
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="cvtune-journal", Prefix="art/runs/r/")["Contents"]]
+    segment = ledger.data["journal"]["segment"]
+    assert sum(segment in k for k in keys) == 2 and len(keys) == 3  # 2 records; the old segment is gone
 
 
 def test_a_copy_without_the_lease_cannot_snapshot_over_the_holders_appends(tmp_path):
