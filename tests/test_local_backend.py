@@ -407,7 +407,7 @@ def test_duplicate_invalid_and_unknown_names(make_backend, tmp_path):
 def test_get_backend_factory(tmp_path):
     with pytest.raises(ConfigError, match="backend.role_arn: is required"):
         get_backend("sagemaker")  # validated before any client is made
-    with pytest.raises(ConfigError, match="'local'"):
+    with pytest.raises(ConfigError, match="use one of local, sagemaker"):
         get_backend("kubernetes")
     with pytest.raises(ConfigError, match="accepted options"):
         get_backend("local", work_dir=str(tmp_path), max_workers=2)
