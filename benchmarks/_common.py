@@ -108,7 +108,13 @@ def run_tuner(config, manifest: dict, backend, run_id: str, artifact_root: str, 
 
 
 def remove_jobs(backend, run_id: str) -> None:
-    """Delete a finished run's job directories (models, logs): long benchmarks run thousands of jobs."""
+    """Delete a finished run's job directories (models, logs): long benchmarks run thousands of jobs.
+
+    A run ends when its last result is read, which can be a moment before that job's worker has
+    reported the end; wait for the pool to be idle so no worker is still writing into a directory."""
+    deadline = time.monotonic() + 30
+    while backend.stats["workers_busy"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     prefix = run_id + "-t"
     for name in os.listdir(backend.work_dir):
         if name.startswith(prefix):

@@ -743,3 +743,22 @@ def test_queued_jobs_start_as_soon_as_a_slot_frees(make_backend, tmp_path):
     backend.submit(spec("q-2", quick))  # queued ahead: starts when q-1 ends, without a new submit
     done = wait_done(backend, "q-1", "q-2")
     assert done["q-2"].start_time >= done["q-1"].end_time - 0.05
+
+
+def test_a_job_directory_deleted_under_a_running_job_leaves_the_pool_working(make_backend, tmp_path):
+    # A user (or a benchmark cleaning up ended runs) may delete a job's directory while its worker
+    # is still finishing: the worker must not die of it, and the orchestrator must not fail.
+    backend = make_backend(max_parallel_jobs=1)
+    backend.prestart()
+    backend.submit(spec("deleted-1", script(tmp_path, "import time\ntime.sleep(1)\n", "sleep1.py")))
+    job_dir = tmp_path / "jobs" / "deleted-1"
+    wait_for((job_dir / "state.json").exists, what="job start")
+    import shutil
+
+    shutil.rmtree(job_dir)
+    wait_for(lambda: backend.stats["workers_busy"] == 0, what="the worker to report the end")
+    with pytest.raises(JobNotFoundError):
+        backend.read_log("deleted-1")
+    d = run(backend, spec("after-deleted", script(tmp_path, "print('ok')\n")))
+    assert d.status == COMPLETED and d.warm_pool_status == WARM_REUSED
+    assert backend.stats["workers_lost"] == 0

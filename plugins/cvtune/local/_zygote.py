@@ -104,9 +104,15 @@ def write_final(job_dir: str, desc: dict[str, Any]) -> bool:
 
     ``os.link`` refuses to replace an existing file, so of all the writers (the job itself, its
     worker, a ``stop``, a backend noticing a lost process) exactly one wins, atomically, also
-    across processes. Returns whether this call won.
+    across processes. Returns whether this call won; a job whose directory was deleted (a user or
+    a benchmark removing ended jobs while their worker is still finishing) has nothing left to
+    record into, and the call loses: a missing directory must not bring down the worker or the
+    orchestrator noticing the end.
     """
-    fd, tmp = tempfile.mkstemp(dir=job_dir, prefix=".final-")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=job_dir, prefix=".final-")
+    except FileNotFoundError:
+        return False
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(desc, f, indent=2, default=str)

@@ -885,8 +885,8 @@ class LocalBackend(Backend):
         while self._queue:
             name, payload = self._queue[0]
             job_dir = self.job_dir(name)
-            if os.path.exists(os.path.join(job_dir, z.FINAL)):  # stopped while queued
-                self._queue.popleft()
+            if os.path.exists(os.path.join(job_dir, z.FINAL)) or not os.path.isdir(job_dir):
+                self._queue.popleft()  # stopped, or its directory deleted, while queued
                 continue
             idle = [w for w in self._workers if w.job is None]
             if idle:
