@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cvtune.errors import ConfigError
+from cvtune.rule_block import integer_setting, number_setting, rule_block
 
 CONVERGENCE_RULES = ("off", "noise")
 
@@ -62,32 +63,14 @@ class Convergence:
             return cls()
         if data is True:
             data = {"rule": "noise"}
-        if isinstance(data, str):
-            data = {"rule": data}
-        if not isinstance(data, dict):
-            raise ConfigError(field_name, f"expected a rule name or a mapping, got {data!r}", "e.g. convergence: noise")
-        allowed = {"rule", "min_trials", "beta", "scale", "candidates"}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"{field_name}.{unknown[0]}", "unknown setting", f"known: {', '.join(sorted(allowed))}")
-        rule = str(data.get("rule", "noise")).lower()
-        if rule not in CONVERGENCE_RULES:
-            raise ConfigError(f"{field_name}.rule", f"unknown rule {data.get('rule')!r}", f"use one of {', '.join(CONVERGENCE_RULES)}")
-
-        def number(key: str, default: float, minimum: float, integer: bool = False) -> Any:
-            value = data.get(key, default)
-            ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
-            if not ok or value < minimum or (not integer and not math.isfinite(value)):
-                kind = "an integer" if integer else "a number"
-                raise ConfigError(f"{field_name}.{key}", f"must be {kind} >= {minimum}, got {value!r}")
-            return value if integer else float(value)
-
+        data, rule = rule_block(data, field_name, rules=CONVERGENCE_RULES, default_rule="noise",
+                                settings=("min_trials", "beta", "scale", "candidates"), example="convergence: noise")
         return cls(
             rule=rule,
-            min_trials=number("min_trials", cls.min_trials, 3, integer=True),
-            beta=number("beta", cls.beta, 0.0),
-            scale=number("scale", cls.scale, 0.0),
-            candidates=number("candidates", cls.candidates, 10, integer=True),
+            min_trials=integer_setting(data, field_name, "min_trials", cls.min_trials, 3),
+            beta=number_setting(data, field_name, "beta", cls.beta, 0.0),
+            scale=number_setting(data, field_name, "scale", cls.scale, 0.0),
+            candidates=integer_setting(data, field_name, "candidates", cls.candidates, 10),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cvtune.errors import ConfigError
+from cvtune.rule_block import integer_setting, rule_block
 
 RULES = ("off", "wilcoxon", "median")
 
@@ -56,34 +57,20 @@ class EarlyStopping:
     def parse(cls, data: Any, field: str = "early_stopping") -> EarlyStopping:
         if data is None:
             return cls()
-        if isinstance(data, str):
-            data = {"rule": data}
-        if not isinstance(data, dict):
-            raise ConfigError(field, f"expected a mapping or a rule name, got {data!r}", "e.g. {rule: wilcoxon, first_wave: 2}")
-        allowed = {"rule", "first_wave", "p_threshold", "min_trials", "reduction_factor", "min_folds"}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"{field}.{unknown[0]}", "unknown setting", f"known: {', '.join(sorted(allowed))}")
-        rule = str(data.get("rule", "off")).lower()
-        if rule not in RULES:
-            raise ConfigError(f"{field}.rule", f"unknown rule {data.get('rule')!r}", f"use one of {', '.join(RULES)}")
-
-        def integer(key: str, default: int, minimum: int) -> int:
-            value = data.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"{field}.{key}", f"must be an integer >= {minimum}, got {value!r}")
-            return value
+        data, rule = rule_block(data, field, rules=RULES, default_rule="off",
+                                settings=("first_wave", "p_threshold", "min_trials", "reduction_factor", "min_folds"),
+                                example="{rule: wilcoxon, first_wave: 2}")
 
         p = data.get("p_threshold", cls.p_threshold)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1:
             raise ConfigError(f"{field}.p_threshold", f"must be between 0 and 1, got {p!r}")
         return cls(
             rule=rule,
-            first_wave=integer("first_wave", 2, 1),
+            first_wave=integer_setting(data, field, "first_wave", 2, 1),
             p_threshold=float(p),
-            min_trials=integer("min_trials", 5, 1),
-            reduction_factor=integer("reduction_factor", 3, 2),
-            min_folds=integer("min_folds", 1, 1),
+            min_trials=integer_setting(data, field, "min_trials", 5, 1),
+            reduction_factor=integer_setting(data, field, "reduction_factor", 3, 2),
+            min_folds=integer_setting(data, field, "min_folds", 1, 1),
         )
 
     def to_dict(self) -> dict[str, Any]:
