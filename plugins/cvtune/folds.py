@@ -129,12 +129,7 @@ def split_dataset(
     if n == 0:
         raise DataError("data_uri", f"{data_uri} has no rows", "point data_uri at a non-empty dataset")
     columns = [str(c) for c in df.columns]
-    if target not in df.columns:
-        raise DataError("target", f"column {target!r} not in {data_uri}; available columns: {', '.join(columns)}", "pass one of the available columns")
-    y = df[target]
-    missing = int(y.isna().sum())
-    if missing:
-        raise DataError("target", f"column {target!r} has {missing} missing value(s)", "drop or fill the rows without a label before splitting")
+    y = _column(df, "target", target, data_uri, "drop or fill the rows without a label before splitting")
     task = _resolve_task(y, task, target)
     if strategy is None:
         strategy = "stratified" if task == "classification" else "kfold"
@@ -149,16 +144,11 @@ def split_dataset(
 
     times = None
     if time_column is not None:
-        times = _time_values(df, time_column, data_uri, columns)
+        times = _time_values(_column(df, "time_column", time_column, data_uri, "give every row a time"))
 
     groups = None
-    if strategy == "group":
-        if group_column not in df.columns:
-            raise DataError("group_column", f"column {group_column!r} not in {data_uri}; available columns: {', '.join(columns)}", "pass one of the available columns")
-        missing = int(df[group_column].isna().sum())
-        if missing:
-            raise DataError("group_column", f"column {group_column!r} has {missing} missing value(s)", "fill in a group for every row")
-        groups = _codes(df[group_column])
+    if strategy == "group" and group_column is not None:  # always set for "group" (checked above)
+        groups = _codes(_column(df, "group_column", group_column, data_uri, "fill in a group for every row"))
         n_groups = int(groups.max()) + 1
         if n_groups < folds:
             raise DataError("group_column", f"column {group_column!r} has {n_groups} distinct groups, fewer than folds={folds}", f"use folds <= {n_groups}, or a finer group column")
@@ -747,16 +737,22 @@ def _group_assignment(pool_groups: np.ndarray, folds: int, seed: int) -> np.ndar
     return group_fold[local]
 
 
-def _time_values(df: pd.DataFrame, column: str, data_uri: str, columns: list[str]) -> np.ndarray:
-    """The time column as sortable numbers (numbers as they are, anything else parsed as dates)."""
-    import pandas as pd
-
+def _column(df: pd.DataFrame, field: str, column: str, data_uri: str, fill: str) -> pd.Series:
+    """The column named by setting ``field``; a missing column, or a row without a value, is an error."""
     if column not in df.columns:
-        raise DataError("time_column", f"column {column!r} not in {data_uri}; available columns: {', '.join(columns)}", "pass one of the available columns")
+        available = ", ".join(str(c) for c in df.columns)
+        raise DataError(field, f"column {column!r} not in {data_uri}; available columns: {available}", "pass one of the available columns")
     values = df[column]
     missing = int(values.isna().sum())
     if missing:
-        raise DataError("time_column", f"column {column!r} has {missing} missing value(s)", "give every row a time")
+        raise DataError(field, f"column {column!r} has {missing} missing value(s)", fill)
+    return values
+
+
+def _time_values(values: pd.Series) -> np.ndarray:
+    """The time column as sortable numbers (numbers as they are, anything else parsed as dates)."""
+    import pandas as pd
+
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.to_numpy(dtype="float64")
     import warnings
@@ -766,7 +762,7 @@ def _time_values(df: pd.DataFrame, column: str, data_uri: str, columns: list[str
             warnings.simplefilter("ignore", UserWarning)
             parsed = pd.to_datetime(values, utc=True)
     except (ValueError, TypeError) as exc:
-        raise DataError("time_column", f"column {column!r} is neither numeric nor dates: {exc}", "store times as numbers or ISO dates") from None
+        raise DataError("time_column", f"column {values.name!r} is neither numeric nor dates: {exc}", "store times as numbers or ISO dates") from None
     return parsed.astype("int64").to_numpy(dtype="float64")
 
 
