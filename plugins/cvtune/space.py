@@ -49,8 +49,11 @@ def _number(value: Any, where: str, integer: bool = False) -> float | int:
     return number
 
 
-def _auto_log(low: float, high: float) -> bool:
-    return low > 0 and high / low >= 100
+def _effective_scaling(scaling: str, low: float, high: float) -> str:
+    """``Auto`` resolved: Logarithmic when min > 0 and max/min >= 100, else Linear."""
+    if scaling == "Auto":
+        return "Logarithmic" if low > 0 and high / low >= 100 else "Linear"
+    return scaling
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,7 @@ class ContinuousParameter:
 
     @property
     def effective_scaling(self) -> str:
-        if self.scaling == "Auto":
-            return "Logarithmic" if _auto_log(self.min_value, self.max_value) else "Linear"
-        return self.scaling
+        return _effective_scaling(self.scaling, self.min_value, self.max_value)
 
     def distribution(self) -> BaseDistribution:
         from optuna.distributions import FloatDistribution
@@ -126,9 +127,7 @@ class IntegerParameter:
 
     @property
     def effective_scaling(self) -> str:
-        if self.scaling == "Auto":
-            return "Logarithmic" if _auto_log(self.min_value, self.max_value) else "Linear"
-        return self.scaling
+        return _effective_scaling(self.scaling, self.min_value, self.max_value)
 
     def distribution(self) -> BaseDistribution:
         from optuna.distributions import IntDistribution
