@@ -41,7 +41,6 @@ def test_reference_dag_on_the_emulator_with_a_mid_run_retry(airflow_db, monkeypa
             "keep_alive_period_s": 3600, "poll_interval_s": 0.2,
         }}))
         monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
-        _store_through_the_connection(monkeypatch)
 
         dag = DagBag(dag_folder=DAG_FILE).get_dag("cv_tuning_pipeline")
         dag.get_task("tune").retry_delay = timedelta(0)
@@ -66,25 +65,3 @@ def test_reference_dag_on_the_emulator_with_a_mid_run_retry(airflow_db, monkeypa
     assert len(final) == 1 and final[0].took_pool_from is not None  # train_final landed on a fold job's pool
     assert report["api_calls"]["CreateModelPackage"] == 1  # the registry, forwarded to moto
 
-
-def _store_through_the_connection(monkeypatch):
-    """Until the artifact store carries the connection's credentials itself (issue 10), its
-    ``s3://`` calls without a backend's client go through ``aws_default`` — never the environment."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    from cvtune import store
-
-    if not (hasattr(store, "_s3") and hasattr(store, "_s3_factory")):
-        return  # the store builds its client from the connection itself
-    clients: list = []
-    original = store._s3
-
-    def via_connection(uri):
-        if store._s3_factory is not None:
-            return original(uri)
-        if not clients:
-            clients.append(S3Hook(aws_conn_id="aws_default").get_conn())
-        bucket, key = store.split_s3_uri(uri)
-        return clients[0], bucket, key
-
-    monkeypatch.setattr(store, "_s3", via_connection)
