@@ -11,8 +11,7 @@ from cvtune.errors import ConfigError
 from cvtune.ledger import RunLedger
 from cvtune.tuner import CVTuner
 from tests.fakes import ScriptedBackend
-from tests.test_stopping import manifest
-from tests.test_tuner import make_config
+from tests.test_tuner import make_config, manifest
 
 
 def noisy_score(spec):

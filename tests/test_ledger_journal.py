@@ -14,8 +14,7 @@ from cvtune.lease import new_owner
 from cvtune.ledger import RunLedger
 from cvtune.tuner import CVTuner
 from tests.fakes import ScriptedBackend
-from tests.test_stopping import manifest
-from tests.test_tuner import make_config, score
+from tests.test_tuner import make_config, manifest, score
 
 CONFIG = {"objective": {"metric": "m", "type": "Maximize"}, "entry_point": "train.py"}
 

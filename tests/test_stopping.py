@@ -9,22 +9,7 @@ from cvtune.ledger import RunLedger
 from cvtune.stopping import EarlyStopping, HyperbandStopper
 from cvtune.tuner import CVTuner
 from tests.fakes import ScriptedBackend
-from tests.test_tuner import make_config
-
-
-def manifest(k):
-    return {
-        "manifest_uri": "mem://m",
-        "fingerprint": "f" * 64,
-        "folds": [{"fold": i, "train_uri": f"/d/{i}/t", "validation_uri": f"/d/{i}/v"} for i in range(k)],
-    }
-
-
-def score(spec):
-    """Trial quality from x (best near 0.3) plus a fold effect shared by every trial."""
-    x = float(spec.hyperparameters["x"])
-    fold = int(spec.tags["cvtune:fold"])
-    return "Completed", {"validation:score": 1 - (x - 0.3) ** 2 + 0.01 * fold}, None
+from tests.test_tuner import make_config, manifest, score
 
 
 def run(tmp_path, k=5, capacity=10, run_id="es", **changes):
