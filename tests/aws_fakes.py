@@ -1,8 +1,11 @@
-"""Shared pieces of the SageMaker tests: names, a config, moto S3, and a to_thread recorder."""
+"""Shared pieces of the SageMaker tests: names, a trained job and its container, a config, moto S3,
+and a to_thread recorder."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +13,46 @@ BUCKET = "cvtune-test"
 PREFIX = f"s3://{BUCKET}/cv"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+CODE = f"{PREFIX}/code/abc123/sourcedir.tar.gz"
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def model_data(job: str) -> str:
+    return f"{PREFIX}/jobs/{job}/output/model.tar.gz"
+
+
+def training_job(job: str) -> dict:
+    """DescribeTrainingJob of a completed script-mode job (the xgboost image, code at ``CODE``)."""
+    return {
+        "TrainingJobName": job,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{job}",
+        "ModelArtifacts": {"S3ModelArtifacts": model_data(job)},
+        "TrainingJobStatus": "Completed",
+        "SecondaryStatus": "Completed",
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "CreationTime": NOW,
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "HyperParameters": {
+            "eta": "0.1",
+            "sagemaker_program": json.dumps("train.py"),
+            "sagemaker_submit_directory": json.dumps(CODE),
+            "sagemaker_region": json.dumps("us-east-1"),
+        },
+    }
+
+
+def container(job: str) -> dict:
+    """The container that serves ``job``'s model: its image, model.tar.gz and script."""
+    return {
+        "Image": IMAGE,
+        "ModelDataUrl": model_data(job),
+        "Environment": {
+            "SAGEMAKER_PROGRAM": "train.py",
+            "SAGEMAKER_SUBMIT_DIRECTORY": CODE,
+            "SAGEMAKER_REGION": "us-east-1",
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        },
+    }
 
 
 def moto_aws(monkeypatch: Any) -> Iterator[tuple[Any, Any]]:

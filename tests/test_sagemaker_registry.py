@@ -10,47 +10,19 @@ import json
 
 import pytest
 
-from tests.aws_fakes import BUCKET, IMAGE, PREFIX, ROLE, make_config, moto_aws
+from tests.aws_fakes import (
+    BUCKET,
+    NOW,
+    PREFIX,
+    ROLE,
+    container,
+    make_config,
+    model_data,
+    moto_aws,
+    training_job,
+)
 
-CODE = f"{PREFIX}/code/abc123/sourcedir.tar.gz"
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 GROUP_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model-package-group/grp"
-
-
-def model_data(job: str) -> str:
-    return f"{PREFIX}/jobs/{job}/output/model.tar.gz"
-
-
-def training_job(job: str) -> dict:
-    return {
-        "TrainingJobName": job,
-        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{job}",
-        "ModelArtifacts": {"S3ModelArtifacts": model_data(job)},
-        "TrainingJobStatus": "Completed",
-        "SecondaryStatus": "Completed",
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        "CreationTime": NOW,
-        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        "HyperParameters": {
-            "eta": "0.1",
-            "sagemaker_program": json.dumps("train.py"),
-            "sagemaker_submit_directory": json.dumps(CODE),
-            "sagemaker_region": json.dumps("us-east-1"),
-        },
-    }
-
-
-def container(job: str) -> dict:
-    return {
-        "Image": IMAGE,
-        "ModelDataUrl": model_data(job),
-        "Environment": {
-            "SAGEMAKER_PROGRAM": "train.py",
-            "SAGEMAKER_SUBMIT_DIRECTORY": CODE,
-            "SAGEMAKER_REGION": "us-east-1",
-            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-        },
-    }
 
 
 @pytest.fixture

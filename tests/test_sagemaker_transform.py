@@ -4,28 +4,27 @@ check against the ``.out`` objects in S3 (moto)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import pytest
 
-from tests.aws_fakes import BUCKET, IMAGE, PREFIX, ROLE, make_config, moto_aws, record_to_thread
+from tests.aws_fakes import (
+    BUCKET,
+    NOW,
+    PREFIX,
+    ROLE,
+    container,
+    make_config,
+    model_data,
+    moto_aws,
+    record_to_thread,
+    training_job,
+)
 
-MODEL_DATA = f"{PREFIX}/jobs/train-final-1/output/model.tar.gz"
-CODE = f"{PREFIX}/code/abc123/sourcedir.tar.gz"
+MODEL_DATA = model_data("train-final-1")
 MODEL_ARN = "arn:aws:sagemaker:us-east-1:123456789012:model/cvtune-model"
 JOB_ARN = "arn:aws:sagemaker:us-east-1:123456789012:transform-job/bt"
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-CONTAINER = {
-    "Image": IMAGE,
-    "ModelDataUrl": MODEL_DATA,
-    "Environment": {
-        "SAGEMAKER_PROGRAM": "train.py",
-        "SAGEMAKER_SUBMIT_DIRECTORY": CODE,
-        "SAGEMAKER_REGION": "us-east-1",
-        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-    },
-}
+CONTAINER = container("train-final-1")
 
 
 @pytest.fixture
@@ -60,6 +59,12 @@ def transform_description(name: str, status: str, request: dict, reason: str | N
 def not_found(stubber, operation: str, message: str, params: dict) -> None:
     stubber.add_client_error(operation, service_error_code="ValidationException", service_message=message,
                              http_status_code=400, expected_params=params)
+
+
+def model_exists(stubber, model: str, container: dict = CONTAINER) -> None:
+    """DescribeModel finds ``model``, serving ``container``."""
+    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
+                                            "PrimaryContainer": container}, {"ModelName": model})
 
 
 class StubbedAsyncClients:
@@ -198,8 +203,7 @@ def test_prefix_without_header_is_transformed_in_place_and_counts_are_checked(aw
     model, _create_model, create_job = expected_requests(job, f"{PREFIX}/plain/", output)
     del create_job["Tags"]
     stubber = Stubber(client)
-    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
-                                            "PrimaryContainer": CONTAINER}, {"ModelName": model})
+    model_exists(stubber, model)
     stubber.add_response("create_transform_job", {"TransformJobArn": JOB_ARN}, create_job)
     stubber.add_response("describe_transform_job", transform_description(job, "Completed", create_job),
                          {"TransformJobName": job})
@@ -223,8 +227,7 @@ def test_failed_job_raises_its_reason(aws):
     model, _cm, create_job = expected_requests(job, f"{PREFIX}/plain/", output)
     del create_job["Tags"]
     stubber = Stubber(client)
-    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
-                                            "PrimaryContainer": CONTAINER}, {"ModelName": model})
+    model_exists(stubber, model)
     stubber.add_response("create_transform_job", {"TransformJobArn": JOB_ARN}, create_job)
     reason = "ClientError: See job logs for more information"
     stubber.add_response("describe_transform_job", transform_description(job, "Failed", create_job, reason),
@@ -249,8 +252,7 @@ def test_retry_reattaches_to_its_job_and_refuses_a_foreign_one(aws):
     model, _cm, create_job = expected_requests(job, f"{PREFIX}/plain/", output)
     del create_job["Tags"]
     stubber = Stubber(client)
-    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
-                                            "PrimaryContainer": CONTAINER}, {"ModelName": model})
+    model_exists(stubber, model)
     stubber.add_client_error("create_transform_job", service_error_code="ResourceInUse", http_status_code=400,
                              service_message=f"Job {job} already exists", expected_params=create_job)
     stubber.add_response("describe_transform_job", transform_description(job, "Completed", create_job),
@@ -265,8 +267,7 @@ def test_retry_reattaches_to_its_job_and_refuses_a_foreign_one(aws):
 
     foreign = dict(create_job, ModelName="someone-elses-model")
     stubber = Stubber(client)
-    stubber.add_response("describe_model", {"ModelName": model, "CreationTime": NOW, "ModelArn": MODEL_ARN,
-                                            "PrimaryContainer": CONTAINER}, {"ModelName": model})
+    model_exists(stubber, model)
     stubber.add_client_error("create_transform_job", service_error_code="ResourceInUse", http_status_code=400,
                              service_message=f"Job {job} already exists", expected_params=create_job)
     stubber.add_response("describe_transform_job", transform_description(job, "InProgress", foreign),
@@ -284,8 +285,7 @@ def test_model_name_clash_with_other_data_is_refused(aws):
     s3, client = aws
     stubber = Stubber(client)
     other = dict(CONTAINER, ModelDataUrl=f"{PREFIX}/other/model.tar.gz")
-    stubber.add_response("describe_model", {"ModelName": model_name(CONTAINER), "CreationTime": NOW, "ModelArn": MODEL_ARN,
-                                            "PrimaryContainer": other}, {"ModelName": model_name(CONTAINER)})
+    model_exists(stubber, model_name(CONTAINER), other)
     with stubber, pytest.raises(RunFailedError, match="other model data"):
         SageMakerBatchTransform(make_config(), client, s3).ensure_model(CONTAINER)
 
@@ -353,22 +353,7 @@ def test_container_is_read_back_from_the_training_job(aws):
     from cvtune.sagemaker.final_training import container_for, training_job_container
 
     _s3, client = aws
-    job = {
-        "TrainingJobName": "train-final-1",
-        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/train-final-1",
-        "ModelArtifacts": {"S3ModelArtifacts": MODEL_DATA},
-        "TrainingJobStatus": "Completed",
-        "SecondaryStatus": "Completed",
-        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        "CreationTime": NOW,
-        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        "HyperParameters": {
-            "eta": "0.1",
-            "sagemaker_program": json.dumps("train.py"),
-            "sagemaker_submit_directory": json.dumps(CODE),
-            "sagemaker_region": json.dumps("us-east-1"),
-        },
-    }
+    job = training_job("train-final-1")
     stubber = Stubber(client)
     stubber.add_response("describe_training_job", job, {"TrainingJobName": "train-final-1"})
     stubber.add_response("describe_training_job", dict(job, HyperParameters={"eta": "0.1"}),
@@ -398,7 +383,7 @@ def test_operators_register_and_transform_on_the_sagemaker_backend(airflow_db, a
     from cvtune.sagemaker.transform import model_name
     from tests.conftest import write_dag
     from tests.test_operators import load_dag
-    from tests.test_sagemaker_registry import Routed, training_job
+    from tests.test_sagemaker_registry import Routed
 
     s3, moto_sagemaker = aws
     import boto3
