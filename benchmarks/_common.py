@@ -8,6 +8,7 @@ runs a tuner, and formats figures.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import shutil
@@ -54,6 +55,15 @@ def quiet() -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     except ImportError:  # pragma: no cover
         pass
+
+
+def begin(name: str) -> None:
+    """Start a tuning benchmark: :func:`quiet`, one OpenMP thread per process (a fold job gets one
+    core on the local backend, and worker processes must not oversubscribe the machine), and the
+    header line naming the benchmark, the date and the machine."""
+    quiet()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    print(f"{name}: {datetime.date.today()}, {machine()}")
 
 
 def metric_definitions(task: str) -> list[dict[str, str]]:

@@ -26,7 +26,6 @@ the fold files); only the process machinery is left out and time is virtual.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import statistics
@@ -38,7 +37,7 @@ from multiprocessing import get_context
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import DATASETS, dataset_config, machine, make_dataset, quiet  # noqa: E402
+from _common import DATASETS, begin, dataset_config, make_dataset, quiet  # noqa: E402
 
 
 def reached(value: float, target: float, maximize: bool) -> bool:
@@ -117,10 +116,7 @@ def main() -> None:
     seeds = args.seeds or (2 if args.quick else 5)
     trials = args.trials or (12 if args.quick else 100)
     rows = args.rows or (600 if args.quick else 3000)
-    quiet()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-    print(f"bayes_vs_random: {datetime.date.today()}, {machine()}")
+    begin("bayes_vs_random")
     size = "569 rows" if args.dataset == "breast_cancer" else f"{rows} rows"
     print(f"dataset {args.dataset} ({size}, {DATASETS[args.dataset][1]}), {seeds} seeds, {trials} random trials "
           f"per seed set the target; 5 folds, 2 trials at a time")

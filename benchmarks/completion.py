@@ -25,7 +25,6 @@ Target (issue 14): the noise-aware rule saves >= 30 % of trials at a worst (over
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from multiprocessing import get_context
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import DATASETS, dataset_config, machine, make_dataset, mean, quiet  # noqa: E402
+from _common import DATASETS, begin, dataset_config, make_dataset, mean, quiet  # noqa: E402
 
 TARGET_SAVED = 0.30
 TARGET_LOSS = 0.002
@@ -108,10 +107,7 @@ def main() -> None:
     rows = args.rows or (1000 if args.quick else 5000)
     criteria = args.criteria or (QUICK_CRITERIA if args.quick else FULL_CRITERIA)
     datasets = args.datasets or (["breast_cancer", "classification"] if args.quick else list(DATASETS))
-    quiet()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-    print(f"completion: {datetime.date.today()}, {machine()}")
+    begin("completion")
     print(f"{len(datasets)} datasets x {seeds} seeds; Bayesian, budget {trials} trials, 5 folds, 2 trials in "
           f"flight; synthetic sets {rows} rows; criteria: {', '.join(criteria)}")
     start = time.perf_counter()

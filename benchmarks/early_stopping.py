@@ -25,7 +25,6 @@ Target: at least 40 % fewer fold jobs than ``off`` with the best score within 0.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from multiprocessing import get_context
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import DATASETS, dataset_config, machine, make_dataset, mean, quiet  # noqa: E402
+from _common import DATASETS, begin, dataset_config, make_dataset, mean, quiet  # noqa: E402
 
 TARGET_REDUCTION = 0.40
 TARGET_SCORE_LOSS = 0.002
@@ -110,10 +109,7 @@ def main() -> None:
     rules = list(dict.fromkeys(["off"] + rules))  # off is the baseline
     for rule in rules:
         parse_rule(rule)
-    quiet()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per fold job, as the local backend gives
-
-    print(f"early_stopping: {datetime.date.today()}, {machine()}")
+    begin("early_stopping")
     print(f"{len(args.datasets)} datasets x {seeds} seeds x {len(rules)} rules; Bayesian, {trials} trials per run, "
           f"5 folds, 2 trials / 2 fold jobs at a time; synthetic sets {rows} rows")
     start = time.perf_counter()

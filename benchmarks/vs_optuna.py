@@ -19,7 +19,6 @@ beside it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import XGB_RANGES, machine, median, quiet, remove_jobs, run_tuner, tuning_config  # noqa: E402
+from _common import XGB_RANGES, begin, median, remove_jobs, run_tuner, tuning_config  # noqa: E402
 from vs_gridsearch import build_data, fold_indices  # noqa: E402
 
 TARGET_RATIO = 1.0
@@ -71,14 +70,12 @@ def main() -> None:
     trials = args.trials or (4 if args.quick else 30)
     rows = args.rows or (2000 if args.quick else 20000)
     rounds = args.rounds or (10 if args.quick else 100)
-    quiet()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    begin("vs_optuna")
 
     from cvtune.folds import split_dataset
     from cvtune.local.backend import LocalBackend
     from cvtune.proposers import FixedProposer
 
-    print(f"vs_optuna: {datetime.date.today()}, {machine()}")
     with tempfile.TemporaryDirectory(prefix="cvtune-vsopt-") as work:
         X, y, csv = build_data(rows, work)
         manifest = split_dataset(csv, os.path.join(work, "folds"), target="target", folds=5, seed=0)
