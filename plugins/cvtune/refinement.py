@@ -16,7 +16,7 @@ import statistics
 from typing import Any
 
 from cvtune.ledger import RunLedger, rank_key
-from cvtune.space import CategoricalParameter, SearchSpace
+from cvtune.space import CategoricalParameter, ContinuousParameter, IntegerParameter, SearchSpace
 
 
 def _position(value: float, low: float, high: float, scaling: str) -> float:
@@ -25,6 +25,16 @@ def _position(value: float, low: float, high: float, scaling: str) -> float:
     elif scaling == "ReverseLogarithmic":
         value, low, high = -math.log(1 - value), -math.log(1 - low), -math.log(1 - high)
     return (value - low) / (high - low)
+
+
+def _positions(ledger: RunLedger, best: dict[str, Any]) -> list[tuple[ContinuousParameter | IntegerParameter, float]]:
+    """Each tuned numeric parameter of ``best`` and where its value sits in its range (0 = lower end,
+    1 = upper end, in the parameter's own scale)."""
+    space = SearchSpace.from_parameter_ranges(
+        ledger.data["config"]["parameter_ranges"], ledger.data["config"].get("static_hyperparameters")
+    )
+    return [(p, _position(float(best["params"][p.name]), p.min_value, p.max_value, p.effective_scaling))
+            for p in space.parameters if not isinstance(p, CategoricalParameter) and p.name in best["params"]]
 
 
 def target_reason(ledger: RunLedger, target: float | None) -> str | None:
@@ -43,14 +53,8 @@ def boundary_reasons(ledger: RunLedger, boundary: float | None) -> list[str]:
     best = ledger.best_trial()
     if best is None or boundary is None or boundary <= 0:
         return []
-    space = SearchSpace.from_parameter_ranges(
-        ledger.data["config"]["parameter_ranges"], ledger.data["config"].get("static_hyperparameters")
-    )
     reasons = []
-    for p in space.parameters:
-        if isinstance(p, CategoricalParameter) or p.name not in best["params"]:
-            continue
-        at = _position(float(best["params"][p.name]), p.min_value, p.max_value, p.effective_scaling)
+    for p, at in _positions(ledger, best):
         if at <= boundary or at >= 1 - boundary:
             side = "lower" if at <= boundary else "upper"
             reasons.append(
@@ -146,16 +150,8 @@ def refinement_rules(
         rules.append({"rule": "boundary", "holds": False, "off": True, "statistic": None, "threshold": None,
                       "parameters": [], "reasons": [], "detail": "boundary check off"})
     else:
-        space = SearchSpace.from_parameter_ranges(
-            ledger.data["config"]["parameter_ranges"], ledger.data["config"].get("static_hyperparameters")
-        )
-        params = []
-        for p in space.parameters:
-            if isinstance(p, CategoricalParameter) or p.name not in best["params"]:
-                continue
-            at = _position(float(best["params"][p.name]), p.min_value, p.max_value, p.effective_scaling)
-            params.append({"name": p.name, "value": best["params"][p.name], "position": at,
-                           "near": at <= boundary or at >= 1 - boundary})
+        params = [{"name": p.name, "value": best["params"][p.name], "position": at,
+                   "near": at <= boundary or at >= 1 - boundary} for p, at in _positions(ledger, best)]
         hits = boundary_reasons(ledger, boundary)
         closest = min((min(q["position"], 1 - q["position"]) for q in params), default=None)
         rules.append({
