@@ -29,24 +29,13 @@ from tests.lease_driver import expected_score
 store = ArtifactStore()
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture(params=["local", "s3"])
 def root(request, tmp_path, monkeypatch):
     """An artifact root: a directory, or a fresh bucket on the moto server (seen by subprocesses too)."""
     if request.param == "local":
         yield str(tmp_path / "artifacts")
         return
-    endpoint = request.getfixturevalue("moto_endpoint")
+    endpoint = request.getfixturevalue("s3_server").endpoint
     for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(key, value)

@@ -19,15 +19,10 @@ store = ArtifactStore()
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto S3 server (its own thread, real HTTP) that boto3's default client talks to."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+def s3_endpoint(s3_server):
+    """The session's moto S3 server (real HTTP), made what boto3's default client talks to."""
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+           "AWS_ENDPOINT_URL": s3_server.endpoint}
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
@@ -35,7 +30,6 @@ def s3_endpoint():
 
         boto3.client("s3").create_bucket(Bucket="cv-bucket")
         yield "s3://cv-bucket/root"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
