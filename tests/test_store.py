@@ -29,8 +29,8 @@ def test_local_writes_are_atomic_and_honour_the_umask(tmp_path):
     assert json.loads(data) == {"a": 1} and current == token
 
 
-def test_local_conditional_writes(tmp_path):
-    store, uri = ArtifactStore(), str(tmp_path / "ledger.json")
+def check_conditional_writes(store: ArtifactStore, uri: str) -> None:
+    """Create-only, then compare-and-swap on the version token: a stale token or a second create fails."""
     first = store.write_bytes(uri, b"1", if_none_match=True)
     with pytest.raises(PreconditionFailed):
         store.write_bytes(uri, b"2", if_none_match=True)
@@ -38,6 +38,10 @@ def test_local_conditional_writes(tmp_path):
     with pytest.raises(PreconditionFailed):
         store.write_bytes(uri, b"3", if_match=first)
     assert store.read_versioned(uri) == (b"2", second)
+
+
+def test_local_conditional_writes(tmp_path):
+    check_conditional_writes(ArtifactStore(), str(tmp_path / "ledger.json"))
 
 
 @pytest.fixture
@@ -72,14 +76,7 @@ def test_artifact_store_on_s3(s3_store, tmp_path):
 
 
 def test_s3_conditional_writes(s3_store):
-    uri = "s3://store-bucket/cas/ledger.json"
-    first = s3_store.write_bytes(uri, b"1", if_none_match=True)
-    with pytest.raises(PreconditionFailed):
-        s3_store.write_bytes(uri, b"2", if_none_match=True)
-    second = s3_store.write_bytes(uri, b"2", if_match=first)
-    with pytest.raises(PreconditionFailed):
-        s3_store.write_bytes(uri, b"3", if_match=first)
-    assert s3_store.read_versioned(uri) == (b"2", second)
+    check_conditional_writes(s3_store, "s3://store-bucket/cas/ledger.json")
 
 
 def test_two_stores_in_one_process_use_their_own_connections(s3_server, monkeypatch, no_ambient_aws):
