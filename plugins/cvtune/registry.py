@@ -29,6 +29,18 @@ STATUSES = (PENDING, APPROVED, REJECTED)
 GROUP_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
+def check_group(group: str) -> None:
+    """A model package group name as SageMaker spells them (the local registry keeps the same rule)."""
+    if not GROUP_RE.match(group or ""):
+        raise ConfigError("model_package_group", f"{group!r} is not a valid group name", "use letters, digits and hyphens (max 63)")
+
+
+def check_status(status: str) -> None:
+    """One of :data:`STATUSES`."""
+    if status not in STATUSES:
+        raise ConfigError("approval_status", f"unknown status {status!r}", f"use one of {', '.join(STATUSES)}")
+
+
 def decide_approval(
     metric_name: str,
     value: float | None,

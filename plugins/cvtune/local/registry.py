@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from cvtune.errors import ConfigError
-from cvtune.registry import APPROVED, GROUP_RE, STATUSES
+from cvtune.registry import APPROVED, check_group, check_status
 from cvtune.store import ArtifactStore, PreconditionFailed, default_store
 
 
@@ -24,8 +24,7 @@ class LocalModelRegistry:
         self.root = self.store.join(root, "registry")
 
     def _group_uri(self, group: str) -> str:
-        if not GROUP_RE.match(group or ""):
-            raise ConfigError("model_package_group", f"{group!r} is not a valid group name", "use letters, digits and hyphens (max 63)")
+        check_group(group)
         return self.store.join(self.root, group)
 
     def versions(self, group: str) -> list[dict[str, Any]]:
@@ -60,8 +59,7 @@ class LocalModelRegistry:
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Add a version. With ``idempotency_key``, a retry returns the version registered before."""
-        if approval_status not in STATUSES:
-            raise ConfigError("approval_status", f"unknown status {approval_status!r}", f"use one of {', '.join(STATUSES)}")
+        check_status(approval_status)
         uri = self._group_uri(group)
         existing = self.versions(group)
         if idempotency_key:
@@ -101,8 +99,7 @@ class LocalModelRegistry:
         return version
 
     def set_status(self, group: str, version: int, status: str, reason: str = "") -> dict[str, Any]:
-        if status not in STATUSES:
-            raise ConfigError("approval_status", f"unknown status {status!r}", f"use one of {', '.join(STATUSES)}")
+        check_status(status)
         uri = self.store.join(self._group_uri(group), f"v{version}.json")
         if not self.store.exists(uri):
             raise ConfigError("version", f"{group} has no version {version}")

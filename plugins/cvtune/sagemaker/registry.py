@@ -31,7 +31,7 @@ import unicodedata
 from typing import Any
 
 from cvtune.errors import ConfigError
-from cvtune.registry import APPROVED, GROUP_RE, STATUSES
+from cvtune.registry import APPROVED, check_group, check_status
 from cvtune.sagemaker.config import LazyClients
 from cvtune.sagemaker.errors import is_already_exists, is_not_found
 
@@ -100,10 +100,6 @@ class SageMakerModelRegistry(LazyClients):
         self.transform_instance_type = transform_instance_type or config.instance_type
 
     # -- reading ---------------------------------------------------------------------------
-    def _check_group(self, group: str) -> None:
-        if not GROUP_RE.match(group or ""):
-            raise ConfigError("model_package_group", f"{group!r} is not a valid group name", "use letters, digits and hyphens (max 63)")
-
     def _summaries(self, group: str, **filters: Any) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         token = None
@@ -132,7 +128,7 @@ class SageMakerModelRegistry(LazyClients):
 
     def versions(self, group: str) -> list[dict[str, Any]]:
         """Every version of ``group``, oldest first (``[]`` if the group does not exist)."""
-        self._check_group(group)
+        check_group(group)
         return sorted(
             (self._version(self._describe(s["ModelPackageArn"])) for s in self._summaries(group)),
             key=lambda v: v["version"],
@@ -140,7 +136,7 @@ class SageMakerModelRegistry(LazyClients):
 
     def approved(self, group: str) -> dict[str, Any] | None:
         """The latest approved version: the champion."""
-        self._check_group(group)
+        check_group(group)
         page = self._list(
             ModelPackageGroupName=group, ModelApprovalStatus=APPROVED, SortBy="CreationTime", SortOrder="Descending",
             MaxResults=1,
@@ -243,9 +239,8 @@ class SageMakerModelRegistry(LazyClients):
         ``metadata["training_job"]`` names the training job whose container serves the model
         (required: the image and script are read from it).
         """
-        if approval_status not in STATUSES:
-            raise ConfigError("approval_status", f"unknown status {approval_status!r}", f"use one of {', '.join(STATUSES)}")
-        self._check_group(group)
+        check_status(approval_status)
+        check_group(group)
         metadata = dict(metadata or {})
         job = metadata.get("training_job")
         if not job:
@@ -353,9 +348,8 @@ class SageMakerModelRegistry(LazyClients):
         return out
 
     def set_status(self, group: str, version: int, status: str, reason: str = "") -> dict[str, Any]:
-        if status not in STATUSES:
-            raise ConfigError("approval_status", f"unknown status {status!r}", f"use one of {', '.join(STATUSES)}")
-        self._check_group(group)
+        check_status(status)
+        check_group(group)
         summary = next((s for s in self._summaries(group) if s.get("ModelPackageVersion") == version), None)
         if summary is None:
             raise ConfigError("version", f"{group} has no version {version}")
