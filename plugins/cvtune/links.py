@@ -58,6 +58,14 @@ def console_base(region: str | None) -> str | None:
     return CONSOLE.format(domain=DOMAINS[partition_of(region)], region=quote(region, safe=""))
 
 
+def console_page(info: dict[str, Any], page: str, key: str) -> str | None:
+    """The console page ``#/<page>/<info[key]>`` in ``info``'s region; ``None`` without either."""
+    base = console_base(info.get("region"))
+    if not base or not info.get(key):
+        return None
+    return f"{base}#/{page}/{quote(info[key], safe='')}"
+
+
 def sagemaker_region(settings: Any) -> str | None:
     """The region a connection's SageMaker jobs run in (``None`` for a platform without a console):
     its platform's :meth:`~cvtune.platform.Platform.console_region`."""
@@ -141,20 +149,14 @@ class SageMakerTrainingJobsLink(CvtuneLink):
     name = "SageMaker training jobs"
 
     def url(self, info: dict[str, Any]) -> str | None:
-        base = console_base(info.get("region"))
-        if not base or not info.get("best_job"):
-            return None
-        return f"{base}#/jobs/{quote(info['best_job'], safe='')}"
+        return console_page(info, "jobs", "best_job")
 
 
 class SageMakerFinalTrainingJobLink(CvtuneLink):
     name = "SageMaker final training job"
 
     def url(self, info: dict[str, Any]) -> str | None:
-        base = console_base(info.get("region"))
-        if not base or not info.get("training_job"):
-            return None
-        return f"{base}#/jobs/{quote(info['training_job'], safe='')}"
+        return console_page(info, "jobs", "training_job")
 
 
 class SageMakerModelPackageLink(CvtuneLink):
@@ -172,10 +174,7 @@ class SageMakerTransformJobLink(CvtuneLink):
     name = "SageMaker transform job"
 
     def url(self, info: dict[str, Any]) -> str | None:
-        base = console_base(info.get("region"))
-        if not base or not info.get("transform_job"):
-            return None
-        return f"{base}#/transform-jobs/{quote(info['transform_job'], safe='')}"
+        return console_page(info, "transform-jobs", "transform_job")
 
 
 TUNING_LINKS = (TuningReportLink(), RunLedgerLink(), SageMakerTrainingJobsLink())
