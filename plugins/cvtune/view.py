@@ -8,6 +8,14 @@ api-server's own check (``get_user``: a ``Authorization: Bearer`` JWT, or the UI
 cookie), the same that guards the REST API. A browser without a session is sent to the login
 page and back.
 
+And the user must be allowed to read the runs of the DAG that owns what is served, as the REST
+API's ``GET /dags/{dag_id}/dagRuns/...`` asks the auth manager (``is_authorized_dag``, method
+``GET``, access entity ``RUN``, the DAG's team): a tuning run's DAG is the ``airflow.dag_id`` its
+ledger records, a pipeline report's the ``extra.dag_id`` of its summary. A run started outside
+Airflow (the CLI) has no DAG: it is served only to users who may read the runs of *every* DAG
+(``is_authorized_dag`` without details, the auth managers' "all DAGs"), since nothing narrower
+owns it. Lists show only what the user may open; anything else answers 403.
+
 Routes (all ``GET``):
 
 ``/``                                    the runs and pipeline reports (HTML)
@@ -62,6 +70,42 @@ async def current_user(request: Request) -> Any:
         raise
 
 
+class Access:
+    """The auth manager's answer for one user, per owning DAG (asked once per DAG per request)."""
+
+    def __init__(self, user: Any) -> None:
+        self.user = user
+        self._answers: dict[str | None, bool] = {}
+
+    def may_read(self, dag_id: str | None) -> bool:
+        if dag_id not in self._answers:
+            from airflow.api_fastapi.app import get_auth_manager
+            from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+            from airflow.models.dag import DagModel
+
+            details = DagDetails(id=dag_id, team_name=DagModel.get_team_name(dag_id)) if dag_id else None
+            self._answers[dag_id] = get_auth_manager().is_authorized_dag(
+                method="GET", access_entity=DagAccessEntity.RUN, details=details, user=self.user
+            )
+        return self._answers[dag_id]
+
+    def check(self, dag_id: str | None, what: str) -> None:
+        if not self.may_read(dag_id):
+            owner = f"DAG {dag_id!r}" if dag_id else "every DAG (it was not started by a DAG)"
+            raise HTTPException(403, f"{what}: reading it needs read access to the runs of {owner}")
+
+
+async def access(user: Annotated[Any, Depends(current_user)]) -> Access:
+    return Access(user)
+
+
+AccessDep = Annotated[Access, Depends(access)]
+
+
+def ledger_dag_id(ledger: Any) -> str | None:
+    return (ledger.data.get("airflow") or {}).get("dag_id")
+
+
 class Artifacts:
     """Read access to one connection's artifact store."""
 
@@ -111,8 +155,9 @@ def _q(conn_id: str) -> str:
     return "" if conn_id == DEFAULT_CONN else "?" + urlencode({"conn": conn_id})
 
 
-def run_entries(store_: Artifacts, base: str = "") -> list[dict[str, Any]]:
-    """Every tuning run under the root, newest first, with what the list shows (links under ``base``)."""
+def run_entries(store_: Artifacts, base: str = "", access_: Access | None = None) -> list[dict[str, Any]]:
+    """Every tuning run under the root that ``access_`` may read (all without it), newest first, with
+    what the list shows (links under ``base``)."""
     from cvtune.ledger import RunLedger
 
     out = []
@@ -122,9 +167,11 @@ def run_entries(store_: Artifacts, base: str = "") -> list[dict[str, Any]]:
             ledger = RunLedger.load(store_.uri("runs", run_id, "ledger.json"), store_.store)
         except Exception:  # noqa: BLE001 - a folder without a readable ledger is not a run
             continue
+        airflow = ledger.data.get("airflow") or {}
+        if access_ is not None and not access_.may_read(airflow.get("dag_id")):
+            continue
         info = ledger.summary()
         best = info["best"]
-        airflow = ledger.data.get("airflow") or {}
         out.append({
             "run_id": run_id,
             "kind": ledger.data.get("kind"),
@@ -143,8 +190,8 @@ def run_entries(store_: Artifacts, base: str = "") -> list[dict[str, Any]]:
     return out
 
 
-def report_entries(store_: Artifacts, base: str = "") -> list[dict[str, Any]]:
-    """Every pipeline report (``reports/{dag_id}/{name}/``) with its headline."""
+def report_entries(store_: Artifacts, base: str = "", access_: Access | None = None) -> list[dict[str, Any]]:
+    """Every pipeline report (``reports/{dag_id}/{name}/``) that ``access_`` may read, with its headline."""
     out = []
     for dag in store_.listdir("reports"):
         dag_id = dag.rstrip("/").rsplit("/", 1)[-1]
@@ -154,10 +201,12 @@ def report_entries(store_: Artifacts, base: str = "") -> list[dict[str, Any]]:
                 summary = json.loads(store_.read_text(store_.uri("reports", folder, "summary.json")))
             except Exception:  # noqa: BLE001 - a report still being written, or not one
                 continue
+            if access_ is not None and not access_.may_read(report_dag_id(summary)):
+                continue
             cv = summary.get("cv_objective") or {}
             out.append({
                 "folder": folder,
-                "dag_id": dag_id,
+                "dag_id": report_dag_id(summary) or dag_id,
                 "dag_run_id": (summary.get("extra") or {}).get("dag_run_id"),
                 "generated_at": summary.get("generated_at"),
                 "metric": cv.get("metric"),
@@ -171,10 +220,29 @@ def report_entries(store_: Artifacts, base: str = "") -> list[dict[str, Any]]:
     return out
 
 
-def _run_summary(store_: Artifacts, run_id: str) -> tuple[dict[str, Any], list[Any]]:
+def report_dag_id(summary: dict[str, Any]) -> str | None:
+    """The DAG that wrote a pipeline report: its summary says so (the folder name is only a layout)."""
+    return (summary.get("extra") or {}).get("dag_id")
+
+
+def _readable_ledger(store_: Artifacts, run_id: str, access_: Access) -> Any:
+    ledger = store_.ledger(run_id)
+    access_.check(ledger_dag_id(ledger), f"tuning run {run_id!r}")
+    return ledger
+
+
+def _readable_report(store_: Artifacts, folder: str, access_: Access) -> str:
+    """The report folder's URI, once its summary names a DAG whose runs the user may read."""
+    uri = store_.uri("reports", _report_folder(folder))
+    summary = json.loads(store_.read_text(store_.store.join(uri, "summary.json")))
+    access_.check(report_dag_id(summary), f"report {folder!r}")
+    return uri
+
+
+def _run_summary(store_: Artifacts, run_id: str, access_: Access) -> tuple[dict[str, Any], list[Any]]:
     from cvtune.report import build_summary
 
-    ledger = store_.ledger(run_id)
+    ledger = _readable_ledger(store_, run_id, access_)
     summary = build_summary(ledgers=[ledger], best={}, final_model=None, registration=None, predictions=None,
                             stage_seconds={}, extra={"run_id": run_id, "ledger": ledger.uri})
     return summary, [ledger]
@@ -200,40 +268,41 @@ def create_app() -> FastAPI:
         return RedirectResponse(exc.url, status_code=307)
 
     @app.get("/", response_class=HTMLResponse)
-    def index(request: Request, store_: ArtifactsDep) -> HTMLResponse:
+    def index(request: Request, store_: ArtifactsDep, access_: AccessDep) -> HTMLResponse:
         base = _base(request)
-        return HTMLResponse(render_index(store_.conn_id, store_.root, run_entries(store_, base),
-                                         report_entries(store_, base)))
+        return HTMLResponse(render_index(store_.conn_id, store_.root, run_entries(store_, base, access_),
+                                         report_entries(store_, base, access_)))
 
     @app.get("/api/runs")
-    def api_runs(request: Request, store_: ArtifactsDep) -> dict[str, Any]:
+    def api_runs(request: Request, store_: ArtifactsDep, access_: AccessDep) -> dict[str, Any]:
         base = _base(request)
-        return {"conn_id": store_.conn_id, "artifact_root": store_.root, "runs": run_entries(store_, base),
-                "reports": report_entries(store_, base)}
+        return {"conn_id": store_.conn_id, "artifact_root": store_.root, "runs": run_entries(store_, base, access_),
+                "reports": report_entries(store_, base, access_)}
 
     @app.get("/runs/{run_id}/report", response_class=HTMLResponse)
-    def run_report(run_id: str, store_: ArtifactsDep) -> HTMLResponse:
+    def run_report(run_id: str, store_: ArtifactsDep, access_: AccessDep) -> HTMLResponse:
         from cvtune.report import render_html
 
-        summary, ledgers = _run_summary(store_, run_id)
+        summary, ledgers = _run_summary(store_, run_id, access_)
         return HTMLResponse(render_html(summary, ledgers))
 
     @app.get("/runs/{run_id}/summary.json")
-    def run_summary(run_id: str, store_: ArtifactsDep) -> JSONResponse:
-        return JSONResponse(_run_summary(store_, run_id)[0])
+    def run_summary(run_id: str, store_: ArtifactsDep, access_: AccessDep) -> JSONResponse:
+        return JSONResponse(_run_summary(store_, run_id, access_)[0])
 
     @app.get("/runs/{run_id}/ledger.json")
-    def run_ledger(run_id: str, store_: ArtifactsDep) -> JSONResponse:
-        return JSONResponse(store_.ledger(run_id).data)
+    def run_ledger(run_id: str, store_: ArtifactsDep, access_: AccessDep) -> JSONResponse:
+        return JSONResponse(_readable_ledger(store_, run_id, access_).data)
 
     @app.get("/reports/{folder:path}/report.html", response_class=HTMLResponse)
-    def pipeline_report(folder: str, store_: ArtifactsDep) -> HTMLResponse:
-        return HTMLResponse(store_.read_text(store_.uri("reports", _report_folder(folder), "report.html")))
+    def pipeline_report(folder: str, store_: ArtifactsDep, access_: AccessDep) -> HTMLResponse:
+        uri = _readable_report(store_, folder, access_)
+        return HTMLResponse(store_.read_text(store_.store.join(uri, "report.html")))
 
     @app.get("/reports/{folder:path}/summary.json")
-    def pipeline_summary(folder: str, store_: ArtifactsDep) -> Response:
-        text = store_.read_text(store_.uri("reports", _report_folder(folder), "summary.json"))
-        return Response(text, media_type="application/json")
+    def pipeline_summary(folder: str, store_: ArtifactsDep, access_: AccessDep) -> Response:
+        uri = _readable_report(store_, folder, access_)
+        return Response(store_.read_text(store_.store.join(uri, "summary.json")), media_type="application/json")
 
     return app
 
