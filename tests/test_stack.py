@@ -14,6 +14,12 @@ One scenario, in order (each run warm-starts from the one before it, so order ma
 
 Every run must succeed; tune warm-starts (TRANSFER_LEARNING) from the ledgers behind the previously
 registered version; refine ran exactly when ``refinement_reasons`` says its condition held.
+
+Then, on the same stack, a manual run on the SageMaker emulator (``cvtune sagemaker-emulator``, with
+moto behind it for S3 and the model registry; its endpoint and keys only in Airflow connections made
+through the REST API): the finished run's extra links, fetched as the UI fetches them, open its report,
+summary and ledger through the cvtune view, and its console links name exactly the jobs, model
+package version and transform job the emulator holds.
 """
 
 from __future__ import annotations
@@ -111,8 +117,9 @@ class Stack:
         self.env = self._env()
 
     def _env(self) -> dict[str, str]:
-        # Nothing of the test session's own Airflow setup (SQLite home, unit-test mode) leaks in.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CVTUNE"))}
+        # Nothing of the test session's own Airflow setup (SQLite home, unit-test mode) leaks in, nor AWS
+        # credentials or endpoints: those come from Airflow connections only.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CVTUNE", "AWS_"))}
         env.update({
             "CVTUNE_STACK_MARK": self.mark,  # inherited by every process the stack starts: see leftovers()
             "AIRFLOW_HOME": self.home,
@@ -429,6 +436,150 @@ def _scenario(s: Stack) -> None:
         tis = s.api("GET", f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
         print(f"{run['dag_run_id']}: {run['duration']:.0f}s;",
               ", ".join(f"{ti['task_id']} {ti['duration'] or 0:.1f}s" for ti in tis))
+
+
+@pytest.fixture(scope="module")
+def emulator(stack):
+    """The SageMaker emulator as its own process (``cvtune sagemaker-emulator``, as ``make
+    demo-sagemaker`` starts it) with a bucket; stopped by its PID before the stack stops."""
+    from include.demo_sagemaker import start_emulator, stop
+
+    home = os.path.join(stack.home, "emulator")
+    os.makedirs(home)
+    proc, info = start_emulator(home)
+    try:
+        emulator_client(info, "s3").create_bucket(Bucket=EMU_BUCKET)
+        yield {**info, "log": os.path.join(home, "emulator.log")}
+    finally:
+        stop(proc)
+
+
+EMU_BUCKET = "cvtune-stack"
+EMU_REGION = "us-east-1"
+EMU_ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+
+
+def emulator_client(info: dict[str, Any], service: str) -> Any:
+    """The test's own look at what the emulator holds (Airflow gets its keys from connections only)."""
+    import boto3
+
+    from include.demo_sagemaker import KEYS
+
+    endpoint = info["s3_endpoint"] if service == "s3" else info["endpoint"]
+    return boto3.client(service, endpoint_url=endpoint, region_name=EMU_REGION,
+                        aws_access_key_id=KEYS["login"], aws_secret_access_key=KEYS["password"])
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_links_of_a_sagemaker_run_under_a_real_api_server(stack, emulator):
+    try:
+        _sagemaker_links(stack, emulator)
+    except BaseException:
+        print(stack.diagnostics())
+        print(f"== emulator ({emulator['log']}):\n{_tail(emulator['log'])}")
+        raise
+
+
+def _sagemaker_links(s: Stack, emu: dict[str, Any]) -> None:
+    import requests
+
+    from cvtune.ledger import fold_job_name
+
+    # credentials and endpoints: Airflow connections, made as an operator would, through the REST API
+    s.api("POST", "/connections", json={
+        "connection_id": "aws_emu", "conn_type": "aws", "login": "emulator", "password": "emulator",
+        "extra": json.dumps({"region_name": EMU_REGION, "endpoint_url": emu["endpoint"]}),
+    })
+    s.api("POST", "/connections", json={"connection_id": "cvtune_emu", "conn_type": "cvtune", "extra": json.dumps({
+        "backend": "sagemaker", "artifact_root": f"s3://{EMU_BUCKET}/artifacts", "aws_conn_id": "aws_emu",
+        "region_name": EMU_REGION, "role_arn": EMU_ROLE, "s3_prefix": f"s3://{EMU_BUCKET}/sagemaker",
+        "instance_type": "ml.m5.large", "keep_alive_period_s": 1800, "poll_interval_s": 0.2,
+    })})
+    details = s.api("GET", f"/dags/{DAG_ID}/details")
+    if details["is_paused"]:  # run on its own, this test is the first to need the scheduler
+        s.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    conf = {name: p["value"] for name, p in details["params"].items()}
+    conf.update({"cvtune_conn_id": "cvtune_emu", "max_trials": 2, "max_parallel_trials": 2, "folds": 2,
+                 "refine_below": None, "refine_at_boundary": None, "refine_top_k": None,
+                 "warm_start_from_previous": False})
+    run = s.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+    run_id = s.wait_run(DAG_ID, run["dag_run_id"])["dag_run_id"]
+    assert s.task_states(DAG_ID, run_id)["refine"] == "skipped"
+
+    auth = {"Authorization": f"Bearer {s.token}"}
+
+    def links(task_id: str) -> dict[str, str | None]:
+        return s.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")["extra_links"]
+
+    def fetch(url: str) -> requests.Response:
+        reply = requests.get(url, headers=auth, timeout=60)
+        assert reply.status_code == 200, (url, reply.status_code, reply.text[:500])
+        return reply
+
+    sm = emulator_client(emu, "sagemaker")
+    console = f"https://console.aws.amazon.com/sagemaker/home?region={EMU_REGION}"
+
+    def held(kind: str, name: str) -> dict[str, Any]:
+        """The job as the emulator holds it: finished, in the run's region."""
+        job = (sm.describe_training_job(TrainingJobName=name) if kind == "training"
+               else sm.describe_transform_job(TransformJobName=name))
+        assert job[f"{kind.capitalize()}JobStatus"] == "Completed", job
+        assert job[f"{kind.capitalize()}JobArn"].split(":")[3] == EMU_REGION
+        return job
+
+    # tune: its report and ledger through the view (on this connection), the best trial's fold job
+    tune = s.xcom(DAG_ID, run_id, "tune")
+    view = f"{s.url}/cvtune/runs/{tune['run_id']}"
+    ledger = fetch(f"{view}/ledger.json?conn=cvtune_emu").json()
+    assert ledger["run_id"] == tune["run_id"] and ledger["airflow"] == {**ledger["airflow"], "dag_id": DAG_ID,
+                                                                        "run_id": run_id}
+    best = fetch(f"{view}/summary.json?conn=cvtune_emu").json()["best"]
+    best_job = fold_job_name(tune["run_id"], int(best["trial"]), 0)
+    held("training", best_job)
+    tuned_jobs = {j["TrainingJobName"] for j in sm.list_training_jobs(NameContains=tune["run_id"],
+                                                                        MaxResults=100)["TrainingJobSummaries"]}
+    assert best_job in tuned_jobs and len(tuned_jobs) == 2 * 2  # 2 trials x 2 folds, each a job of its own
+    got = links("tune")
+    assert got == {"Tuning report": f"{view}/report?conn=cvtune_emu", "Run ledger": f"{view}/ledger.json?conn=cvtune_emu",
+                   "SageMaker training jobs": f"{console}#/jobs/{best_job}"}, got
+    page = fetch(got["Tuning report"])
+    assert f"cvtune report — {tune['run_id']}" in page.text
+    assert fetch(got["Run ledger"]).json() == ledger
+
+    # train_final, register, batch_transform: exactly the resources the emulator (and moto) hold
+    final = s.xcom(DAG_ID, run_id, "train_final")
+    held("training", final["job_name"])
+    assert final["job_name"] not in tuned_jobs
+    assert links("train_final") == {"SageMaker final training job": f"{console}#/jobs/{final['job_name']}"}
+    registered = s.xcom(DAG_ID, run_id, "register")
+    package = sm.describe_model_package(ModelPackageName=registered["model_package_arn"])
+    assert (package["ModelPackageGroupName"], package["ModelPackageVersion"]) == (
+        registered["model_package_group"], registered["version"])
+    arn_resource = package["ModelPackageArn"].split(":", 5)[5]  # model-package/{group}/{version}
+    assert arn_resource == f"model-package/{registered['model_package_group']}/{registered['version']}"
+    assert package["ModelPackageArn"].split(":")[3] == EMU_REGION
+    assert links("register") == {"SageMaker model package": f"{console}#/model-packages/{arn_resource.split('/', 1)[1]}"}
+    transform = s.xcom(DAG_ID, run_id, "batch_transform")
+    held("transform", transform["transform_job"])
+    assert links("batch_transform") == {
+        "SageMaker transform job": f"{console}#/transform-jobs/{transform['transform_job']}"}
+
+    # the pipeline report and its summary, read through the view from s3:// as they are in the bucket
+    report_out = s.xcom(DAG_ID, run_id, "report")
+    got = links("report")
+    assert got["Tuning report"].startswith(f"{s.url}/cvtune/reports/{DAG_ID}/"), got
+    assert got["Tuning report"].endswith("/report.html?conn=cvtune_emu"), got
+    bucket, key = report_out["report"].removeprefix("s3://").split("/", 1)
+    stored = emulator_client(emu, "s3").get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    assert fetch(got["Tuning report"]).text == stored and final["job_name"] in stored
+    summary = fetch(got["Tuning report"].replace("/report.html", "/summary.json")).json()
+    assert summary["run_ids"] == [tune["run_id"]] and summary["extra"]["dag_run_id"] == run_id
+    assert got["Run ledger"] == f"{view}/ledger.json?conn=cvtune_emu"
+    listing = fetch(f"{s.url}/cvtune/api/runs?conn=cvtune_emu").json()
+    assert listing["artifact_root"] == f"s3://{EMU_BUCKET}/artifacts"
+    assert [r["dag_run_id"] for r in listing["runs"] if r["run_id"] == tune["run_id"]] == [run_id]
 
 
 def check_links_and_view(s: Stack, run: dict[str, Any]) -> None:
