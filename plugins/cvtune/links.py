@@ -10,10 +10,24 @@ report written outside the artifact root) is absent rather than broken.
 The report and ledger links point at the cvtune view (:mod:`cvtune.plugins.view`), mounted on
 the api-server at :data:`VIEW_PREFIX`; with ``[api] base_url`` set they are absolute.
 
-Console URLs use the formats of the SageMaker console (the amazon provider's
-``SageMakerTransformJobLink`` for transform jobs; ``#/jobs/{name}`` for training jobs;
-``#/model-packages/{group}/{version}``, the resource part of a versioned model package's ARN
-``arn:aws:sagemaker:region:account:model-package/group/version``, for model package versions).
+Console URLs (``https://console.{partition domain}/sagemaker/home?region={region}#/...``), and where
+each form comes from:
+
+- transform job ``#/transform-jobs/{name}``: the amazon provider's ``SageMakerTransformJobLink``
+  (``airflow/providers/amazon/aws/links/sagemaker.py``), and its ``BaseAwsLink`` console base;
+- training job ``#/jobs/{name}``: the link AWS's own SageMaker components for Kubeflow Pipelines log
+  for every job they create (kubeflow/pipelines ``components/aws/sagemaker``: "Training job in
+  SageMaker: https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{name}");
+  the amazon provider has no training-job link;
+- model package version ``#/model-packages/{group}/{version}``: the console addresses a model
+  package by the resource id of its ARN (``#/model-packages/{resource id}``, as ARN-to-console
+  link tables map SageMaker's ``model-package`` resource type), and for a registry version that id
+  is ``{group}/{version}``: "The ARN of this model package type has the structure:
+  'arn:aws:sagemaker:region:account:model-package/group/version'" (AWS, SageMaker developer guide,
+  "Model Registry Models, Model Versions, and Model Groups"). Neither the amazon provider nor an
+  AWS-authored source we found links a version's page; the group's page,
+  ``#/model-package-groups/{group}``, is the better-attested form should this one ever stop
+  resolving. ``tests/test_stack.py`` checks the id against the ARN the registry returns.
 """
 
 from __future__ import annotations
