@@ -176,7 +176,9 @@ def test_operator_dry_run_returns_the_plan(airflow_db, tmp_path, monkeypatch):
             split = FoldSplitOperator(task_id="split", data_uri={DATA!r}, target="target", folds=3, seed=1,
                                       cvtune_conn_id="cvtune_sm")
             tune = CVTuningOperator(task_id="tune", manifest_uri=split.output["manifest"], tuning_config={CONFIG!r},
-                                    max_trials=5, plan_only=True, cvtune_conn_id="cvtune_sm")
+                                    max_trials=5, plan_only=True, cvtune_conn_id="cvtune_sm",
+                                    plan_assumptions={{"job_s": "{{{{ params.job_s }}}}", "start_s": 240}},
+                                    params={{"job_s": 300}})
 
             @task
             def keep(plan):
@@ -195,4 +197,24 @@ def test_operator_dry_run_returns_the_plan(airflow_db, tmp_path, monkeypatch):
     for request in result["requests"]:
         check_request(request["params"])
     assert result["requests"][0]["params"]["TrainingJobName"].endswith("-t0000-f0")
+    assumed = result["plan"]["cost"]["assumed"]
+    assert (assumed["job_s"], assumed["start_s"], assumed["warm_start_s"]) == (300, 240, 5)  # rendered, then defaults
     assert not (root / "runs").exists()  # no ledger: nothing was run
+
+
+@pytest.mark.parametrize("assumptions,plan_only,field,message", [
+    ({"job_secs": 300}, True, "plan_assumptions.job_secs", "use one of start_s, job_s, warm_start_s, poll_s"),
+    ({"job_s": -1}, True, "plan_assumptions.job_s", "must be a non-negative number of seconds, got -1"),
+    ({"start_s": "three minutes"}, True, "plan_assumptions.start_s", "got 'three minutes'"),
+    ([300], True, "plan_assumptions", "expected a mapping"),
+    ({"job_s": 300}, False, "plan_assumptions", "set plan_only=True"),
+])
+def test_operator_plan_assumptions_are_checked_before_anything_is_read(tmp_path, assumptions, plan_only, field, message):
+    from cvtune.errors import ConfigError
+    from cvtune.operators import CVTuningOperator
+
+    op = CVTuningOperator(task_id="tune", manifest_uri=str(tmp_path / "missing.json"), tuning_config={},
+                          plan_only=plan_only, plan_assumptions=assumptions)
+    with pytest.raises(ConfigError) as err:
+        op._run({})
+    assert err.value.field == field and message in str(err.value)

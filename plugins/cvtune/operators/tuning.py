@@ -36,7 +36,12 @@ class CVTuningOperator(CvtuneBaseOperator):
     :param poll_interval: seconds between polls of the fold jobs (in the worker, or the trigger's).
     :param plan_only: sagemaker backend only: log and return ``{"requests", "plan"}`` — the first
         trial's ``CreateTrainingJob`` requests, validated against the API model, and the run's plan
-        (fold jobs, concurrency, warm-pool reuse, uploads) — without sending or uploading anything.
+        (fold jobs, concurrency, warm-pool reuse, uploads, cost) — without sending or uploading anything.
+    :param plan_assumptions: with ``plan_only``: the durations the plan's cost assumes, in seconds,
+        as the CLI's ``--assume-*-s`` flags — ``{"start_s": 180, "job_s": 300, "warm_start_s": 5,
+        "poll_s": 10}``, any subset (defaults: a 3-minute cold start, jobs as long as
+        ``max_runtime_s``, 5 s on a warm pool, 10 s polls). Templated; an unknown name or a
+        negative or non-numeric value fails the task before anything is read.
 
     Deferral needs a backend whose jobs can be observed from any host (``sagemaker``). The
     ``local`` backend cannot: its jobs run in worker processes of the task's host and their
@@ -53,6 +58,7 @@ class CVTuningOperator(CvtuneBaseOperator):
     template_fields: Sequence[str] = (
         "manifest_uri", "tuning_config", "run_id", "strategy", "max_trials", "max_parallel_trials",
         "max_parallel_jobs", "seed", "target_value", "max_trials_not_improving", "convergence", "cvtune_conn_id",
+        "plan_assumptions",
     )
     template_fields_renderers = {"tuning_config": "json"}
     ui_color = "#cfe3fa"
@@ -75,6 +81,7 @@ class CVTuningOperator(CvtuneBaseOperator):
         poll_interval: float | None = None,
         wait_for_completion: bool = True,
         plan_only: bool = False,
+        plan_assumptions: dict[str, float | str] | None = None,
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -94,6 +101,8 @@ class CVTuningOperator(CvtuneBaseOperator):
         self.wait_for_completion = wait_for_completion
         # not ``dry_run``: that name is BaseOperator's method (``op.dry_run()`` logs the rendered fields)
         self.plan_only = plan_only
+        # the plan's assumed durations (start_s, job_s, warm_start_s, poll_s), as the CLI's --assume-*-s
+        self.plan_assumptions = plan_assumptions
         # None: the deployment's default, which never turns into an error on a backend that can't defer
         self._deferrable_requested = deferrable is not None
         if deferrable is None:
@@ -174,10 +183,11 @@ class CVTuningOperator(CvtuneBaseOperator):
         from cvtune.driving import drive_step
         from cvtune.folds import load_manifest
 
+        assumptions = self.checked_plan_assumptions()
         config = self.load_config()
         manifest = load_manifest(self.manifest_uri, self.store)
         if self.plan_only:
-            return self.plan_dry_run(context, config, manifest)
+            return self.plan_dry_run(context, config, manifest, assumptions)
         with self.hook.get_conn() as backend:
             mode = self.execution_mode(backend)
             self._tuner = self.make_tuner(context, backend, config, manifest)
@@ -200,10 +210,23 @@ class CVTuningOperator(CvtuneBaseOperator):
         self.log_best(summary, config)
         return summary
 
-    def plan_dry_run(self, context: Any, config: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    def checked_plan_assumptions(self) -> dict[str, float]:
+        """``plan_assumptions`` validated (names and values) before anything is read or launched."""
+        if self.plan_assumptions is None:
+            return {}
+        from cvtune.errors import ConfigError
+        from cvtune.sagemaker.plan import Assumptions
+
+        if not self.plan_only:
+            raise ConfigError("plan_assumptions", "only shape the dry-run plan", "set plan_only=True, or drop them")
+        checked = Assumptions.from_mapping(self.plan_assumptions, "plan_assumptions")
+        return {k: v for k, v in vars(checked).items() if k in self.plan_assumptions and v is not None}
+
+    def plan_dry_run(self, context: Any, config: Any, manifest: dict[str, Any],
+                     assumptions: dict[str, float] | None = None) -> dict[str, Any]:
         import json
 
-        plan = self.platform.plan(config, manifest, run_id=self.derive_run_id(context))
+        plan = self.platform.plan(config, manifest, run_id=self.derive_run_id(context), assumptions=assumptions)
         self.log.info("dry run, nothing sent:\n%s", json.dumps(plan, indent=2, default=str))
         return plan
 

@@ -24,7 +24,7 @@ usage counts toward your SageMaker training resource limit" (developer guide, wa
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cvtune.errors import ConfigError
@@ -42,12 +42,36 @@ class Assumptions:
     warm_start_s: float = DEFAULT_WARM_START_S
     poll_s: float = 10.0
 
-    def check(self) -> Assumptions:
+    def check(self, field: str | None = None) -> Assumptions:
+        """Raise a ConfigError naming the CLI flag (or ``{field}.{name}``) of a bad value."""
         for name, value in asdict(self).items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                flag = "--assume-" + name.removesuffix("_s").replace("_", "-") + "-s"
-                raise ConfigError(flag, f"must be a non-negative number of seconds, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                where = f"{field}.{name}" if field else "--assume-" + name.removesuffix("_s").replace("_", "-") + "-s"
+                raise ConfigError(where, f"must be a non-negative number of seconds, got {value!r}")
         return self
+
+    @classmethod
+    def from_mapping(cls, values: Any, field: str) -> Assumptions:
+        """Assumptions from an operator argument such as ``{"job_s": 300}``; numbers may arrive as
+        rendered strings ("300"). Unknown keys and bad values name ``field``."""
+        names = [f.name for f in fields(cls)]
+        if not isinstance(values, dict):
+            raise ConfigError(field, f"expected a mapping of {', '.join(names)} to seconds, got {type(values).__name__}",
+                              'e.g. {"job_s": 300, "start_s": 180}')
+        parsed: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in names:
+                raise ConfigError(f"{field}.{key}", "is not a plan assumption", f"use one of {', '.join(names)}")
+            if value is None or value == "":
+                continue  # an unset DAG param: the default
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ConfigError(f"{field}.{key}", f"must be a non-negative number of seconds, got {value!r}") from None
+            parsed[key] = value
+        return cls(**parsed).check(field)
 
 
 def cost_plan(
