@@ -33,7 +33,7 @@ METRIC = [{"Name": "validation:score", "Regex": "validation:score=([-0-9.]+);"}]
 # orchestrator job (the seed's design) waits until the benchmark, acting as its code, says its
 # fold jobs are done.
 SCRIPT = r'''
-import argparse, hashlib, os, sys, time
+import argparse, hashlib, os, shutil, sys, time
 p = argparse.ArgumentParser()
 p.add_argument("--sleep_s", type=float, default=0.0)
 p.add_argument("--x", type=float, default=0.5)
@@ -45,7 +45,24 @@ if a.wait_for:
         time.sleep(0.01)
     sys.exit(0)
 time.sleep(a.sleep_s)
-train = os.environ.get("SM_CHANNEL_TRAIN", "")
+
+def channel(name):
+    """The channel, or its copy in the warm pool's cache under cvtune's content id (as train.py does)."""
+    d = os.environ.get("SM_CHANNEL_" + name.upper(), "")
+    cache = os.environ.get("SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY")
+    digest = os.environ.get("CVTUNE_CHANNEL_DIGEST_" + name.upper())
+    if not (d and cache and digest):
+        return d
+    copy = os.path.join(cache, "cvtune-channels", digest)
+    if not os.path.isdir(copy):
+        shutil.copytree(d, copy + ".partial")
+        os.replace(copy + ".partial", copy)
+    return copy
+
+train = channel("train")
+for d in (train, channel("validation")):  # read every file, as a model would
+    for name in sorted(os.listdir(d)) if d else []:
+        open(os.path.join(d, name), "rb").read()
 fold = int(open(os.path.join(train, "fold.txt")).read()) if train else 0
 h = int(hashlib.sha256(f"{a.x:.9f}:{fold}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 score = 1 - 0.5 * (a.x - 0.3) ** 2 + 0.02 * fold + a.noise * (h - 0.5) * 2
@@ -59,17 +76,27 @@ class EmulatorProcess:
     def __init__(self, time_scale: float, timing: dict[str, Any], quota: int = 200, warm_pool_quota: int = 200) -> None:
         self.dir = tempfile.mkdtemp(prefix="cvtune-emu-")
         ready = os.path.join(self.dir, "ready.json")
+        # its log to a file: an unread pipe fills up and blocks every thread that logs (moto's requests)
+        self.log = os.path.join(self.dir, "emulator.log")
+        # S3 (moto's server) in a process of its own: in the emulator's, every channel copy and
+        # artifact upload would hold the interpreter lock the SageMaker calls and job threads need
+        from cvtune.emulator.server import free_port
+
+        s3_port = free_port()
+        with open(os.path.join(self.dir, "moto.log"), "w") as log:
+            self.s3_proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                                            stdout=log, stderr=subprocess.STDOUT)
+        s3_endpoint = f"http://127.0.0.1:{s3_port}"
+        _await_http(s3_endpoint, self.s3_proc)
         code = (
             f"import sys; sys.path.insert(0, {PLUGINS!r})\n"
             "from cvtune.emulator.server import EmulatorConfig, serve\n"
             "from cvtune.emulator.service import Timing\n"
             "from cvtune.emulator.quotas import Quotas\n"
-            f"serve(EmulatorConfig(time_scale={time_scale!r}, timing=Timing(**{timing!r}), quotas=Quotas("
-            f"default_training_instances={quota}, warm_pool={{t: {warm_pool_quota} for t in "
+            f"serve(EmulatorConfig(time_scale={time_scale!r}, s3_endpoint={s3_endpoint!r}, timing=Timing(**{timing!r}), "
+            f"quotas=Quotas(default_training_instances={quota}, warm_pool={{t: {warm_pool_quota} for t in "
             f"('ml.m5.large', 'ml.m5.xlarge')}})), {ready!r})\n"
         )
-        # its log to a file: an unread pipe fills up and blocks every thread that logs (moto's requests)
-        self.log = os.path.join(self.dir, "emulator.log")
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
@@ -97,17 +124,30 @@ class EmulatorProcess:
             return json.load(r)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for proc in (self.proc, self.s3_proc):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def __enter__(self) -> EmulatorProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _await_http(endpoint: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/", timeout=5).close()
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{endpoint} did not start") from None
+            time.sleep(0.05)
 
 
 def fold_data(root: str, folds: int, rows: int = 2000) -> dict[str, Any]:

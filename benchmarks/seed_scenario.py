@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -100,7 +101,7 @@ def seed_design(emu: E.EmulatorProcess, work: str, a: argparse.Namespace) -> dic
     wait_for_pools(emu, a.keep_alive_s)
     after = emu.report()
     return measured("(a) seed design", wall, before, during, after, jobs=a.rounds * a.m * a.k,
-                    extra={"orchestrator jobs": a.rounds * a.m})
+                    extra={"orchestrator jobs": a.rounds * a.m, **inputs(after, a)})
 
 
 def cvtune_run(emu: E.EmulatorProcess, work: str, a: argparse.Namespace, label: str, early_stopping: str) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def cvtune_run(emu: E.EmulatorProcess, work: str, a: argparse.Namespace, label: 
     manifest = E.fold_data(os.path.join(work, f"{tag}-folds"), a.k)
     script = E.write_script(os.path.join(work, tag))
     sm_config = E.sagemaker_config(instance_type=FOLD_INSTANCE, keep_alive_period_s=a.keep_alive_s,
-                                   max_parallel_jobs=a.m * a.k)
+                                   max_parallel_jobs=a.m * a.k, input_mode=a.input_mode)
     backend = SageMakerBackend(sm_config, sagemaker_client=sm, s3_client=s3, sleep=time.sleep)
     backend.poll_interval_s = a.poll_s * a.time_scale
     config = parse_config({
@@ -147,11 +148,31 @@ def cvtune_run(emu: E.EmulatorProcess, work: str, a: argparse.Namespace, label: 
     job_wall = sum(spans) / len(spans)
     out = measured(label, wall, before, during, after, jobs=summary["fold_jobs"],
                    extra={"trials": summary["trials"], "mean fold job s (start to end)": round(job_wall, 1),
-                          "tuner CPU s (real)": round(cpu, 1), "ledger instance-hours": summary["instance_hours"]})
+                          "tuner CPU s (real)": round(cpu, 1), "ledger instance-hours": summary["instance_hours"],
+                          **inputs(after, a)})
     if early_stopping == "off":
         out["plan"] = plan_of(config, a, sm_config, a.train_s)
         out["plan_measured_jobs"] = plan_of(config, a, sm_config, job_wall)
     return out
+
+
+def inputs(report: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    """Channel bytes fetched per fold job, on a new pool vs a reused one, and the download time
+    the warm pool's cache saved (the emulator models ``download_s`` for a job's whole channels)."""
+    jobs = [j for name, j in report["training_jobs"].get("input_bytes", {}).items() if re.search(r"-f\d+$", name)]
+    if not jobs:
+        return {}
+    cold = [j["bytes"] for j in jobs if not j["took_pool"]]
+    warm = [j["bytes"] for j in jobs if j["took_pool"]]
+    saved_s = sum(a.io_s * (1 - j["bytes"] / j["of"]) for j in jobs if j["of"])
+
+    def mean(xs: list[int]) -> int | None:
+        return round(sum(xs) / len(xs)) if xs else None
+
+    return {"bytes per fold job": {"new pool": mean(cold), "reused pool": mean(warm),
+                                   "reused, nothing fetched": f"{sum(1 for b in warm if b == 0)}/{len(warm)}",
+                                   "channels": mean([j["of"] for j in jobs])},
+            "download saved (instance-h)": round(saved_s / 3600, 2)}
 
 
 def plan_of(config: Any, a: argparse.Namespace, sm_config: Any, job_s: float) -> dict[str, Any]:
@@ -203,6 +224,8 @@ def main() -> int:
     parser.add_argument("--poll-s", type=float, default=10.0, help="poll interval (orchestrators and cvtune)")
     parser.add_argument("--keep-alive-s", type=float, default=None, help="KeepAlivePeriodInSeconds (default 1800)")
     parser.add_argument("--only", default="abc", help="scenarios to run, e.g. bc")
+    parser.add_argument("--input-mode", default="FastFile", choices=["File", "FastFile"],
+                        help="cvtune's input_mode in (b) and (c); the seed's design (a) uses File")
     a = parser.parse_args()
     q = a.quick
     a.time_scale = a.time_scale or (0.005 if q else 0.01)
@@ -210,7 +233,7 @@ def main() -> int:
     a.m = a.m or (2 if q else 4)
     a.k = a.k or (3 if q else 5)
     a.keep_alive_s = int(a.keep_alive_s or (120 if q else 1800))
-    io_s = 5.0  # the emulator's download and upload phases, each billed
+    io_s = a.io_s = 5.0  # the emulator's download (a job's whole channels) and upload phases, each billed
     a.script_s = max(0.0, a.train_s - 2 * io_s)
     timing = {"provision_s": a.start_s, "reuse_start_s": a.warm_start_s, "download_s": io_s, "upload_s": io_s,
               "scaled_script": True}

@@ -769,11 +769,28 @@ def test_wait_describes_once_per_poll_and_sleeps_through_the_fake_clock(s3, monk
     b._tags["w1"] = {}
     with Stubber(client) as stub:
         stub.add_response("describe_training_job", describe_response("w1", "InProgress"), {"TrainingJobName": "w1"})
-        clock = iter([100.0, 100.5, 130.0])  # deadline, after describing, after sleeping
+        clock = iter([100.0, 100.0, 100.5, 130.0])  # deadline, the round begins, after describing, after sleeping
         monkeypatch.setattr("cvtune.sagemaker.backend.time.monotonic", lambda: next(clock))
         assert b.wait(["w1"], timeout=30) == []
         stub.assert_no_pending_responses()  # one DescribeTrainingJob, not one more at the deadline
-    assert sleeps == [10.0]  # poll_interval_s, the deadline being further away
+    assert sleeps == [9.5]  # the rest of the poll interval since the round began, the deadline being further away
+
+
+def test_wait_returns_at_the_first_end_and_the_next_call_finishes_the_round(s3, monkeypatch):
+    client = sm_client()
+    sleeps: list[float] = []
+    b = backend(client, s3, sleeps=sleeps, keep_alive_period_s=0, poll_interval_s=10)
+    monkeypatch.setattr("cvtune.sagemaker.backend.time.monotonic", lambda: 300.0)
+    with Stubber(client) as stub:
+        stub.add_response("describe_training_job", describe_response("r1", "Completed"), {"TrainingJobName": "r1"})
+        assert [d.name for d in b.wait(["r1", "r2", "r3"], timeout=30)] == ["r1"]
+        stub.assert_no_pending_responses()  # r2 and r3 wait: the tuner launches on r1's pool first
+        stub.add_response("describe_training_job", describe_response("r2", "InProgress"), {"TrainingJobName": "r2"})
+        stub.add_response("describe_training_job", describe_response("r3", "Completed"), {"TrainingJobName": "r3"})
+        # r1 recorded, r4 launched on its pool: the round goes on with r2 and r3 — not r4, not r1 again
+        assert [d.name for d in b.wait(["r2", "r3", "r4"], timeout=30)] == ["r3"]
+        stub.assert_no_pending_responses()
+    assert sleeps == []  # no poll interval waited within a round
 
 
 def aio_client_context():

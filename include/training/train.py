@@ -426,18 +426,47 @@ def read_environment(environ: dict[str, str]) -> dict[str, Any]:
         hosts = json.loads(get("SM_HOSTS") or "[]")
     except ValueError:
         hosts = []
+    channels = {
+        "train": get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"),
+        "validation": optional_channel("validation"),
+        "test": optional_channel("test"),
+    }
     return {
         "model_dir": get("SM_MODEL_DIR", "/opt/ml/model"),
         "output_data_dir": get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"),
-        "channels": {
-            "train": get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"),
-            "validation": optional_channel("validation"),
-            "test": optional_channel("test"),
-        },
+        "channels": {name: warm_pool_copy(name, d, environ) if d else d for name, d in channels.items()},
         "num_cpus": num_cpus,
         "hosts": hosts if isinstance(hosts, list) else [],
         "current_host": get("SM_CURRENT_HOST", platform.node()),
     }
+
+
+def warm_pool_copy(name: str, directory: str, environ: dict[str, str]) -> str:
+    """The channel's directory, or its copy in the warm pool's persistent cache.
+
+    On a SageMaker warm pool ``SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY`` is a directory that
+    stays on the instances from job to job, and cvtune names each channel's content in
+    ``CVTUNE_CHANNEL_DIGEST_<NAME>``. The first job on a pool copies the channel there under that
+    id (with ``input_mode: FastFile`` this is what fetches it from S3); every later job on the
+    pool with the same content reads the copy and fetches nothing. Without either variable (a
+    cold job, the local backend) the channel is read where it is.
+    """
+    import shutil
+
+    cache, digest = environ.get("SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY"), environ.get(f"CVTUNE_CHANNEL_DIGEST_{name.upper()}")
+    if not cache or not digest or not os.path.isdir(cache) or not re.fullmatch(r"[0-9a-f]{16,128}", digest):
+        return directory
+    copy = os.path.join(cache, "cvtune-channels", digest)
+    if os.path.isdir(copy):
+        return copy
+    partial = f"{copy}.partial-{os.getpid()}"
+    try:
+        shutil.copytree(directory, partial)
+        os.replace(partial, copy)  # whole or absent: a job killed mid-copy leaves no half channel
+    except OSError:  # a full volume or a race: the channel itself is as good
+        shutil.rmtree(partial, ignore_errors=True)
+        return directory
+    return copy
 
 
 def _data_files(directory: str) -> tuple[list[str], list[str]]:

@@ -15,8 +15,9 @@ is billed until the next matching job takes it (``Reused``) or it ends (``Termin
 ``pool_released``
     when cvtune ended the pool (``release_pools: auto``).
 
-Following costs one describe per open pool each time jobs of the run end (before they are
-recorded, so a consumer is known when it is); open pools are few — at most the run's concurrent
+Following costs one describe per open pool each time jobs of the run end (after the launches
+that event allows, so a freed pool is taken before anything else is asked; a consumer recorded
+earlier is marked when its provider's ``ReusedByJob`` names it); open pools are few — at most the run's concurrent
 jobs, and usually a job launched right after a pool opens takes it. Releasing: once the run has launched its
 last fold job, every pool that ends after that launch is released as its job ends — nothing in
 this run will take it — and when nothing is in flight any more all pools but one are: the one

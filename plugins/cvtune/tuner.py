@@ -322,8 +322,6 @@ class CVTuner:
     def _advance(self, ended: list[JobDescription]) -> list[str]:
         # One ledger write for what ended and the trials asked, one before and one after the
         # launches (write-ahead): not one per job, which grows quadratically with a long run.
-        if ended:  # providers first: a job ending now may have started on one of their pools
-            self._pools.follow(save=False)
         for description in ended:
             self._record(description, save=False)
         self._check_failures()
@@ -335,6 +333,8 @@ class CVTuner:
         if not self._launch() and (ended or asked):
             self._save()
         self._recorded(ended)  # saved above, or by _launch's write-ahead
+        if ended:  # after launching: the pools that just opened are taken first, described after
+            self._pools.follow(save=False)
         inflight = self._inflight_names()
         self._pools.release(self._launch_done(), keep=0 if inflight else 1)
         if not inflight and any(t["state"] == L.RUNNING for t in self.ledger.trials):

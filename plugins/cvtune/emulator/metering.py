@@ -63,6 +63,12 @@ class Meter:
                 "warm_pools_reused": sum(1 for j in retained if j["WarmPoolStatus"]["Status"] == "Reused"),
                 "warm_pools_available": sum(1 for j in retained if j["WarmPoolStatus"]["Status"] == "Available"),
                 "retries": sum(max(0, (j.get("_attempts") or 1) - 1) for j in jobs),
+                # channel bytes fetched from S3 per job (File: all; FastFile: the files the script
+                # read), and whether the job started on a warm pool: what a pool's cache saves
+                "input_bytes": {j["TrainingJobName"]: {"bytes": j["_input"]["bytes_downloaded"],
+                                                       "of": j["_input"]["bytes_total"],
+                                                       "took_pool": j["_input"]["took_pool"]}
+                                for j in jobs if (j.get("_input") or {}).get("bytes_downloaded") is not None},
             },
             "transform_jobs": {
                 "count": len(transforms),

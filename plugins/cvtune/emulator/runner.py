@@ -32,7 +32,8 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from cvtune.emulator import s3io
@@ -41,6 +42,12 @@ CURRENT_HOST = "algo-1"
 SUBMIT_DIR = "sagemaker_submit_directory"
 PROGRAM = "sagemaker_program"
 OPT_ML = "/opt/ml"
+# The warm pool's persistent cache: "If you need to run several training jobs using similar
+# configurations, you can further reduce latency and billable time by using a dedicated persistent
+# cache directory to store and re-use your information in a different job." (developer guide,
+# SageMaker AI Managed Warm Pools). Its path, also in SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY:
+WARM_POOL_CACHE = f"{OPT_ML}/sagemaker/warmpoolcache"
+WARM_POOL_CACHE_ENV = "SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY"
 
 
 class AlgorithmError(Exception):
@@ -85,22 +92,93 @@ class JobRoot:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def download_channels(root: JobRoot, request: dict[str, Any], s3: Any) -> dict[str, str]:
-    """File mode: every channel's objects under ``input/data/<channel>``; name → local dir."""
-    dirs = {}
+@dataclass
+class Inputs:
+    """The channel data a job received: ``File`` channels are downloaded before the script starts
+    (all their bytes), ``FastFile`` ones are fetched as the script reads them: ``streamed`` holds
+    each file's (path, bytes, the access time it was given), so :meth:`bytes_downloaded` can tell
+    afterwards which ones the script read."""
+
+    file_bytes: int = 0
+    streamed: list[tuple[str, int, float]] = field(default_factory=list)
+
+    @property
+    def streamed_total(self) -> int:
+        return sum(size for _, size, _ in self.streamed)
+
+    def streamed_read(self) -> int:
+        """Bytes of the FastFile files the script read (all of them where access times are not kept)."""
+        if not atime_tracks_reads():
+            return self.streamed_total
+        read = 0
+        for path, size, given in self.streamed:
+            try:
+                if os.stat(path).st_atime > given:
+                    read += size
+            except OSError:  # the script deleted it: it was there to read
+                read += size
+        return read
+
+    def bytes_downloaded(self) -> int:
+        return self.file_bytes + self.streamed_read()
+
+
+@lru_cache(maxsize=1)
+def atime_tracks_reads() -> bool:
+    """Whether this host's temporary file system updates access times on read (``relatime`` does
+    once the access time is older than the modification time; ``noatime`` never does)."""
+    fd, path = tempfile.mkstemp(prefix="sm-emu-atime-")
+    try:
+        os.write(fd, b"x")
+        os.close(fd)
+        st = os.stat(path)
+        os.utime(path, (st.st_mtime - 60, st.st_mtime))
+        with open(path, "rb") as f:
+            f.read()
+        return os.stat(path).st_atime > st.st_mtime - 60
+    finally:
+        os.remove(path)
+
+
+def input_mode(request: dict[str, Any], channel: dict[str, Any]) -> str:
+    return channel.get("InputMode") or request["AlgorithmSpecification"].get("TrainingInputMode") or "File"
+
+
+def download_channels(
+    root: JobRoot, request: dict[str, Any], s3: Any, cache: s3io.ObjectCache | None = None
+) -> tuple[dict[str, str], Inputs]:
+    """Every channel's objects under ``input/data/<channel>``: name → local dir, and what was received.
+
+    ``File``: "SageMaker downloads the training data from S3 to the provisioned ML storage volume";
+    ``FastFile``: "SageMaker streams data directly from S3 to the container with no code changes,
+    and provides file system access to the data" (AlgorithmSpecification, TrainingInputMode). The
+    emulator places the files either way; a FastFile file counts as downloaded once the script
+    reads it (its access time moves past the one given here).
+    """
+    dirs: dict[str, str] = {}
+    inputs = Inputs()
     for channel in request.get("InputDataConfig") or []:
         name = channel["ChannelName"]
         source = channel["DataSource"].get("S3DataSource")
         if source is None:
             raise ClientError(f"channel {name}: only S3DataSource is emulated")
-        if channel.get("InputMode", request["AlgorithmSpecification"].get("TrainingInputMode", "File")) != "File":
-            raise ClientError(f"channel {name}: only File input mode is emulated")
+        mode = input_mode(request, channel)
+        if mode not in ("File", "FastFile"):
+            raise ClientError(f"channel {name}: {mode} input mode is not emulated (File and FastFile are)")
         target = root("input", "data", name)
         os.makedirs(target, exist_ok=True)
-        if s3io.download_prefix(s3, source["S3Uri"], target) == 0:
+        files = s3io.download_prefix(s3, source["S3Uri"], target, cache)
+        if not files:
             raise ClientError(f"Data download failed:No S3 objects found under S3 URL \"{source['S3Uri']}\" given in input data source.")
+        if mode == "File":
+            inputs.file_bytes += sum(size for _, size in files)
+        else:
+            for path, size in files:
+                st = os.stat(path)
+                os.utime(path, (st.st_mtime - 60, st.st_mtime))
+                inputs.streamed.append((path, size, os.stat(path).st_atime))
         dirs[name] = target
-    return dirs
+    return dirs, inputs
 
 
 def install_code(root: JobRoot, hyperparameters: dict[str, Any], s3: Any, isolated: bool) -> tuple[str, str]:
@@ -134,7 +212,7 @@ def environment(
 ) -> dict[str, str]:
     user = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
     resources = {"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST], "network_interface_name": "eth0"}
-    data_config = {c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File"), "S3DistributionType": "FullyReplicated",
+    data_config = {c["ChannelName"]: {"TrainingInputMode": input_mode(request, c), "S3DistributionType": "FullyReplicated",
                                       "RecordWrapperType": "None"} for c in request.get("InputDataConfig") or []}
     env = {
         "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/local/bin:/usr/bin:/bin",
@@ -165,14 +243,28 @@ def environment(
         env["SM_HP_" + key.upper()] = _arg(value)
     for name, path in channels.items():
         env["SM_CHANNEL_" + name.upper()] = path
+    cache = root.map(WARM_POOL_CACHE)
+    if os.path.isdir(cache):
+        env[WARM_POOL_CACHE_ENV] = cache
     env.update(request.get("Environment") or {})
     return env
 
 
-def prepare(root: JobRoot, request: dict[str, Any], s3: Any) -> tuple[list[str], dict[str, str], str]:
-    """Download, unpack and configure; (argv, env, cwd) of the entry point."""
+def prepare(
+    root: JobRoot, request: dict[str, Any], s3: Any, *, cache: s3io.ObjectCache | None = None,
+    warm_pool_cache: str | None = None,
+) -> tuple[list[str], dict[str, str], str, Inputs]:
+    """Download, unpack and configure; (argv, env, cwd) of the entry point and the inputs received.
+
+    ``warm_pool_cache``: the host directory of the pool's persistent cache (it moves with the pool
+    from job to job), linked at ``/opt/ml/sagemaker/warmpoolcache``.
+    """
     for sub in (("model",), ("output", "data"), ("input", "config")):
         os.makedirs(root(*sub), exist_ok=True)
+    if warm_pool_cache:
+        link = root.map(WARM_POOL_CACHE)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(warm_pool_cache, link)
     raw = request.get("HyperParameters") or {}
     hyperparameters = {k: decode(v) for k, v in raw.items()}
     with open(root("input", "config", "hyperparameters.json"), "w") as f:
@@ -180,12 +272,12 @@ def prepare(root: JobRoot, request: dict[str, Any], s3: Any) -> tuple[list[str],
     with open(root("input", "config", "resourceconfig.json"), "w") as f:
         json.dump({"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST]}, f)
     with open(root("input", "config", "inputdataconfig.json"), "w") as f:
-        json.dump({c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File")} for c in request.get("InputDataConfig") or []}, f)
-    channels = download_channels(root, request, s3)
+        json.dump({c["ChannelName"]: {"TrainingInputMode": input_mode(request, c)} for c in request.get("InputDataConfig") or []}, f)
+    channels, inputs = download_channels(root, request, s3, cache)
     code, entry = install_code(root, hyperparameters, s3, bool(request.get("EnableNetworkIsolation")))
     user = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
     argv = [sys.executable, entry] + [a for k, v in user.items() for a in (f"--{k}", _arg(v))]
-    return argv, environment(root, request, hyperparameters, channels, code, entry), code
+    return argv, environment(root, request, hyperparameters, channels, code, entry), code, inputs
 
 
 class Process:
@@ -197,20 +289,27 @@ class Process:
         self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self._lock = threading.Lock()
+        # a thread blocked in waitpid marks the exit the moment it happens: polling every 50 ms
+        # would add 25 ms to every job on average (5 s emulated at a 1/200 time scale)
+        self._exited = threading.Event()
+        threading.Thread(target=self._reap, name=f"reap-{self.proc.pid}", daemon=True).start()
+
+    def _reap(self) -> None:
+        self.proc.wait()
+        self._exited.set()
 
     def wait(self, timeout: float | None, stop: threading.Event) -> tuple[int | None, str | None]:
         """(exit code, why it was cut short: "stopped" | "max_runtime" | None)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            code = self.proc.poll()
-            if code is not None:
+            left = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
+            if self._exited.wait(left):
                 self._log.close()
-                return code, None
+                return self.proc.returncode, None
             if stop.is_set():
                 return self.kill(), "stopped"
             if deadline is not None and time.monotonic() >= deadline:
                 return self.kill(), "max_runtime"
-            time.sleep(0.05)
 
     def kill(self, grace_s: float = 2.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace_s`` (SageMaker waits 120 s; scaled by the caller)."""

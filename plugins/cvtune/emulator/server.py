@@ -230,6 +230,7 @@ class Emulator:
                     job.stop.set()
             for thread in self.service.threads:
                 thread.join(timeout=10)
+            self.service.close()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

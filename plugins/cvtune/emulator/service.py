@@ -11,11 +11,13 @@ goes to moto's server (:mod:`cvtune.emulator.server`).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from cvtune.emulator import validation
+from cvtune.emulator import s3io, validation
 from cvtune.emulator.clock import Clock
 from cvtune.emulator.faults import Faults
 from cvtune.emulator.metering import Meter
@@ -71,6 +73,7 @@ class Service:
         self.tags: dict[str, list[dict[str, str]]] = {}
         self.logs: dict[str, str] = {}
         self.threads: list[threading.Thread] = []
+        self.objects = s3io.ObjectCache()  # the emulator's copy of channel objects (see s3io)
 
     OPERATIONS = frozenset({
         "CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob", "UpdateTrainingJob", "ListTrainingJobs",
@@ -129,6 +132,10 @@ class Service:
             now = self.clock.now()
             job = TrainingJob(request=p, arn=self.arn("training-job", name), created=now, modified=now)
             job.took_pool_from = pool.job if pool else None
+            if pool is not None:  # the persistent cache moves with the pool
+                job.cache_dir, pool.cache_dir = pool.cache_dir, None
+            elif keep_alive > 0 and not p.get("EnableManagedSpotTraining"):
+                job.cache_dir = tempfile.mkdtemp(prefix=f"sm-emu-warmpoolcache-{name[:40]}-")
             self.jobs[name] = job
             if p.get("Tags"):
                 self.tags[job.arn] = list(p["Tags"])
@@ -138,12 +145,15 @@ class Service:
     def job_ended(self, job: TrainingJob) -> None:
         """Called under the lock when a job has ended: keep its instances as a pool if allowed."""
         resources = job.request["ResourceConfig"]
-        if job.status != "Completed" or job.keep_alive_s <= 0 or job.request.get("EnableManagedSpotTraining"):
-            return
+        cache, job.cache_dir = job.cache_dir, None
         itype, count = resources["InstanceType"], resources["InstanceCount"]
-        if not self.quotas.warm_pool_has_room(itype, self.warm_pools.retained_instances(itype), count):
-            return  # "a warm pool is not retained after the completion of the training job" — and no error
-        self.warm_pools.keep(job.name, pool_key(job.request), itype, count, job.keep_alive_s)
+        if (job.status != "Completed" or job.keep_alive_s <= 0 or job.request.get("EnableManagedSpotTraining")
+                # "a warm pool is not retained after the completion of the training job" — and no error
+                or not self.quotas.warm_pool_has_room(itype, self.warm_pools.retained_instances(itype), count)):
+            if cache:
+                shutil.rmtree(cache, ignore_errors=True)
+            return
+        self.warm_pools.keep(job.name, pool_key(job.request), itype, count, job.keep_alive_s, cache_dir=cache)
 
     def _job(self, name: str) -> TrainingJob:
         job = self.jobs.get(name)
@@ -156,6 +166,7 @@ class Service:
             self.warm_pools.expire()
             out = self._job(p["TrainingJobName"]).describe(self)
         out.pop("_attempts", None)
+        out.pop("_input", None)
         return out
 
     def op_StopTrainingJob(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +342,16 @@ class Service:
         with self.lock:
             self.tags[p["ResourceArn"]] = [t for t in self.tags.get(p["ResourceArn"], []) if t["Key"] not in p["TagKeys"]]
         return {}
+
+    def close(self) -> None:
+        """The emulator stops: its object copies and the pools' caches go."""
+        with self.lock:
+            self.warm_pools.drop_caches()
+            for job in self.jobs.values():
+                if job.cache_dir:
+                    shutil.rmtree(job.cache_dir, ignore_errors=True)
+                    job.cache_dir = None
+        self.objects.remove()
 
     # -- reporting -----------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:

@@ -67,6 +67,9 @@ class TrainingJob:
     metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str | None = None
     took_pool_from: str | None = None
+    cache_dir: str | None = None  # the pool's persistent cache while this job holds it (service.py)
+    bytes_downloaded: int | None = None  # channel bytes fetched from S3 (File: all; FastFile: those read)
+    bytes_total: int | None = None  # of all its channels
     attempts: int = 0
     log: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
@@ -121,6 +124,8 @@ class TrainingJob:
         elif self.status in ("InProgress", "Stopping") and self.keep_alive_s > 0:
             out["WarmPoolStatus"] = {"Status": "InUse"}
         out["_attempts"] = self.attempts  # dropped on the wire; read by the meter
+        out["_input"] = {"bytes_downloaded": self.bytes_downloaded, "bytes_total": self.bytes_total,
+                         "took_pool": self.took_pool_from is not None}
         return out
 
 
@@ -142,6 +147,18 @@ class Lifecycle:
             self.job.transitions.append({"Status": status, "StartTime": now, "StatusMessage": MESSAGES[message_key or status]})
             self.job.secondary = status
             self.job.modified = now
+
+    def _fill(self, began: float, emulated_s: float) -> bool:
+        """End a billed phase that began at ``began`` (real) and stands for ``emulated_s``: the
+        emulator's own work in it (S3 through moto, packing) counts towards that time, so its real
+        cost — magnified by 1/time_scale — only lengthens the phase where it exceeds it. Billed:
+        ``emulated_s`` plus any overrun, counted like the script's own time (emulated seconds with
+        ``scaled_script``, so billing matches the wall clock; else real seconds, as real compute).
+        True if the job was asked to stop meanwhile."""
+        stopped = self.clock.wait(max(0.0, emulated_s - self.clock.emulated(self.clock.now() - began)), self.job.stop)
+        overrun = max(0.0, self.clock.now() - began - self.clock.real(emulated_s))
+        self.job.billable_s += emulated_s + (self.clock.emulated(overrun) if self.timing.scaled_script else overrun)
+        return stopped
 
     def _wait(self, emulated_s: float, billed: bool) -> bool:
         """A simulated phase; True if the job was asked to stop meanwhile."""
@@ -181,13 +198,17 @@ class Lifecycle:
             self._secondary("Downloading")
             began = self.clock.now()
             try:
-                argv, env, cwd = runner.prepare(root, job.request, self.service.s3)
+                argv, env, cwd, inputs = runner.prepare(root, job.request, self.service.s3, cache=self.service.objects,
+                                                        warm_pool_cache=job.cache_dir)
             except runner.ClientError as exc:
                 return self._end("Failed", "Failed", f"ClientError: {exc}")
             except runner.AlgorithmError as exc:
                 return self._end("Failed", "Failed", f"AlgorithmError: {exc}")
-            job.billable_s += self.clock.now() - began
-            if self._wait(timing.download_s, billed=True):
+            # download_s is the time to fetch all of a job's channels: File channels now, FastFile
+            # ones as the script reads them (added to its Training time below)
+            total = inputs.file_bytes + inputs.streamed_total
+            job.bytes_total = total
+            if self._fill(began, timing.download_s * (inputs.file_bytes / total if total else 1.0)):
                 return self._stopped()
             if self.service.faults.job_attempt_fails():
                 self._secondary("Training")
@@ -205,6 +226,10 @@ class Lifecycle:
             code, cut = process.wait(remaining, job.stop)
             ran = self.clock.now() - began
             job.billable_s += self.clock.emulated(ran) if scaled else ran
+            streamed = inputs.streamed_read()
+            job.bytes_downloaded = (job.bytes_downloaded or 0) + inputs.file_bytes + streamed  # every attempt fetches
+            if streamed and self._wait(timing.download_s * streamed / total, billed=True) and cut is None:
+                cut = "stopped"
             job.log = process.log_tail(200)
             self.service.logs[job.name] = self._full_log(root("training.log"))
             from cvtune.metrics import extract_metrics
@@ -216,9 +241,10 @@ class Lifecycle:
                     self._upload_output(root)
                     return self._end("Failed", "Failed", reason)
             self._secondary("Uploading")
+            began = self.clock.now()
             self._upload_model(root)
             self._upload_output(root)
-            if self._wait(timing.upload_s, billed=True) and cut is None:
+            if self._fill(began, timing.upload_s) and cut is None:
                 cut = "stopped"
             if cut == "max_runtime":
                 return self._end("Stopped", "MaxRuntimeExceeded", None)

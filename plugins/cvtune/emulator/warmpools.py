@@ -23,10 +23,13 @@ AWS rules (SageMaker developer guide, "SageMaker AI Managed Warm Pools", and API
   pool": set the keep-alive period to 0).
 - ``ResourceRetainedBillableTimeInSeconds``: from the job's end until the pool is reused or
   terminated, in emulated seconds.
+- The persistent cache (``/opt/ml/sagemaker/warmpoolcache``, :mod:`cvtune.emulator.runner`): a
+  host directory that moves with the pool from job to job and is deleted when the pool ends.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +67,14 @@ class Pool:
     status: str = "Available"
     reused_by: str | None = None
     retained_s: int | None = None
+    cache_dir: str | None = None  # the persistent cache's host directory, while the pool holds it
+
+    def terminate(self, retained_s: int) -> None:
+        self.status = "Terminated"
+        self.retained_s = retained_s
+        if self.cache_dir:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+            self.cache_dir = None
 
     def expires_at(self, clock: Clock) -> float:
         return self.since + clock.real(self.keep_alive_s)
@@ -90,8 +101,7 @@ class WarmPools:
         now = self.clock.now()
         for pool in self.pools.values():
             if pool.status == "Available" and now >= pool.expires_at(self.clock):
-                pool.status = "Terminated"
-                pool.retained_s = billable(pool.keep_alive_s)
+                pool.terminate(billable(pool.keep_alive_s))
 
     def available(self, instance_type: str | None = None) -> list[Pool]:
         self.expire()
@@ -99,6 +109,13 @@ class WarmPools:
 
     def retained_instances(self, instance_type: str) -> int:
         return sum(p.instance_count for p in self.available(instance_type))
+
+    def drop_caches(self) -> None:
+        """The emulator stops: every cache directory a pool still holds goes."""
+        for pool in self.pools.values():
+            if pool.cache_dir:
+                shutil.rmtree(pool.cache_dir, ignore_errors=True)
+                pool.cache_dir = None
 
     def take(self, key: tuple, by_job: str) -> Pool | None:
         """The oldest Available pool matching ``key``, moved to ``by_job``; None if there is none."""
@@ -111,8 +128,9 @@ class WarmPools:
         pool.retained_s = billable(self.clock.emulated(self.clock.now() - pool.since))
         return pool
 
-    def keep(self, job: str, key: tuple, instance_type: str, instance_count: int, keep_alive_s: int) -> Pool:
-        pool = Pool(job, key, instance_type, instance_count, keep_alive_s, since=self.clock.now())
+    def keep(self, job: str, key: tuple, instance_type: str, instance_count: int, keep_alive_s: int,
+             cache_dir: str | None = None) -> Pool:
+        pool = Pool(job, key, instance_type, instance_count, keep_alive_s, since=self.clock.now(), cache_dir=cache_dir)
         self.pools[job] = pool
         return pool
 
@@ -122,8 +140,7 @@ class WarmPools:
         if pool.status != "Available":
             raise ValueError(f"the warm pool of {job} is {pool.status}, not Available")
         if keep_alive_s == 0:
-            pool.status = "Terminated"
-            pool.retained_s = billable(self.clock.emulated(self.clock.now() - pool.since))
+            pool.terminate(billable(self.clock.emulated(self.clock.now() - pool.since)))
         else:
             pool.keep_alive_s = keep_alive_s
         return pool

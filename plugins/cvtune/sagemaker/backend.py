@@ -18,7 +18,7 @@ Counting reuse without listing the run. SageMaker's ``WarmPoolStatus.Status == "
 on the job whose pool *was taken* (the provider), with ``ReusedByJob`` naming the job that took
 it — and only from the moment the next job starts. cvtune reports reuse on the *consumer*: the
 tuner keeps following, in its ledger, each ended fold job whose pool is not final yet (one
-``DescribeTrainingJob`` per such pool per poll, before it records the jobs that ended), and
+``DescribeTrainingJob`` per such pool each time jobs end, after launching on the pools they left), and
 marks the job named in ``ReusedByJob`` as having started on a warm pool. A provider's own
 ``Reused`` is reported as ``"PassedOn"``. Nothing lists the run's jobs, so the calls per fold
 job stay flat however long the run is, and a deferred run keeps that state in its ledger across
@@ -94,7 +94,9 @@ def training_job_request(spec: JobSpec, config: SageMakerConfig, staging: Stagin
     """``CreateTrainingJob`` parameters of ``spec``; stages code and local channels on the way."""
     code_uri = staging.code(spec.entry_point)
     channels = {name: staging.channel(uri) for name, uri in spec.channels.items()}
-    return sm_requests.create_training_job(spec, config, region=region, code_uri=code_uri, channels=channels)
+    digests = {name: d for name, uri in spec.channels.items() if (d := staging.digest(uri))}
+    return sm_requests.create_training_job(spec, config, region=region, code_uri=code_uri, channels=channels,
+                                           digests=digests)
 
 
 def log_uri(region: str, name: str) -> str:
@@ -185,7 +187,8 @@ class SageMakerBackend(Backend):
         self._staging: Staging | None = None
         self._tags: dict[str, dict[str, str]] = {}  # job name -> tags (from submit, or ListTags once)
         self._arns: dict[str, str] = {}  # job name -> ARN, from its last describe (for ListTags)
-        self._last_round = -float("inf")  # monotonic time of wait()'s last round of describes
+        self._last_round = -float("inf")  # monotonic time wait()'s last round of describes began
+        self._round: list[str] = []  # the jobs that round has yet to describe
 
     # -- clients ---------------------------------------------------------------------------
     @property
@@ -337,26 +340,36 @@ class SageMakerBackend(Backend):
             log.info("not stopping %s: %s", name, error_message(exc))
 
     def wait(self, names: list[str], timeout: float) -> list[JobDescription]:
-        """Like the default, but one round of DescribeTrainingJob per poll interval at most.
+        """Like the default, but one round of DescribeTrainingJob per poll interval at most, and
+        back as soon as a describe shows an end.
 
-        The tuner calls ``wait`` again right after it returns, so describing again at the
-        deadline (as the default does), or at once on the next call, would describe every job
-        twice per poll: calls to DescribeTrainingJob stay within jobs in flight ÷ poll interval.
+        A round describes each job in flight once; rounds start a poll interval apart. The first
+        ended job found is returned at once — its pool can take the next job now, not after the
+        rest of the round — and the next call carries on with the round where it stopped (without
+        waiting), so calls stay within jobs in flight ÷ poll interval however often the tuner
+        calls back.
         """
         start = time.monotonic()
         deadline = start + timeout
-        # back-to-back calls (the tuner calls again right after launching) wait out the interval
-        # first: a job in flight is described at most once per poll interval
-        gap = min(self.poll_interval_s - (start - self._last_round), timeout)
-        if gap > 0:
-            self._sleep(gap)
+        wanted = set(names)
+        self._round = [n for n in self._round if n in wanted]
+        if not self._round:  # back-to-back calls wait out the interval since the last round began
+            gap = min(self.poll_interval_s - (start - self._last_round), timeout)
+            if gap > 0:
+                self._sleep(gap)
         while True:
-            ended = [d for d in (self.describe(n) for n in names) if d.done]
-            self._last_round = now = time.monotonic()
+            if not self._round:
+                self._round = list(names)
+                self._last_round = time.monotonic()
+            while self._round:
+                d = self.describe(self._round.pop(0))
+                if d.done:
+                    return [d]
+            now = time.monotonic()
             remaining = deadline - now
-            if ended or remaining <= 0:
-                return ended
-            self._sleep(min(self.poll_interval_s, remaining))
+            if remaining <= 0:
+                return []
+            self._sleep(min(max(0.0, self.poll_interval_s - (now - self._last_round)), remaining))
             if time.monotonic() >= deadline:
                 return []
 

@@ -28,6 +28,7 @@ MAX_HYPERPARAMETER_CHARS = 2500
 # /opt/ml/input/data/code/, and points sagemaker_submit_directory there.
 CODE_CHANNEL = "code"
 CODE_CHANNEL_SOURCEDIR = f"/opt/ml/input/data/{CODE_CHANNEL}/sourcedir.tar.gz"
+DIGEST_ENV = "CVTUNE_CHANNEL_DIGEST_"  # + channel name: its content id (see create_training_job)
 
 
 def encode_hyperparameters(values: dict[str, Any]) -> dict[str, str]:
@@ -98,8 +99,14 @@ def create_training_job(
     region: str,
     code_uri: str,
     channels: dict[str, tuple[str, str | None]],
+    digests: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``CreateTrainingJob`` parameters of one fold job; ``channels``: name → (S3 URI, ContentType)."""
+    """``CreateTrainingJob`` parameters of one fold job; ``channels``: name → (S3 URI, ContentType).
+
+    ``digests``: name → an id of the channel's content. On warm pools each goes to the job as
+    ``CVTUNE_CHANNEL_DIGEST_<NAME>``, so the script can keep a copy of the channel in the pool's
+    persistent cache under that id and skip the fetch on the pool's next job (docs/training-script.md).
+    """
     algorithm: dict[str, Any] = {
         "TrainingImage": config.resolved_image_uri(region),
         "TrainingInputMode": config.input_mode,
@@ -141,10 +148,13 @@ def create_training_job(
         # RetryStrategy: "The retry strategy to use when a training job fails due to an
         # InternalServerError" — SageMaker restarts the same job, so names and ledgers stay valid
         request["RetryStrategy"] = {"MaximumRetryAttempts": config.retry_attempts}
-    if spec.environment:
+    environment = dict(spec.environment)
+    if digests and config.keep_alive_period_s > 0:  # the persistent cache only exists on warm pools
+        environment = {**{f"{DIGEST_ENV}{name.upper()}": d for name, d in sorted(digests.items())}, **environment}
+    if environment:
         # "Environment: The environment variables to set in the Docker container." (CreateTrainingJob,
         # up to 100 entries; keys [a-zA-Z_][a-zA-Z0-9_]*, keys and values at most 512 characters)
-        request["Environment"] = dict(spec.environment)
+        request["Environment"] = environment
     if config.use_spot_instances:
         request["EnableManagedSpotTraining"] = True
         stopping["MaxWaitTimeInSeconds"] = spec.max_runtime_s * SPOT_WAIT_FACTOR

@@ -89,6 +89,7 @@ class Staging:
     uploads: list[dict[str, Any]] = field(default_factory=list)
     _code: dict[str, str] = field(default_factory=dict)
     _channels: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    _digests: dict[str, str] = field(default_factory=dict)
 
     def code(self, entry_point: str) -> str:
         """S3 URI of the ``sourcedir.tar.gz`` holding the entry point's folder (packed once)."""
@@ -107,6 +108,13 @@ class Staging:
             self._channels[uri] = self._stage_local(uri) if store.is_local(uri) else (uri, self._s3_content_type(uri))
         return self._channels[uri]
 
+    def digest(self, uri: str) -> str | None:
+        """An id of the content of channel ``uri`` (after :meth:`channel`): the SHA-256 of a local
+        channel's files, or of an S3 prefix's keys and ETags; ``None`` when not known (an S3
+        channel while only planning). The same content always has the same id, so a job can keep
+        a copy under it in the warm pool's cache (docs/training-script.md)."""
+        return self._digests.get(uri)
+
     # -- internals -------------------------------------------------------------------------
     def _stage_local(self, uri: str) -> tuple[str, str | None]:
         path = store.local_path(uri)
@@ -119,6 +127,7 @@ class Staging:
         else:
             raise FileNotFoundError(f"channel data {uri} does not exist")
         prefix = f"{self.s3_prefix}/data/{sha}"
+        self._digests[uri] = sha
         uploaded = [self._put_file(f"{prefix}/{name}", local) for name, local in files]
         self.uploads.append(
             {"local": path, "uri": prefix + "/", "kind": "channel", "files": len(files), "uploaded": any(uploaded)}
@@ -129,8 +138,14 @@ class Staging:
         if self.s3 is None:
             return content_type([uri.rstrip("/")])
         bucket, key = split_s3_uri(uri)
-        listing = self.s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=100)
-        return content_type([o["Key"] for o in listing.get("Contents", [])] or [key])
+        objects = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            objects.extend(page.get("Contents", []))
+        digest = hashlib.sha256()
+        for o in sorted(objects, key=lambda o: o["Key"]):
+            digest.update(f"{o['Key'][len(key):]}\0{o.get('ETag', '')}\0{o.get('Size', '')}\n".encode())
+        self._digests[uri] = digest.hexdigest()
+        return content_type([o["Key"] for o in objects] or [key])
 
     def _exists(self, uri: str) -> bool:
         from botocore.exceptions import ClientError
