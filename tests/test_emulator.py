@@ -247,6 +247,54 @@ def test_instance_quota_counts_running_jobs_and_retained_pools():
         assert wait_job(sm, reuse)["TrainingJobStatus"] == "Completed"
 
 
+CACHE_SCRIPT = """
+import os, shutil
+cache = os.environ["SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY"]
+copy = os.path.join(cache, "train")
+print("cached before:", os.path.isdir(copy), cache.endswith("/sagemaker/warmpoolcache"))
+if not os.path.isdir(copy):
+    shutil.copytree(os.environ["SM_CHANNEL_TRAIN"], copy)
+print("rows:", open(os.path.join(copy, "part.csv")).read().count(chr(10)))
+"""
+
+
+def test_fastfile_and_the_warm_pool_cache_fetch_a_channel_once_per_pool(emu, sm):
+    """AWS: FastFile — "SageMaker streams data directly from S3 to the container with no code
+    changes, and provides file system access to the data" (AlgorithmSpecification); the warm
+    pool's "dedicated persistent cache directory to store and re-use your information in a
+    different job" (SageMaker AI Managed Warm Pools). A FastFile job is charged the bytes its
+    script reads; a File job all of its channels, pool or not; the cache ends with the pool."""
+    import os
+
+    _, s3 = emulator_clients(emu)
+    body = b"a,b\n" + b"1,2\n" * 500
+    s3.put_object(Bucket=EMU_BUCKET, Key="data/cached/part.csv", Body=body)
+    code = upload_script(s3, CACHE_SCRIPT, key="code/cache.tar.gz")
+
+    def channel(mode):
+        return [{"ChannelName": "train", "InputMode": mode, "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{EMU_BUCKET}/data/cached/", "S3DataDistributionType": "FullyReplicated"}}}]
+
+    keep = {"KeepAlivePeriodInSeconds": 60, "VolumeSizeInGB": 41}  # a pool key no other test uses
+    names = [_name("ff-first"), _name("ff-reused"), _name("file-reused")]
+    for name, mode in zip(names, ("FastFile", "FastFile", "File"), strict=True):
+        sm.create_training_job(**script_job(name, code, InputDataConfig=channel(mode), ResourceConfig=keep))
+        assert wait_job(sm, name)["TrainingJobStatus"] == "Completed", emu.service.logs.get(name)
+    assert [sm.describe_training_job(TrainingJobName=n)["WarmPoolStatus"].get("ReusedByJob") for n in names[:2]] == names[1:]
+    logs = [emu.service.logs[n] for n in names]
+    assert "cached before: False True" in logs[0] and "cached before: True True" in logs[1] and "rows: 501" in logs[1]
+    fetched = emu.report()["training_jobs"]["input_bytes"]
+    assert [fetched[n] for n in names] == [
+        {"bytes": len(body), "of": len(body), "took_pool": False},  # a new pool: read through FastFile, copied
+        {"bytes": 0, "of": len(body), "took_pool": True},  # the copy in the pool's cache: nothing fetched
+        {"bytes": len(body), "of": len(body), "took_pool": True},  # File mode downloads before the script, pool or not
+    ]
+    cache_dir = emu.service.warm_pools.pools[names[2]].cache_dir
+    assert os.path.isfile(os.path.join(cache_dir, "train", "part.csv"))
+    sm.update_training_job(TrainingJobName=names[2], ResourceConfig={"KeepAlivePeriodInSeconds": 0})
+    assert not os.path.exists(cache_dir)  # the pool ended: its cache with it
+
+
 def test_billable_time_starts_at_training_start():
     """AWS (DescribeTrainingJob, TrainingStartTime): "You are billed for the time interval between
     this time and the value of TrainingEndTime." Provisioning (1000 emulated seconds here) is not billed."""

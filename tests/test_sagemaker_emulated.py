@@ -108,6 +108,27 @@ def test_create_training_job_5xx_is_retried_with_backoff(monkeypatch, emu, folds
     assert done.status == "Completed"
 
 
+def test_fastfile_fold_data_is_fetched_once_per_warm_pool(monkeypatch, emu, folds):
+    """The real training script on FastFile input and a warm pool: the first fold job reads its
+    channels (and keeps a copy in the pool's cache under cvtune's content id), the next job on that
+    pool with the same channels reads the copy and fetches nothing (issue 12, item 5)."""
+    backend = _backend(monkeypatch, emu, input_mode="FastFile", keep_alive_period_s=60,
+                       volume_size_gb=37)  # a pool no other test takes
+    first, second = (_run(backend, _spec(name, folds)) for name in ("cache-t0000-f0", "cache-t0001-f0"))
+    assert first.status == second.status == "Completed", (first.failure_reason, second.failure_reason)
+    assert first.final_metrics["validation:auc"] == second.final_metrics["validation:auc"]  # same data, same model
+    request = backend.build_request(_spec("cache-t0002-f0", folds))
+    digests = {k: v for k, v in request["Environment"].items() if k.startswith("CVTUNE_CHANNEL_DIGEST_")}
+    assert sorted(digests) == ["CVTUNE_CHANNEL_DIGEST_TRAIN", "CVTUNE_CHANNEL_DIGEST_VALIDATION"]
+    assert all(f"/data/{d}/" in c["DataSource"]["S3DataSource"]["S3Uri"]  # the id of the content-addressed upload
+               for c, d in zip(request["InputDataConfig"], (digests["CVTUNE_CHANNEL_DIGEST_TRAIN"],
+                                                            digests["CVTUNE_CHANNEL_DIGEST_VALIDATION"]), strict=True))
+    fetched = emu.report()["training_jobs"]["input_bytes"]
+    total = sum(os.path.getsize(folds / c / "part-0.csv") for c in ("train", "validation"))
+    assert fetched["cache-t0000-f0"] == {"bytes": total, "of": total, "took_pool": False}
+    assert fetched["cache-t0001-f0"] == {"bytes": 0, "of": total, "took_pool": True}
+
+
 def test_batch_transform_drops_the_target_column(monkeypatch, emu, folds):
     """The reference DAG excludes the target; AWS's ``$[0:30]`` would pass it (slice ends are inclusive)."""
     from cvtune.sagemaker.final_training import training_job_container
