@@ -306,6 +306,8 @@ def test_create_training_job_sends_the_exact_request_and_uploads_once(code_dir, 
                  {"Key": "cvtune:trial", "Value": "0"}, {"Key": "cvtune:fold", "Value": "0"}],
         "ProfilerConfig": {"DisableProfiler": True},
         "RetryStrategy": {"MaximumRetryAttempts": 2},
+        # on warm pools: each channel's content id, the key of its copy in the pool's cache
+        "Environment": {"CVTUNE_CHANNEL_DIGEST_TRAIN": ANY, "CVTUNE_CHANNEL_DIGEST_VALIDATION": ANY},
     }
     with Stubber(client) as stub:
         stub.add_response("create_training_job", {"TrainingJobArn": ACCOUNT_ARN + "run1-t0000-f0"}, expected)
@@ -324,6 +326,7 @@ def test_create_training_job_sends_the_exact_request_and_uploads_once(code_dir, 
     uris = [c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]]
     for uri, name in zip(uris, ("train", "validation"), strict=True):
         assert re.fullmatch(rf"{PREFIX}/data/[0-9a-f]{{64}}/", uri)
+        assert uri.split("/")[-2] == request["Environment"][f"CVTUNE_CHANNEL_DIGEST_{name.upper()}"]
         body = s3.get_object(Bucket=BUCKET, Key=uri[len(f"s3://{BUCKET}/"):] + "data.csv")["Body"].read()
         assert body == open(channels[name] + "/data.csv", "rb").read()
     # code + 2 channel files, once each although two jobs were submitted
