@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -155,9 +156,7 @@ def download_channels(
     emulator places the files either way; a FastFile file counts as downloaded once the script
     reads it (its access time moves past the one given here).
     """
-    dirs: dict[str, str] = {}
-    inputs = Inputs()
-    for channel in request.get("InputDataConfig") or []:
+    def fetch(channel: dict[str, Any]) -> tuple[str, str, str, list[tuple[str, int]]]:
         name = channel["ChannelName"]
         source = channel["DataSource"].get("S3DataSource")
         if source is None:
@@ -170,6 +169,15 @@ def download_channels(
         files = s3io.download_prefix(s3, source["S3Uri"], target, cache)
         if not files:
             raise ClientError(f"Data download failed:No S3 objects found under S3 URL \"{source['S3Uri']}\" given in input data source.")
+        return name, target, mode, files
+
+    channels = request.get("InputDataConfig") or []
+    # the channels side by side: each is a listing and copies, waiting on S3, not on this process
+    with ThreadPoolExecutor(max(1, len(channels))) as pool:
+        fetched = list(pool.map(fetch, channels))  # the first channel's error first, as one by one
+    dirs: dict[str, str] = {}
+    inputs = Inputs()
+    for name, target, mode, files in fetched:
         if mode == "File":
             inputs.file_bytes += sum(size for _, size in files)
         else:
@@ -273,8 +281,17 @@ def prepare(
         json.dump({"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST]}, f)
     with open(root("input", "config", "inputdataconfig.json"), "w") as f:
         json.dump({c["ChannelName"]: {"TrainingInputMode": input_mode(request, c)} for c in request.get("InputDataConfig") or []}, f)
-    channels, inputs = download_channels(root, request, s3, cache)
-    code, entry = install_code(root, hyperparameters, s3, bool(request.get("EnableNetworkIsolation")))
+    isolated = bool(request.get("EnableNetworkIsolation"))
+    if str(hyperparameters.get(SUBMIT_DIR, "")).startswith("s3://"):
+        # the container fetches its code while the platform fetches the channels (a code channel,
+        # under network isolation, has to be there first)
+        with ThreadPoolExecutor(1) as pool:
+            code_fetch = pool.submit(install_code, root, hyperparameters, s3, isolated)
+            channels, inputs = download_channels(root, request, s3, cache)
+            code, entry = code_fetch.result()
+    else:
+        channels, inputs = download_channels(root, request, s3, cache)
+        code, entry = install_code(root, hyperparameters, s3, isolated)
     user = {k: v for k, v in hyperparameters.items() if not k.startswith("sagemaker_")}
     argv = [sys.executable, entry] + [a for k, v in user.items() for a in (f"--{k}", _arg(v))]
     return argv, environment(root, request, hyperparameters, channels, code, entry), code, inputs
