@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from cvtune.ledger import COMPLETED
+from cvtune.states import TrialState
 from cvtune.store import ArtifactStore
 from tests.conftest import ROOT
 from tests.test_report import make_ledger, params
@@ -74,8 +74,8 @@ def server(tmp_path_factory):
     for args in (["db", "migrate"], ["dags", "reserialize"]):
         subprocess.run([sys.executable, "-m", "airflow", *args], env=env, check=True, capture_output=True, timeout=600)
 
-    ledger = make_ledger(home, "tune-browser-1", [(COMPLETED, params(0), [0.91, 0.92, 0.93]),
-                                                  (COMPLETED, params(2), [0.95, 0.96, 0.97])])
+    ledger = make_ledger(home, "tune-browser-1", [(TrialState.COMPLETED, params(0), [0.91, 0.92, 0.93]),
+                                                  (TrialState.COMPLETED, params(2), [0.95, 0.96, 0.97])])
     manifest = str(artifacts / "folds" / "manifest.json")
     ArtifactStore().write_json(manifest, {"manifest_uri": manifest, "dataset": {"uri": "/data/raw/dt=2026-03-04/", "rows": 569,
                                                                       "columns": ["a", "b", "target"]},

@@ -19,8 +19,9 @@ import textwrap
 
 import pytest
 
-from cvtune.backends.base import COMPLETED, JobSpec
+from cvtune.backends.base import JobSpec
 from cvtune.local.platform import LocalPlatform
+from cvtune.states import JobStatus
 from tests.conftest import ROOT, write_dag
 from tests.fakes import DiskBackend
 
@@ -48,7 +49,7 @@ CONFIG = {
 def score(spec: JobSpec) -> tuple[str, dict, None]:
     """A fold score from the hyperparameters: max_depth 4 is best; later folds score a bit lower."""
     depth, fold = int(spec.hyperparameters["max_depth"]), int(spec.tags["cvtune:fold"])
-    return COMPLETED, {"validation:auc": 0.95 - 0.02 * abs(depth - 4) - 0.001 * fold}, None
+    return JobStatus.COMPLETED, {"validation:auc": 0.95 - 0.02 * abs(depth - 4) - 0.001 * fold}, None
 
 
 def expected_mean(depth: int) -> float:
@@ -203,7 +204,7 @@ def test_jobs_trigger_on_real_local_backend_state_starts_no_worker(cvtune_conn, 
     observer = LocalBackend(os.path.join(cvtune_conn, "jobs"))
     for name in names:
         desc = observer.describe(name)
-        assert desc.status == COMPLETED and desc.final_metrics == {"validation:auc": 0.875}
+        assert desc.status == JobStatus.COMPLETED and desc.final_metrics == {"validation:auc": 0.875}
 
 
 def test_jobs_trigger_on_kill_stops_the_jobs_and_the_run(disk, tmp_path):

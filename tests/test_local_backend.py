@@ -18,9 +18,10 @@ import psutil
 import pytest
 
 from cvtune.backends import get_backend
-from cvtune.backends.base import COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING, JobSpec
+from cvtune.backends.base import JobSpec
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
-from cvtune.local.backend import DEFAULT_PRELOAD, WARM_COLD, WARM_REUSED, LocalBackend
+from cvtune.local.backend import DEFAULT_PRELOAD, LocalBackend
+from cvtune.states import JobStatus, WarmPoolStatus
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,7 +114,7 @@ def test_job_dir_layout_env_argv_and_hyperparameters(make_backend, tmp_path, mon
     backend = make_backend(cpus_per_job=2)
     hps = {"eta": 0.1, "max_depth": 3, "verbose": True, "objective": "binary:logistic"}
     d = run(backend, spec("layout-1", entry, hyperparameters=hps, channels={"train": str(data)}, tags={"k": "v"}))
-    assert d.status == COMPLETED, d.failure_reason
+    assert d.status == JobStatus.COMPLETED, d.failure_reason
 
     job_dir = tmp_path / "jobs" / "layout-1"
     for sub in ("input/config", "input/data/train", "model", "output/data"):
@@ -172,14 +173,14 @@ def test_metrics_last_match_wins_model_artifacts_and_output_upload(make_backend,
     ]
     backend = make_backend()
     d = run(backend, spec("metrics-1", entry, metric_definitions=metrics))
-    assert d.status == COMPLETED
+    assert d.status == JobStatus.COMPLETED
     assert d.final_metrics == {"validation:auc": 0.75, "validation:logloss": 0.3}
     assert d.model_artifacts == str(tmp_path / "jobs" / "metrics-1" / "model")
     assert os.path.exists(os.path.join(d.model_artifacts, "model.json"))
 
     out = tmp_path / "artifacts" / "metrics-2"
     d2 = run(backend, spec("metrics-2", entry, metric_definitions=metrics, output_uri=str(out)))
-    assert d2.status == COMPLETED and d2.model_artifacts == str(out)
+    assert d2.status == JobStatus.COMPLETED and d2.model_artifacts == str(out)
     assert (out / "model.json").read_text() == "{}"
 
 
@@ -196,7 +197,7 @@ def test_c_level_and_subprocess_output_is_captured(make_backend, tmp_path):
         """,
     )
     backend = make_backend()
-    assert run(backend, spec("output-1", entry)).status == COMPLETED
+    assert run(backend, spec("output-1", entry)).status == JobStatus.COMPLETED
     log = backend.read_log("output-1")
     for line in ("from-print", "from-fd1", "from-fd2", "from-subprocess", "from-libc-printf"):
         assert line in log
@@ -218,7 +219,7 @@ def test_job_ends_like_an_interpreter_exit(make_backend, tmp_path):
     )
     backend = make_backend()
     d = run(backend, spec("exit-1", entry, max_runtime_s=10))
-    assert d.status == COMPLETED and d.billable_seconds < 5
+    assert d.status == JobStatus.COMPLETED and d.billable_seconds < 5
     assert "atexit ran" in backend.read_log("exit-1")
 
 
@@ -236,7 +237,7 @@ def test_exception_fails_with_traceback_tail(make_backend, tmp_path):
         """,
     )
     d = run(make_backend(), spec("raise-1", entry))
-    assert d.status == FAILED
+    assert d.status == JobStatus.FAILED
     assert "ValueError: column 'target' not found" in d.failure_reason
     assert "Traceback (most recent call last)" in d.failure_reason
     assert "in load" in d.failure_reason  # the traceback tail, not only the message
@@ -247,9 +248,9 @@ def test_exception_fails_with_traceback_tail(make_backend, tmp_path):
 def test_sys_exit_nonzero_fails_and_zero_completes(make_backend, tmp_path):
     backend = make_backend()
     d = run(backend, spec("exit-3", script(tmp_path, "import sys\nsys.exit(3)\n", "a.py")))
-    assert d.status == FAILED and "exit" in d.failure_reason and "3" in d.failure_reason
+    assert d.status == JobStatus.FAILED and "exit" in d.failure_reason and "3" in d.failure_reason
     d = run(backend, spec("exit-0", script(tmp_path, "import sys\nsys.exit(0)\n", "b.py")))
-    assert d.status == COMPLETED
+    assert d.status == JobStatus.COMPLETED
 
 
 def test_failure_file_is_the_reason(make_backend, tmp_path):
@@ -263,23 +264,23 @@ def test_failure_file_is_the_reason(make_backend, tmp_path):
         """,
     )
     d = run(make_backend(), spec("failfile-1", entry))
-    assert d.status == FAILED and d.failure_reason.startswith("DataError: only 3 rows after filtering")
+    assert d.status == JobStatus.FAILED and d.failure_reason.startswith("DataError: only 3 rows after filtering")
 
 
 def test_hard_crashes_fail_only_the_job_and_the_pool_keeps_running(make_backend, tmp_path):
     backend = make_backend(max_parallel_jobs=1)
     entry = script(tmp_path, "import os\nprint('partial=1;')\nos._exit(1)\n", "exit.py")
     d = run(backend, spec("crash-exit", entry, metric_definitions=[{"Name": "partial", "Regex": "partial=([0-9]+);"}]))
-    assert d.status == FAILED and "exit code 1" in d.failure_reason
+    assert d.status == JobStatus.FAILED and "exit code 1" in d.failure_reason
     assert d.final_metrics == {"partial": 1.0}  # metrics a failed job printed are still reported
 
     entry = script(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", "segv.py")
     d = run(backend, spec("crash-segv", entry))
-    assert d.status == FAILED and "SIGSEGV" in d.failure_reason
+    assert d.status == JobStatus.FAILED and "SIGSEGV" in d.failure_reason
     assert "Fatal Python error" in d.failure_reason  # faulthandler's dump is in the log tail
 
     d = run(backend, spec("after-crash", script(tmp_path, "print('fine')\n", "ok.py")))
-    assert d.status == COMPLETED and d.warm_pool_status == WARM_REUSED
+    assert d.status == JobStatus.COMPLETED and d.warm_pool_status == WarmPoolStatus.REUSED
     assert backend.stats["workers_started"] == 1  # the crashes never took the worker down
 
 
@@ -289,7 +290,7 @@ def test_max_runtime_exceeded(make_backend, tmp_path):
     t0 = time.monotonic()
     d = run(backend, spec("slow-1", entry, max_runtime_s=1))
     assert time.monotonic() - t0 < 10
-    assert d.status == FAILED
+    assert d.status == JobStatus.FAILED
     assert "MaxRuntimeExceeded" in d.failure_reason and "max_runtime_s=1" in d.failure_reason
     assert "working" in d.failure_reason
 
@@ -311,7 +312,7 @@ def test_backend_enforces_max_runtime_when_the_worker_does_not(make_backend, tmp
         d = wait_done(backend, "frozen-1", timeout=15)["frozen-1"]
     finally:
         os.kill(state["worker_pid"], signal.SIGCONT)
-    assert d.status == FAILED and "MaxRuntimeExceeded" in d.failure_reason
+    assert d.status == JobStatus.FAILED and "MaxRuntimeExceeded" in d.failure_reason
     wait_for(lambda: process_gone(state["pid"]), what="job process killed")
 
 
@@ -331,22 +332,22 @@ def test_stop_running_and_queued_jobs(make_backend, tmp_path):
     )
     backend.submit(spec("stop-running", entry))
     backend.submit(spec("stop-queued", entry))
-    assert backend.describe("stop-queued").status == IN_PROGRESS  # waiting for the only worker
+    assert backend.describe("stop-queued").status == JobStatus.IN_PROGRESS  # waiting for the only worker
     wait_for(lambda: "helper=" in backend.read_log("stop-running"), what="job start")
     helper = int(backend.read_log("stop-running").split("helper=")[1].split(";")[0])
 
     backend.stop("stop-queued")
     d = backend.describe("stop-queued")
-    assert d.status == STOPPED and d.start_time is None and d.warm_pool_status is None
+    assert d.status == JobStatus.STOPPED and d.start_time is None and d.warm_pool_status is None
     backend.stop("stop-running")
-    assert backend.describe("stop-running").status in (STOPPING, STOPPED)
+    assert backend.describe("stop-running").status in (JobStatus.STOPPING, JobStatus.STOPPED)
     d = wait_done(backend, "stop-running")["stop-running"]
-    assert d.status == STOPPED
+    assert d.status == JobStatus.STOPPED
     wait_for(lambda: process_gone(helper), what="the job's subprocess to be killed too")
 
     time.sleep(0.3)  # the queued job must never start, even once the worker is free
     assert not (tmp_path / "jobs" / "stop-queued" / "state.json").exists()
-    assert backend.describe("stop-queued").status == STOPPED
+    assert backend.describe("stop-queued").status == JobStatus.STOPPED
     assert backend.stats["jobs_run"] == 1
 
 
@@ -365,15 +366,15 @@ def test_stop_escalates_to_sigkill_after_grace(make_backend, tmp_path):
     wait_for(lambda: "ready" in backend.read_log("stubborn-1"), what="job start")
     backend.stop("stubborn-1")
     time.sleep(0.2)
-    assert backend.describe("stubborn-1").status == STOPPING  # SIGTERM ignored, grace running
-    assert wait_done(backend, "stubborn-1", timeout=10)["stubborn-1"].status == STOPPED
+    assert backend.describe("stubborn-1").status == JobStatus.STOPPING  # SIGTERM ignored, grace running
+    assert wait_done(backend, "stubborn-1", timeout=10)["stubborn-1"].status == JobStatus.STOPPED
 
 
 def test_stop_after_completion_keeps_completed(make_backend, tmp_path):
     backend = make_backend()
     run(backend, spec("done-1", script(tmp_path, "print('ok')\n")))
     backend.stop("done-1")
-    assert backend.describe("done-1").status == COMPLETED
+    assert backend.describe("done-1").status == JobStatus.COMPLETED
 
 
 # --------------------------------------------------------------------------- names
@@ -468,8 +469,8 @@ def test_warm_reuse_imports_preload_once_and_isolates_jobs(make_backend, tmp_pat
     )
     first = run(backend, spec("warm-1", dirty))
     second = run(backend, spec("warm-2", check))
-    assert first.status == second.status == COMPLETED
-    assert first.warm_pool_status == WARM_COLD and second.warm_pool_status == WARM_REUSED
+    assert first.status == second.status == JobStatus.COMPLETED
+    assert first.warm_pool_status == WarmPoolStatus.COLD and second.warm_pool_status == WarmPoolStatus.REUSED
     seen1 = json.loads(backend.read_log("warm-1", tail=1))
     seen2 = json.loads(backend.read_log("warm-2", tail=1))
     assert seen1["preloaded"] and seen2["preloaded"]
@@ -506,22 +507,22 @@ def test_default_preload_makes_heavy_imports_free(make_backend, tmp_path):
     backend = make_backend(preload=DEFAULT_PRELOAD, max_parallel_jobs=1)
     for name in ("heavy-1", "heavy-2"):
         d = run(backend, spec(name, entry, metric_definitions=metrics))
-        assert d.status == COMPLETED, d.failure_reason
+        assert d.status == JobStatus.COMPLETED, d.failure_reason
         assert d.final_metrics["preloaded"] == 1 and d.final_metrics["import_s"] < 0.05
         assert "fit ok" in backend.read_log(name)
-    assert d.warm_pool_status == WARM_REUSED
+    assert d.warm_pool_status == WarmPoolStatus.REUSED
 
 
 def test_idle_worker_retires_and_pool_restarts(make_backend, tmp_path):
     backend = make_backend(keep_alive_s=0.5)
     entry = script(tmp_path, "print('ok')\n")
-    assert run(backend, spec("idle-1", entry)).status == COMPLETED
+    assert run(backend, spec("idle-1", entry)).status == JobStatus.COMPLETED
     worker = backend.worker_pids()[0]
     wait_for(lambda: backend.stats["workers_retired"] == 1, what="worker retirement")
     assert backend.stats["workers_alive"] == 0
     wait_for(lambda: process_gone(worker), what="retired worker exit")
     d = run(backend, spec("idle-2", entry))
-    assert d.status == COMPLETED and d.warm_pool_status == WARM_COLD
+    assert d.status == JobStatus.COMPLETED and d.warm_pool_status == WarmPoolStatus.COLD
     assert backend.stats["workers_started"] == 2
 
 
@@ -542,7 +543,7 @@ def test_max_parallel_jobs_bounds_concurrency(make_backend, tmp_path):
         backend.submit(spec(name, entry, metric_definitions=metrics))  # never blocks
     assert backend.stats["queued"] == 3
     done = wait_done(backend, *names)
-    assert all(d.status == COMPLETED for d in done.values())
+    assert all(d.status == JobStatus.COMPLETED for d in done.values())
     events = sorted(
         [(d.final_metrics["t0"], 1) for d in done.values()] + [(d.final_metrics["t1"], -1) for d in done.values()]
     )
@@ -558,7 +559,7 @@ def test_missing_preload_module_is_skipped_with_warning(make_backend, tmp_path):
     backend = make_backend(preload=("cvt_no_such_module_xyz",))
     with pytest.warns(RuntimeWarning, match="cvt_no_such_module_xyz"):
         d = run(backend, spec("nopreload-1", script(tmp_path, "print('ok')\n")))
-    assert d.status == COMPLETED
+    assert d.status == JobStatus.COMPLETED
 
 
 def test_prestart_gives_the_first_job_a_warm_start(make_backend, tmp_path):
@@ -566,7 +567,7 @@ def test_prestart_gives_the_first_job_a_warm_start(make_backend, tmp_path):
     backend.prestart()
     assert backend.stats["workers_alive"] == 2
     d = run(backend, spec("prestarted-1", script(tmp_path, "print('ok')\n")))
-    assert d.status == COMPLETED and d.warm_pool_status == WARM_REUSED
+    assert d.status == JobStatus.COMPLETED and d.warm_pool_status == WarmPoolStatus.REUSED
     assert backend.stats["workers_started"] == 2
 
 
@@ -575,7 +576,7 @@ def test_workers_that_cannot_start_fail_the_job_instead_of_looping(make_backend,
     monkeypatch.syspath_prepend(str(tmp_path))
     backend = make_backend(preload=("cvt_exit_on_import",))
     d = run(backend, spec("never-starts", script(tmp_path, "print('ok')\n")))
-    assert d.status == FAILED and "exited while starting" in d.failure_reason
+    assert d.status == JobStatus.FAILED and "exited while starting" in d.failure_reason
     assert backend.stats["workers_started"] == 3
 
 
@@ -587,9 +588,9 @@ def test_worker_crash_fails_its_job_and_is_replaced(make_backend, tmp_path):
     state = json.loads(state_file.read_text())
     os.kill(state["worker_pid"], signal.SIGKILL)
     d = wait_done(backend, "orphaned-1")["orphaned-1"]
-    assert d.status == FAILED and "worker process" in d.failure_reason and "SIGKILL" in d.failure_reason
+    assert d.status == JobStatus.FAILED and "worker process" in d.failure_reason and "SIGKILL" in d.failure_reason
     wait_for(lambda: process_gone(state["pid"]), what="the unsupervised job to be killed")
-    assert run(backend, spec("after-worker-crash", script(tmp_path, "print('ok')\n"))).status == COMPLETED
+    assert run(backend, spec("after-worker-crash", script(tmp_path, "print('ok')\n"))).status == JobStatus.COMPLETED
     stats = backend.stats
     assert stats["workers_lost"] == 1 and stats["workers_started"] == 2
 
@@ -633,9 +634,9 @@ def test_reattach_after_orchestrator_is_killed(tmp_path):
     state = json.loads((tmp_path / "jobs" / "reattach-1" / "state.json").read_text())
 
     with LocalBackend(work_dir, preload=()) as backend:  # a new backend, in a new process
-        assert backend.describe("reattach-1").status == IN_PROGRESS
+        assert backend.describe("reattach-1").status == JobStatus.IN_PROGRESS
         d = wait_done(backend, "reattach-1")["reattach-1"]
-        assert d.status == COMPLETED and d.final_metrics == {"auc": 0.81}
+        assert d.status == JobStatus.COMPLETED and d.final_metrics == {"auc": 0.81}
         with pytest.raises(JobExistsError):
             backend.submit(JobSpec("reattach-1", entry, {}, {}))
     # The dead orchestrator's worker exits once its job is done: no orphans.
@@ -662,9 +663,9 @@ def test_job_handed_to_a_worker_runs_even_if_the_orchestrator_dies_first(tmp_pat
     subprocess.run([sys.executable, "-c", code, work_dir, entry], check=True)
     with LocalBackend(work_dir, preload=()) as backend:
         d = wait_done(backend, "handed-over")["handed-over"]
-        assert d.status == COMPLETED and d.final_metrics == {"auc": 0.5}
+        assert d.status == JobStatus.COMPLETED and d.final_metrics == {"auc": 0.5}
         d = backend.describe("still-queued")  # only its dead submitter knew about it: it never ran
-        assert d.status == STOPPED and "job process lost before it started" in d.failure_reason
+        assert d.status == JobStatus.STOPPED and "job process lost before it started" in d.failure_reason
 
 
 def test_describe_of_dead_jobs_reports_lost(make_backend, tmp_path):
@@ -684,11 +685,11 @@ def test_describe_of_dead_jobs_reports_lost(make_backend, tmp_path):
         for file, content in files.items():
             (job_dir / file).write_text(json.dumps(content))
     d = backend.describe("lost-running")
-    assert d.status == FAILED and "job process lost" in d.failure_reason
+    assert d.status == JobStatus.FAILED and "job process lost" in d.failure_reason
     assert "last words before the crash" in d.failure_reason
     assert backend.describe("lost-running") == d  # recorded once, stable afterwards
     d = backend.describe("lost-queued")
-    assert d.status == STOPPED and "job process lost before it started" in d.failure_reason
+    assert d.status == JobStatus.STOPPED and "job process lost before it started" in d.failure_reason
 
 
 def test_close_leaves_running_jobs_alone_and_stops_queued_ones(tmp_path):
@@ -700,9 +701,9 @@ def test_close_leaves_running_jobs_alone_and_stops_queued_ones(tmp_path):
     worker = backend.worker_pids()[0]
     backend.close()
     d = backend.describe("close-queued")
-    assert d.status == STOPPED and "closed" in d.failure_reason
+    assert d.status == JobStatus.STOPPED and "closed" in d.failure_reason
     d = wait_done(backend, "close-running")["close-running"]  # still works from the files
-    assert d.status == COMPLETED
+    assert d.status == JobStatus.COMPLETED
     wait_for(lambda: process_gone(worker), what="detached worker exit")
     with pytest.raises(RuntimeError):
         backend.submit(spec("after-close", entry))
@@ -725,7 +726,7 @@ def test_recorded_compacts_ended_jobs_and_keeps_failed_logs(make_backend, tmp_pa
     failed = sorted(os.listdir(backend.job_dir("failed-1")))
     assert "log.txt" in failed and "model" not in failed and "input" not in failed
     # the names stay taken, and described as before
-    assert backend.describe("done-1").status == COMPLETED and backend.describe("failed-1").status == FAILED
+    assert backend.describe("done-1").status == JobStatus.COMPLETED and backend.describe("failed-1").status == JobStatus.FAILED
     kept = make_backend(job_cleanup="keep")
     run(kept, spec("kept-1", ok))
     kept.recorded("kept-1")

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from cvtune import report
-from cvtune.ledger import COMPLETED, FAILED, PRUNED, RUNNING, STOPPED, RunLedger, score_stats
+from cvtune.ledger import RunLedger, score_stats
+from cvtune.states import TrialState
 from cvtune.store import ArtifactStore
 
 RANGES = {
@@ -46,20 +47,20 @@ def make_ledger(tmp_path, run_id, trials, *, kind="tune", folds=3, objective_typ
     for state, p, scores in trials:
         trial = ledger.new_trial(p, {"objective": "binary:logistic", **p})
         trial["state"] = state
-        if state == COMPLETED:
+        if state == TrialState.COMPLETED:
             for job, s in zip(trial["fold_jobs"], scores, strict=True):
                 job.update(state="Completed", objective=s, start_time=1.0, end_time=11.0, billable_seconds=10.0)
             trial["fold_scores"] = list(scores)
             trial["mean"], trial["std"] = score_stats(scores)
-        elif state in (FAILED, STOPPED, PRUNED):
+        elif state in (TrialState.FAILED, TrialState.STOPPED, TrialState.PRUNED):
             trial["fold_jobs"][0]["state"] = "Completed"
-            trial["fold_jobs"][1]["state"] = "Failed" if state == FAILED else "Stopped"
+            trial["fold_jobs"][1]["state"] = "Failed" if state == TrialState.FAILED else "Stopped"
             for job in trial["fold_jobs"][2:]:
                 job["state"] = "Cancelled"
             trial["failure_reason"] = f"fold 1 failed: {HOSTILE}"
         else:  # still running: one fold in flight
             trial["fold_jobs"][0]["state"] = "InProgress"
-        trial["ended"] = None if state == RUNNING else trial["started"] + 1
+        trial["ended"] = None if state == TrialState.RUNNING else trial["started"] + 1
     ledger.data["status"] = "Completed"
     ledger.save()
     return RunLedger.load(ledger.uri)
@@ -94,17 +95,17 @@ def summarize(ledgers, **overrides):
 @pytest.fixture
 def two_runs(tmp_path):
     tune = make_ledger(tmp_path, "run-tune", [
-        (COMPLETED, params(0), [0.95, 0.96, 0.97]),
-        (FAILED, params(1), None),
-        (COMPLETED, params(2, "dart"), [0.97, 0.98, 0.985]),
-        (PRUNED, params(3), None),
-        (COMPLETED, params(4), [0.96, 0.96, 0.965]),
-        (STOPPED, params(5), None),
+        (TrialState.COMPLETED, params(0), [0.95, 0.96, 0.97]),
+        (TrialState.FAILED, params(1), None),
+        (TrialState.COMPLETED, params(2, "dart"), [0.97, 0.98, 0.985]),
+        (TrialState.PRUNED, params(3), None),
+        (TrialState.COMPLETED, params(4), [0.96, 0.96, 0.965]),
+        (TrialState.STOPPED, params(5), None),
     ])
     refine = make_ledger(tmp_path, "run-refine", [
-        (COMPLETED, params(6), [0.98, 0.99, 0.985]),
-        (FAILED, params(7), None),
-        (RUNNING, params(8), None),
+        (TrialState.COMPLETED, params(6), [0.98, 0.99, 0.985]),
+        (TrialState.FAILED, params(7), None),
+        (TrialState.RUNNING, params(8), None),
     ], kind="refine")
     return [tune, refine]
 
@@ -117,11 +118,11 @@ def test_summary_is_consistent_with_the_ledgers(tmp_path, two_runs):
     tune, refine = two_runs
     summary = summarize(two_runs, extra={"dag_run": "manual__1"})
 
-    assert summary["trials"]["by_state"] == {COMPLETED: 4, FAILED: 2, STOPPED: 1, PRUNED: 1, RUNNING: 1}
+    assert summary["trials"]["by_state"] == {TrialState.COMPLETED: 4, TrialState.FAILED: 2, TrialState.STOPPED: 1, TrialState.PRUNED: 1, TrialState.RUNNING: 1}
     assert summary["trials"]["total"] == len(tune.trials) + len(refine.trials) == 9
     per_run = {r["run_id"]: r for r in summary["runs"]}
-    assert per_run["run-tune"]["trials"]["by_state"][COMPLETED] == 3
-    assert per_run["run-refine"]["trials"]["by_state"][RUNNING] == 1
+    assert per_run["run-tune"]["trials"]["by_state"][TrialState.COMPLETED] == 3
+    assert per_run["run-refine"]["trials"]["by_state"][TrialState.RUNNING] == 1
     assert per_run["run-refine"]["kind"] == "refine"
     assert summary["fold_jobs"] == tune.fold_jobs_launched() + refine.fold_jobs_launched()
     assert per_run["run-tune"]["fold_jobs"] == 3 * 3 + 3 * 2  # completed trials ran 3 folds, the others 2
@@ -189,8 +190,8 @@ def test_hostile_values_are_escaped(tmp_path):
         "CategoricalParameterRanges": [{"Name": "booster", "Values": ["gbtree", HOSTILE]}],
     }
     ledger = make_ledger(tmp_path, "run-<evil>", [
-        (COMPLETED, hostile, [0.9, 0.91, 0.92]),
-        (FAILED, {"eta": 0.1, "booster": "gbtree"}, None),
+        (TrialState.COMPLETED, hostile, [0.9, 0.91, 0.92]),
+        (TrialState.FAILED, {"eta": 0.1, "booster": "gbtree"}, None),
     ], ranges=ranges)
     page = report.render_html(summarize([ledger], extra={"note": HOSTILE}), [ledger])
     assert "<script" not in page.lower()
@@ -206,22 +207,22 @@ def test_hostile_values_are_escaped(tmp_path):
 def test_edge_cases_render(tmp_path, case):
     kw: dict = {}
     if case == "one_trial":
-        trials = [(COMPLETED, params(0), [0.9, 0.9, 0.9])]
+        trials = [(TrialState.COMPLETED, params(0), [0.9, 0.9, 0.9])]
     elif case == "all_failed":
-        trials = [(FAILED, params(0), None), (FAILED, params(1), None), (STOPPED, params(2), None)]
+        trials = [(TrialState.FAILED, params(0), None), (TrialState.FAILED, params(1), None), (TrialState.STOPPED, params(2), None)]
     elif case == "constant_scores":
-        trials = [(COMPLETED, {**params(0), "eta": 0.1, "subsample": 0.7}, [0.5] * 3) for _ in range(4)]
+        trials = [(TrialState.COMPLETED, {**params(0), "eta": 0.1, "subsample": 0.7}, [0.5] * 3) for _ in range(4)]
     elif case == "minimize":
-        trials = [(COMPLETED, params(i), [0.3 - 0.01 * i] * 3) for i in range(4)] + [(FAILED, params(9), None)]
+        trials = [(TrialState.COMPLETED, params(i), [0.3 - 0.01 * i] * 3) for i in range(4)] + [(TrialState.FAILED, params(9), None)]
         kw["objective_type"] = "Minimize"
     elif case == "no_ranges":  # axes inferred from the trials' own values
-        trials = [(COMPLETED, {"alpha": 0.1 * (i + 1), "kind": "ab"[i % 2]}, [0.8 + 0.01 * i] * 3) for i in range(3)]
+        trials = [(TrialState.COMPLETED, {"alpha": 0.1 * (i + 1), "kind": "ab"[i % 2]}, [0.8 + 0.01 * i] * 3) for i in range(3)]
         kw["ranges"] = {}
     elif case == "single_fold":
-        trials = [(COMPLETED, params(i), [0.7 + 0.01 * i]) for i in range(3)]
+        trials = [(TrialState.COMPLETED, params(i), [0.7 + 0.01 * i]) for i in range(3)]
         kw["folds"] = 1
     elif case == "running_only":
-        trials = [(RUNNING, params(0), None)]
+        trials = [(TrialState.RUNNING, params(0), None)]
     else:
         trials = None
     ledgers = [] if trials is None else [make_ledger(tmp_path, "run1", trials, **kw)]
@@ -231,17 +232,17 @@ def test_edge_cases_render(tmp_path, case):
     page = store.read_text(out["report"])
     json.dumps(store.read_json(out["summary"]))
     assert "nan" not in re.sub(r"[a-z]nan|nan[a-z]", "", page.lower())
-    done = [t for lg in ledgers for t in lg.trials if t["state"] == COMPLETED]
+    done = [t for lg in ledgers for t in lg.trials if t["state"] == TrialState.COMPLETED]
     if done:
         assert page.count("<svg") == 3
-        assert summary["trials"]["by_state"][COMPLETED] == len(done)
+        assert summary["trials"]["by_state"][TrialState.COMPLETED] == len(done)
     else:
         assert "<svg" not in page and page.count("No completed trials") >= 1
         assert summary["cv_objective"]["mean"] is None
     if case == "minimize":
         assert summary["best"]["trial"] == 3 and "lower is better" in page and "best: trial 3" in page
     if case == "all_failed":
-        assert summary["trials"]["by_state"] == {COMPLETED: 0, FAILED: 2, STOPPED: 1, PRUNED: 0, RUNNING: 0}
+        assert summary["trials"]["by_state"] == {TrialState.COMPLETED: 0, TrialState.FAILED: 2, TrialState.STOPPED: 1, TrialState.PRUNED: 0, TrialState.RUNNING: 0}
 
 
 def test_module_stays_light():

@@ -7,8 +7,9 @@ import html
 import logging
 
 from cvtune import report
-from cvtune.ledger import COMPLETED, RunLedger
+from cvtune.ledger import RunLedger
 from cvtune.refinement import reasons_of, refinement_plan, refinement_reasons, refinement_rules
+from cvtune.states import TrialState
 from cvtune.store import ArtifactStore
 from tests.test_report import make_ledger, params
 
@@ -30,9 +31,9 @@ def _with_manifest(tmp_path, ledger: RunLedger, data_uri: str) -> None:
 def test_rules_give_every_verdict_and_the_reasons_stay_the_same(tmp_path):
     # best eta 0.05 sits inside [0.01, 0.3]; the top 3 are far apart; the target misses
     tune = make_ledger(tmp_path, "tune-a", [
-        (COMPLETED, params(4), [0.90, 0.91, 0.92]),
-        (COMPLETED, params(0), [0.80, 0.81, 0.82]),
-        (COMPLETED, params(1), [0.70, 0.71, 0.72]),
+        (TrialState.COMPLETED, params(4), [0.90, 0.91, 0.92]),
+        (TrialState.COMPLETED, params(0), [0.80, 0.81, 0.82]),
+        (TrialState.COMPLETED, params(1), [0.70, 0.71, 0.72]),
     ])
     rules = refinement_rules(tune, target=0.95, boundary=0.05, top_k=3)
     by = {r["rule"]: r for r in rules}
@@ -51,14 +52,14 @@ def test_rules_give_every_verdict_and_the_reasons_stay_the_same(tmp_path):
 
 def test_report_tells_data_parents_refinement_and_stop(tmp_path):
     tune = make_ledger(tmp_path, "tune-a", [
-        (COMPLETED, params(0), [0.95, 0.96, 0.97]),
-        (COMPLETED, params(2), [0.97, 0.98, 0.985]),
+        (TrialState.COMPLETED, params(0), [0.95, 0.96, 0.97]),
+        (TrialState.COMPLETED, params(2), [0.97, 0.98, 0.985]),
     ])
     tune.data["config"]["max_trials"] = 2
     _with_manifest(tmp_path, tune, "s3://bucket/raw/dt=2026-03-04/")
     rules = refinement_rules(tune, target=0.99, boundary=0.05, top_k=None)
     plan = refinement_plan(tune, reasons_of(rules), 0.5, rules)
-    refine = make_ledger(tmp_path, "refine-a", [(COMPLETED, params(3), [0.98, 0.985, 0.99])], kind="refine")
+    refine = make_ledger(tmp_path, "refine-a", [(TrialState.COMPLETED, params(3), [0.98, 0.985, 0.99])], kind="refine")
     refine.data.update({
         "manifest_uri": tune.data["manifest_uri"],
         "warm_start": {"type": "IDENTICAL_DATA_AND_ALGORITHM", "parents": [tune.uri]},

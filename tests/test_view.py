@@ -10,7 +10,7 @@ import os
 import pytest
 
 from cvtune import report
-from cvtune.ledger import COMPLETED
+from cvtune.states import TrialState
 from cvtune.store import ArtifactStore
 from tests.test_report import make_ledger, params
 
@@ -90,8 +90,8 @@ def team_owned_dag(dag_id: str, team: str) -> None:
 def publish(tmp, root: str, run_id: str, dag_id: str | None = "cv_tuning_pipeline") -> dict:
     """A finished tuning run and a pipeline report under ``root`` (local or s3://), owned by ``dag_id``
     (``None``: a run from the CLI, outside any DAG)."""
-    ledger = make_ledger(tmp, run_id, [(COMPLETED, params(0), [0.91, 0.92, 0.93]),
-                                       (COMPLETED, params(2), [0.95, 0.96, 0.97])])
+    ledger = make_ledger(tmp, run_id, [(TrialState.COMPLETED, params(0), [0.91, 0.92, 0.93]),
+                                       (TrialState.COMPLETED, params(2), [0.95, 0.96, 0.97])])
     ledger.uri, ledger.token = store.join(root, "runs", run_id, "ledger.json"), None  # a new ledger there
     if dag_id is not None:
         ledger.data["airflow"] = {"dag_id": dag_id, "run_id": "manual__1"}

@@ -43,6 +43,7 @@ from typing import Any
 
 from cvtune.errors import ConfigError
 from cvtune.rule_block import integer_setting, number_setting, rule_block
+from cvtune.states import TrialState
 
 CONVERGENCE_RULES = ("off", "noise")
 
@@ -149,7 +150,7 @@ def trials_not_improving(ended: list[dict[str, Any]], maximize: bool, min_improv
     best = baseline
     streak = 0
     for trial in ended:
-        value = trial.get("mean") if trial["state"] == "Completed" else None
+        value = trial.get("mean") if trial["state"] == TrialState.COMPLETED else None
         if value is not None and (
             best is None or _better(value, best + (1 if maximize else -1) * min_improvement * abs(best), maximize)
         ):
@@ -166,7 +167,7 @@ def check_not_improving(criteria: CompletionCriteria, trials: list[dict[str, Any
     n = criteria.max_trials_not_improving
     if n is None:
         return None
-    ended = sorted((t for t in trials if t["state"] in ("Completed", "Pruned")), key=lambda t: (t.get("ended") or 0, t["number"]))
+    ended = sorted((t for t in trials if t["state"] in (TrialState.COMPLETED, TrialState.PRUNED)), key=lambda t: (t.get("ended") or 0, t["number"]))
     streak = trials_not_improving(ended, maximize, criteria.min_improvement, baseline)
     if streak >= n:
         return (f"max_trials_not_improving: the last {streak} trials did not improve the best by "
@@ -276,7 +277,7 @@ def check_convergence(
     seed: int = 0,
 ) -> tuple[str | None, dict[str, float] | None]:
     """(reason or None, the statistic) for the noise-aware rule over the completed trials."""
-    completed = [t for t in trials if t["state"] == "Completed" and t.get("mean") is not None]
+    completed = [t for t in trials if t["state"] == TrialState.COMPLETED and t.get("mean") is not None]
     if settings.rule == "off" or best is None or len(completed) < settings.min_trials:
         return None, None
     folds = [f for f in (manifest or {}).get("folds") or [] if f.get("train_rows") and f.get("validation_rows")]

@@ -46,6 +46,7 @@ from typing import Any
 
 from cvtune import lease as lease_
 from cvtune.errors import ConfigError, LeaseHeldError, LedgerConflictError
+from cvtune.states import FOLD_DONE, RUN_ENDED, TRIAL_DONE, FoldState, RunStatus, TrialState, WarmPoolStatus
 from cvtune.store import ArtifactStore, PreconditionFailed, default_store
 
 log = logging.getLogger("cvtune.ledger")
@@ -56,21 +57,6 @@ READABLE_VERSIONS = (1, 2)
 SNAPSHOT_RATIO = 1.0
 MIN_TAIL_BYTES = 64 * 1024
 MAX_TAIL_RECORDS_REMOTE = 200  # object stores: each record is an object; keep LIST + GETs short
-
-# trial states
-RUNNING = "Running"
-COMPLETED = "Completed"
-FAILED = "Failed"
-STOPPED = "Stopped"
-PRUNED = "Pruned"
-TRIAL_DONE = frozenset({COMPLETED, FAILED, STOPPED, PRUNED})
-
-# fold job states (besides the backend's InProgress / Completed / Failed / Stopped)
-PENDING = "Pending"
-LAUNCHING = "Launching"
-CANCELLED = "Cancelled"
-FOLD_DONE = frozenset({"Completed", "Failed", "Stopped", CANCELLED})
-RUN_ENDED = frozenset({"Completed", "Failed", "Stopped"})
 
 
 def fold_job_name(run_id: str, trial: int, fold: int) -> str:
@@ -115,7 +101,7 @@ def new_ledger_data(
         "version": LEDGER_VERSION,
         "run_id": run_id,
         "kind": kind,
-        "status": "InProgress",
+        "status": RunStatus.IN_PROGRESS,
         "failure_reason": None,
         "created": now,
         "updated": now,
@@ -212,7 +198,7 @@ def _encode_trial(trial: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
 
 def _frozen(trial: dict[str, Any]) -> bool:
     """A trial nothing will change any more: ended, and every fold job ended."""
-    return trial["state"] in TRIAL_DONE and all(j["state"] in FOLD_DONE or j["state"] == PENDING
+    return trial["state"] in TRIAL_DONE and all(j["state"] in FOLD_DONE or j["state"] == FoldState.PENDING
                                                 for j in trial["fold_jobs"])
 
 
@@ -588,7 +574,7 @@ class RunLedger:
             "params": params,
             "hyperparameters": hyperparameters,
             "source": source,
-            "state": RUNNING,
+            "state": TrialState.RUNNING,
             "started": time.time(),
             "ended": None,
             "mean": None,
@@ -599,7 +585,7 @@ class RunLedger:
                 {
                     "fold": f,
                     "job_name": fold_job_name(self.run_id, number, f),
-                    "state": PENDING,
+                    "state": FoldState.PENDING,
                     "objective": None,
                     "metrics": {},
                     "failure_reason": None,
@@ -615,7 +601,7 @@ class RunLedger:
         return trial
 
     def completed_trials(self) -> list[dict[str, Any]]:
-        return [t for t in self.trials if t["state"] == COMPLETED and t["mean"] is not None]
+        return [t for t in self.trials if t["state"] == TrialState.COMPLETED and t["mean"] is not None]
 
     def inherited_trials(self) -> list[dict[str, Any]]:
         """Warm-start parents' completed trials on the same folds (IDENTICAL_DATA_AND_ALGORITHM)."""
@@ -637,7 +623,7 @@ class RunLedger:
         return out
 
     def fold_jobs_launched(self) -> int:
-        return sum(1 for t in self.trials for j in t["fold_jobs"] if j["state"] not in (PENDING, CANCELLED))
+        return sum(1 for t in self.trials for j in t["fold_jobs"] if j["state"] not in (FoldState.PENDING, FoldState.CANCELLED))
 
     def summary(self) -> dict[str, Any]:
         from cvtune.pools import billing
@@ -665,7 +651,7 @@ class RunLedger:
             # job time + retained warm-pool time = instance-seconds (see cvtune.pools.billing)
             **bill,
             "warm_pool_reused": sum(
-                1 for t in self.trials for j in t["fold_jobs"] if j.get("warm_pool_status") == "Reused"
+                1 for t in self.trials for j in t["fold_jobs"] if j.get("warm_pool_status") == WarmPoolStatus.REUSED
             ),
             # wall time: time spent driving the run plus time it waited between drivers (deferred)
             "elapsed_s": round(self.data.get("elapsed_s", 0.0) + self.data.get("deferred_s", 0.0), 3),

@@ -33,12 +33,10 @@ from typing import Any
 
 from cvtune.backends.base import Backend, JobDescription
 from cvtune.errors import JobNotFoundError
+from cvtune.states import JOB_ENDED, POOL_FINAL, POOL_OPEN, WarmPoolStatus
 
 log = logging.getLogger("cvtune.pools")
 
-OPEN = frozenset({"Available", "InUse"})  # a pool still billed and still able to be taken
-FINAL = frozenset({"Reused", "Terminated"})
-ENDED = frozenset({"Completed", "Failed", "Stopped"})
 
 
 def update_pool(job: dict[str, Any], d: JobDescription) -> None:
@@ -49,7 +47,7 @@ def update_pool(job: dict[str, Any], d: JobDescription) -> None:
     job["pool_reused_by"] = d.pool_reused_by
     if d.retained_seconds is not None:
         job["retained_seconds"] = d.retained_seconds
-    job["pool_final"] = d.pool_status in FINAL
+    job["pool_final"] = d.pool_status in POOL_FINAL
 
 
 class PoolKeeper:
@@ -69,7 +67,7 @@ class PoolKeeper:
             yield from trial["fold_jobs"]
 
     def _open(self) -> list[dict[str, Any]]:
-        return [j for j in self._jobs() if j["state"] in ENDED and j.get("pool_status") in OPEN]
+        return [j for j in self._jobs() if j["state"] in JOB_ENDED and j.get("pool_status") in POOL_OPEN]
 
     def ended(self, job: dict[str, Any], d: JobDescription) -> None:
         """Job ``job`` was just recorded as ended with description ``d``."""
@@ -77,17 +75,17 @@ class PoolKeeper:
         update_pool(job, d)
         self._learn(job)
         if job.get("took_pool_of"):
-            job["warm_pool_status"] = "Reused"
+            job["warm_pool_status"] = WarmPoolStatus.REUSED
 
     def _learn(self, provider: dict[str, Any]) -> None:
         consumer = provider.get("pool_reused_by")
-        if not consumer or provider.get("pool_status") != "Reused":
+        if not consumer or provider.get("pool_status") != WarmPoolStatus.REUSED:
             return
         for job in self._jobs():
             if job["job_name"] == consumer:
                 job["took_pool_of"] = provider["job_name"]
-                if job["state"] in ENDED:
-                    job["warm_pool_status"] = "Reused"
+                if job["state"] in JOB_ENDED:
+                    job["warm_pool_status"] = WarmPoolStatus.REUSED
                 return
 
     def follow(self, *, save: bool = True) -> None:
@@ -97,7 +95,7 @@ class PoolKeeper:
             try:
                 d = self.backend.describe(job["job_name"])
             except JobNotFoundError:
-                job["pool_status"], job["pool_final"] = "Terminated", True
+                job["pool_status"], job["pool_final"] = WarmPoolStatus.TERMINATED, True
                 changed = True
                 continue
             before = (job.get("pool_status"), job.get("retained_seconds"))

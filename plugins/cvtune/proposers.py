@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cvtune.space import SearchSpace
+from cvtune.states import TrialState
 
 
 @dataclass
@@ -33,9 +34,10 @@ class Proposer(Protocol):
 
 
 def _optuna_state(state: str):
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState as OptunaState
 
-    return {"Completed": TrialState.COMPLETE, "Pruned": TrialState.PRUNED}.get(state, TrialState.FAIL)
+    states: dict[str, OptunaState] = {TrialState.COMPLETED: OptunaState.COMPLETE, TrialState.PRUNED: OptunaState.PRUNED}
+    return states.get(state, OptunaState.FAIL)
 
 
 class OptunaProposer:
@@ -86,7 +88,7 @@ class OptunaProposer:
         """Add a trial evaluated elsewhere (a resumed run, a warm-start parent) as history."""
         import optuna
 
-        if state == "Running":
+        if state == TrialState.RUNNING:
             return  # told when it ends
         if not self.space.contains(params):
             logging.getLogger(__name__).debug("not telling the sampler about %s: outside the space", params)

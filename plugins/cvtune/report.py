@@ -23,18 +23,11 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cvtune.ledger import (
-    COMPLETED,
-    FAILED,
-    PRUNED,
-    RUNNING,
-    STOPPED,
-    RunLedger,
-    rank_key,
-)
+from cvtune.ledger import RunLedger, rank_key
+from cvtune.states import TrialState
 from cvtune.store import ArtifactStore, default_store
 
-TRIAL_STATES = (COMPLETED, FAILED, STOPPED, PRUNED, RUNNING)
+TRIAL_STATES = (TrialState.COMPLETED, TrialState.FAILED, TrialState.STOPPED, TrialState.PRUNED, TrialState.RUNNING)
 SUMMARY_NAME = "summary.json"
 REPORT_NAME = "report.html"
 
@@ -78,10 +71,10 @@ def build_summary(
     objective = dict(best.get("objective") or (ledgers[0].data["config"]["objective"] if ledgers else {}))
     best_trial = _find_trial(ledgers, best.get("run_id"), best.get("trial"))
 
-    by_state = {state: 0 for state in TRIAL_STATES}
+    by_state: dict[str, int] = {state: 0 for state in TRIAL_STATES}
     runs = []
     for ledger in ledgers:
-        counts = {state: 0 for state in TRIAL_STATES}
+        counts: dict[str, int] = {state: 0 for state in TRIAL_STATES}
         counts.update(ledger.counts())
         for state, n in counts.items():
             by_state[state] = by_state.get(state, 0) + n
@@ -418,7 +411,7 @@ def _run_labels(ledgers: list[RunLedger]) -> list[str]:
 
 
 def _completed(trial: dict[str, Any]) -> bool:
-    return trial.get("state") == COMPLETED and _finite(trial.get("mean"))
+    return trial.get("state") == TrialState.COMPLETED and _finite(trial.get("mean"))
 
 
 def _maximize(summary: dict[str, Any], ledgers: list[RunLedger]) -> bool:
@@ -460,7 +453,7 @@ def _history(ledgers: list[RunLedger], maximize: bool, metric: str) -> str:
     done = [(x, i, t) for x, i, t in seq if _completed(t)]
     if not done:
         return _note("No completed trials yet, so there is no optimization history to plot.")
-    ended = [(x, i, t) for x, i, t in seq if t["state"] in (FAILED, STOPPED, PRUNED)]
+    ended = [(x, i, t) for x, i, t in seq if t["state"] in (TrialState.FAILED, TrialState.STOPPED, TrialState.PRUNED)]
 
     width, height = 960, 380
     left, right, top = 74, 24, 30 if len(ledgers) > 1 else 14
@@ -533,7 +526,7 @@ def _history(ledgers: list[RunLedger], maximize: bool, metric: str) -> str:
         f'stroke="{INK}" stroke-width="1.6"/>'
     )
     for x, i, t in ended:
-        colour = FAILED_COLOUR if t["state"] == FAILED else STOPPED_COLOUR
+        colour = FAILED_COLOUR if t["state"] == TrialState.FAILED else STOPPED_COLOUR
         reason = t.get("failure_reason") or t["state"].lower()
         out.append(_cross(sx(x), py1 + 4 + (lane - 4) / 2, 4.5, colour, f"{_trial_name(labels, i, t)}: {reason}"))
 
@@ -544,9 +537,9 @@ def _history(ledgers: list[RunLedger], maximize: bool, metric: str) -> str:
         items.append((_dot(PALETTE[0]), "completed trial (CV mean)"))
     items.append((_bar(INK, 2), "best so far" + (" (higher is better)" if maximize else " (lower is better)")))
     items.append(('<i class="sw ring"></i>', f"best: {_trial_name(labels, best_i, best_t)}"))
-    if any(t["state"] == FAILED for _, _, t in ended):
+    if any(t["state"] == TrialState.FAILED for _, _, t in ended):
         items.append((_x_mark(FAILED_COLOUR), "failed"))
-    if any(t["state"] != FAILED for _, _, t in ended):
+    if any(t["state"] != TrialState.FAILED for _, _, t in ended):
         items.append((_x_mark(STOPPED_COLOUR), "stopped / pruned"))
     return _legend(items) + _svg(width, height, out, f"{metric} per trial")
 
@@ -728,7 +721,7 @@ def _parallel(ledgers: list[RunLedger], maximize: bool, metric: str) -> str:
     done = [(i, t) for i, t in everything if _completed(t)]
     if not done:
         return _note("No completed trials, so there is nothing to draw in parameter space.")
-    failed = [(i, t) for i, t in everything if t["state"] == FAILED]
+    failed = [(i, t) for i, t in everything if t["state"] == TrialState.FAILED]
     axes = _param_axes(ledgers, [t for _, t in everything])
 
     width, height = 960, 430
@@ -1011,7 +1004,7 @@ def _count(value: Any) -> str:
 
 def _failures(ledgers: list[RunLedger]) -> str:
     labels = _run_labels(ledgers)
-    bad = [(i, t) for i, ledger in enumerate(ledgers) for t in ledger.trials if t["state"] in (FAILED, STOPPED, PRUNED)]
+    bad = [(i, t) for i, ledger in enumerate(ledgers) for t in ledger.trials if t["state"] in (TrialState.FAILED, TrialState.STOPPED, TrialState.PRUNED)]
     if not bad:
         return ""
     items = "".join(
@@ -1153,11 +1146,11 @@ def _cards(summary: dict[str, Any]) -> str:
         cards.append(_card("holdout", EMPTY, "no final model metrics"))
 
     by_state = (summary.get("trials") or {}).get("by_state") or {}
-    done = by_state.get(COMPLETED, 0)
+    done = by_state.get(TrialState.COMPLETED, 0)
     total = (summary.get("trials") or {}).get("total", 0)
-    detail = " · ".join(f"{by_state.get(s, 0)} {s.lower()}" for s in (FAILED, PRUNED, STOPPED))
-    if by_state.get(RUNNING):
-        detail += f" · {by_state[RUNNING]} running"
+    detail = " · ".join(f"{by_state.get(s, 0)} {s.lower()}" for s in (TrialState.FAILED, TrialState.PRUNED, TrialState.STOPPED))
+    if by_state.get(TrialState.RUNNING):
+        detail += f" · {by_state[TrialState.RUNNING]} running"
     cards.append(_card("trials completed", f"{done} <small>/ {total}</small>", _e(detail)))
 
     jobs = summary.get("fold_jobs")

@@ -35,6 +35,7 @@ from typing import Any
 
 from cvtune.errors import ConfigError
 from cvtune.rule_block import integer_setting, rule_block
+from cvtune.states import TrialState
 
 RULES = ("off", "wilcoxon", "median")
 
@@ -153,7 +154,7 @@ class RuleStopping(NoStopping):
                 )
             return None
         # median
-        peers = [statistics.fmean(t["fold_scores"][:k]) for t in trials if t["state"] == "Completed" and t is not trial]
+        peers = [statistics.fmean(t["fold_scores"][:k]) for t in trials if t["state"] == TrialState.COMPLETED and t is not trial]
         if len(peers) < self.settings.min_trials:
             return None
         median = statistics.median(peers)

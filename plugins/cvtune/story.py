@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from cvtune.ledger import RunLedger
+from cvtune.states import RunStatus
 
 PARTITION_RE = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})(?:/|$)")
 
@@ -95,9 +96,9 @@ def stop_of(ledger: RunLedger) -> dict[str, Any]:
     config = data.get("config") or {}
     budget = config.get("max_trials")
     own = len(ledger.trials)
-    if ledger.status in ("Failed", "Stopped"):
+    if ledger.status in (RunStatus.FAILED, RunStatus.STOPPED):
         reason = data.get("failure_reason") or ledger.status.lower()
-    elif ledger.status == "Completed":
+    elif ledger.status == RunStatus.COMPLETED:
         if isinstance(budget, int) and own >= budget:
             reason = f"trial budget spent: {own} of max_trials {budget}"
         else:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cvtune.backends.base import COMPLETED, Backend, JobDescription, JobSpec
+from cvtune.backends.base import Backend, JobDescription, JobSpec
 from cvtune.errors import JobExistsError, RunFailedError
 from cvtune.metrics import default_metric_definitions
+from cvtune.states import JobStatus, WarmPoolStatus
 
 log = logging.getLogger("cvtune.training")
 
@@ -109,7 +110,7 @@ def train_final(
     # a provider ended less than its keep-alive (and at most its runtime) before this job was created
     window = getattr(getattr(backend, "config", None), "keep_alive_period_s", 0) + max_runtime_s
     provider = backend.pool_provider(job_name, window) if window > max_runtime_s else None
-    if description.status != COMPLETED:
+    if description.status != JobStatus.COMPLETED:
         raise RunFailedError(f"final training job {job_name} {description.status}: {description.failure_reason}")
     return {
         "job_name": job_name,
@@ -119,7 +120,7 @@ def train_final(
         "hyperparameters": hyperparameters,
         "entry_point": entry_point,
         "billable_seconds": description.billable_seconds,
-        "warm_pool_status": "Reused" if provider else description.warm_pool_status,
+        "warm_pool_status": WarmPoolStatus.REUSED if provider else description.warm_pool_status,
         "took_pool_of": provider,
         "pool_released": released,
         "log_uri": description.log_uri,

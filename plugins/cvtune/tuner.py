@@ -21,10 +21,21 @@ from typing import Any
 from cvtune import lease as lease_
 from cvtune import ledger as L
 from cvtune import store
-from cvtune.backends.base import COMPLETED, FAILED, STOPPED, Backend, JobDescription, JobSpec
+from cvtune.backends.base import Backend, JobDescription, JobSpec
 from cvtune.config import BUDGET_KEYS, TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, LedgerConflictError, RunFailedError
 from cvtune.proposers import FixedProposer, Proposal, make_proposer
+from cvtune.states import (
+    COMPLETION_CRITERIA,
+    FOLD_ACTIVE,
+    FOLD_DONE,
+    TRIAL_DONE,
+    FoldState,
+    JobStatus,
+    RunStatus,
+    StopCriterion,
+    TrialState,
+)
 from cvtune.stopping import make_stopper
 from cvtune.store import ArtifactStore, default_store
 
@@ -32,8 +43,6 @@ log = logging.getLogger("cvtune.tuner")
 
 RUN_ID_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,49}$")
 TAG_RUN, TAG_TRIAL, TAG_FOLD = "cvtune:run", "cvtune:trial", "cvtune:fold"
-# run-level completion criteria (cvtune.completion) a ledger's stop_reason may name
-CRITERIA = ("target_value", "max_trials_not_improving", "convergence")
 
 
 def validate_run_id(run_id: str) -> str:
@@ -269,7 +278,7 @@ class CVTuner:
         return self._driving(self._run)
 
     def _run(self) -> dict[str, Any]:
-        if self.ledger.status == "Completed" and self._done(recheck=True):
+        if self.ledger.status == RunStatus.COMPLETED and self._done(recheck=True):
             log.info("run %s already completed; nothing to do", self.run_id)
             self.ledger.release_lease()
             return self.ledger.summary()
@@ -287,14 +296,14 @@ class CVTuner:
         return self._driving(self._start)
 
     def _start(self) -> list[str]:
-        if self.ledger.status == "Failed":
+        if self.ledger.status == RunStatus.FAILED:
             raise RunFailedError(f"run {self.run_id} failed earlier: {self.ledger.data['failure_reason']}")
-        if self.ledger.status == "Completed" and self._done(recheck=True):
+        if self.ledger.status == RunStatus.COMPLETED and self._done(recheck=True):
             return []
         from cvtune.folds import check_files
 
         check_files(self.manifest, self.store)  # before anything is launched on them
-        self.ledger.data["status"] = "InProgress"  # a completed run may continue with a larger budget
+        self.ledger.data["status"] = RunStatus.IN_PROGRESS  # a completed run may continue with a larger budget
         since = self.ledger.data.pop("deferred_since", None)
         if since is not None:  # left by release(): the wait is part of the run's wall time
             self.ledger.data["deferred_s"] = self.ledger.data.get("deferred_s", 0.0) + max(0.0, time.time() - since)
@@ -325,7 +334,7 @@ class CVTuner:
         for description in ended:
             self._record(description, save=False)
         self._check_failures()
-        if self.ledger.status == "Completed":
+        if self.ledger.status == RunStatus.COMPLETED:
             self._save()
             self._recorded(ended)
             return []
@@ -337,7 +346,7 @@ class CVTuner:
             self._pools.follow(save=False)
         inflight = self._inflight_names()
         self._pools.release(self._launch_done(), keep=0 if inflight else 1)
-        if not inflight and any(t["state"] == L.RUNNING for t in self.ledger.trials):
+        if not inflight and any(t["state"] == TrialState.RUNNING for t in self.ledger.trials):
             raise RuntimeError(f"run {self.run_id}: running trials but no job in flight")  # a bug
         return inflight
 
@@ -358,16 +367,16 @@ class CVTuner:
             # a run without one usable trial has no result: Failed, with what went wrong
             reasons = [t.get("failure_reason") for t in self.ledger.trials if t.get("failure_reason")]
             reason = "no trial completed" + (f"; last failure: {reasons[-1]}" if reasons else "")
-            if self.ledger.status != "Failed":
-                self.ledger.data["status"] = "Failed"
+            if self.ledger.status != RunStatus.FAILED:
+                self.ledger.data["status"] = RunStatus.FAILED
                 self.ledger.data["failure_reason"] = reason
                 self._save(release=True)
             else:
                 self.ledger.release_lease()
             raise RunFailedError(f"run {self.run_id} failed: {reason}; see {self.uri}")
-        if self.ledger.status != "Completed":
-            self.ledger.data["status"] = "Completed"
-            if self._stop_criterion() not in (*CRITERIA, "exhausted"):
+        if self.ledger.status != RunStatus.COMPLETED:
+            self.ledger.data["status"] = RunStatus.COMPLETED
+            if self._stop_criterion() not in (*COMPLETION_CRITERIA, StopCriterion.EXHAUSTED):
                 self.ledger.data["stop_reason"] = self._budget_reason()
             self.ledger.data["best"] = self.ledger.summary()["best"]
             self._save(release=True)
@@ -383,31 +392,31 @@ class CVTuner:
             except JobNotFoundError:
                 pass
         for trial in self.ledger.trials:
-            if trial["state"] == L.RUNNING:
-                self._end_trial(trial, L.STOPPED, reason)
-        self.ledger.data["status"] = "Stopped"
+            if trial["state"] == TrialState.RUNNING:
+                self._end_trial(trial, TrialState.STOPPED, reason)
+        self.ledger.data["status"] = RunStatus.STOPPED
         self.ledger.data["failure_reason"] = reason
-        self.ledger.data["stop_reason"] = {"criterion": "stopped", "detail": reason}
+        self.ledger.data["stop_reason"] = {"criterion": StopCriterion.STOPPED, "detail": reason}
         self._save(release=True)
 
     # -- scheduling ------------------------------------------------------------------------
     def _restore(self) -> None:
         """Rebuild in-memory state from the ledger and re-attach to jobs of an earlier attempt."""
         for trial in self.ledger.trials:
-            value = trial["mean"] if trial["state"] == L.COMPLETED else None
+            value = trial["mean"] if trial["state"] == TrialState.COMPLETED else None
             self.proposer.observe(trial["params"], value, trial["state"], L.running_means(trial["fold_scores"]))
-            if trial["state"] in L.TRIAL_DONE:
+            if trial["state"] in TRIAL_DONE:
                 continue
             for job in trial["fold_jobs"]:
                 self._jobs[job["job_name"]] = (trial, job)
-                if job["state"] == L.LAUNCHING:
+                if job["state"] == FoldState.LAUNCHING:
                     try:
                         self._attach(job, self.backend.describe(job["job_name"]), trial)
                     except JobNotFoundError:
-                        job["state"] = L.PENDING  # recorded, never created: launch it later
+                        job["state"] = FoldState.PENDING  # recorded, never created: launch it later
         for trial in self.ledger.trials:
             for job in trial["fold_jobs"]:
-                if job["state"] == "InProgress":
+                if job["state"] == FoldState.IN_PROGRESS:
                     self._jobs[job["job_name"]] = (trial, job)
         self._save()
         self._pools.follow()
@@ -429,7 +438,7 @@ class CVTuner:
                 f"job name {job['job_name']} is taken by a job that is not fold {job['fold']} of trial "
                 f"{trial['number']} of run {self.run_id} (its tags: {tags}); refusing to reuse it — pick a new run id"
             )
-        job["state"] = "InProgress"
+        job["state"] = FoldState.IN_PROGRESS
         log.info("re-attached to %s", job["job_name"])
 
     def _inflight_names(self) -> list[str]:
@@ -437,7 +446,7 @@ class CVTuner:
             job["job_name"]
             for trial in self.ledger.trials
             for job in trial["fold_jobs"]
-            if job["state"] in ("InProgress", L.LAUNCHING)
+            if job["state"] in FOLD_ACTIVE
         ]
 
     def _capacity(self, ahead: bool = False) -> int:
@@ -461,9 +470,9 @@ class CVTuner:
         many were asked (saved by the caller).
         """
         asked = 0
-        if self._stop_criterion() in CRITERIA:
+        if self._stop_criterion() in COMPLETION_CRITERIA:
             return asked  # a completion criterion was met: in-flight trials finish, no new one starts
-        running = sum(1 for t in self.ledger.trials if t["state"] == L.RUNNING)
+        running = sum(1 for t in self.ledger.trials if t["state"] == TrialState.RUNNING)
         target = self._target_jobs()
         waves = self.stopper.launches_in_waves
         # trials stopped by a kill don't use up the budget: a retry replaces them
@@ -476,7 +485,7 @@ class CVTuner:
             if proposal is None:  # a grid or fixed list has nothing more to offer
                 self._exhausted = True
                 self.ledger.data["stop_reason"] = {
-                    "criterion": "exhausted",
+                    "criterion": StopCriterion.EXHAUSTED,
                     "detail": f"the {self.config.strategy} proposer has no more candidates after {self._budget_used()} trials",
                 }
                 return asked
@@ -498,12 +507,12 @@ class CVTuner:
         if self._budget_used() < self.config.max_trials and not self._exhausted:
             return False
         return not any(
-            j["state"] in (L.PENDING, L.LAUNCHING)
-            for t in self.ledger.trials if t["state"] == L.RUNNING for j in t["fold_jobs"]
+            j["state"] in (FoldState.PENDING, FoldState.LAUNCHING)
+            for t in self.ledger.trials if t["state"] == TrialState.RUNNING for j in t["fold_jobs"]
         )
 
     def _budget_used(self) -> int:
-        return sum(1 for t in self.ledger.trials if t["state"] != L.STOPPED)
+        return sum(1 for t in self.ledger.trials if t["state"] != TrialState.STOPPED)
 
     def _stop_criterion(self) -> str | None:
         return (self.ledger.data.get("stop_reason") or {}).get("criterion")
@@ -512,10 +521,10 @@ class CVTuner:
         """Nothing more to ask: the budget is spent or a completion criterion holds."""
         if recheck:
             self._check_completion(recheck=True)
-        return self._budget_used() >= self.config.max_trials or self._stop_criterion() in CRITERIA
+        return self._budget_used() >= self.config.max_trials or self._stop_criterion() in COMPLETION_CRITERIA
 
     def _budget_reason(self) -> dict[str, Any]:
-        return {"criterion": "max_trials", "detail": f"the budget of {self.config.max_trials} trials is spent"}
+        return {"criterion": StopCriterion.MAX_TRIALS, "detail": f"the budget of {self.config.max_trials} trials is spent"}
 
     def _check_completion(self, recheck: bool = False) -> None:
         """Record the first run-level completion criterion met (:mod:`cvtune.completion`).
@@ -526,9 +535,9 @@ class CVTuner:
         """
         from cvtune import completion as C
 
-        if recheck and self._stop_criterion() in (*CRITERIA, "stopped"):
+        if recheck and self._stop_criterion() in (*COMPLETION_CRITERIA, StopCriterion.STOPPED):
             self.ledger.data.pop("stop_reason", None)
-        if self._stop_criterion() in CRITERIA:
+        if self._stop_criterion() in COMPLETION_CRITERIA:
             return
         criteria = self.config.completion
         if not criteria.active:
@@ -538,9 +547,9 @@ class CVTuner:
         inherited = [t["mean"] for t in self.ledger.inherited_trials() if t.get("mean") is not None]
         baseline = (max(inherited) if maximize else min(inherited)) if inherited else None
         reason = C.check_target(criteria, best, maximize)
-        criterion = "target_value"
+        criterion = StopCriterion.TARGET_VALUE
         if reason is None:
-            reason, criterion = C.check_not_improving(criteria, self.ledger.trials, maximize, baseline), "max_trials_not_improving"
+            reason, criterion = C.check_not_improving(criteria, self.ledger.trials, maximize, baseline), StopCriterion.MAX_TRIALS_NOT_IMPROVING
         if reason is None and criteria.convergence.rule != "off":
             completed = len(self.ledger.completed_trials())
             if completed != self._convergence_checked_at:  # the GP only changes when a trial completes
@@ -551,18 +560,18 @@ class CVTuner:
                 )
                 if stat is not None:
                     self.ledger.data["convergence"] = stat
-            reason, criterion = self._convergence_reason, "convergence"
+            reason, criterion = self._convergence_reason, StopCriterion.CONVERGENCE
         if reason is not None:
             log.info("run %s: no new trials — %s", self.run_id, reason)
             self.ledger.data["stop_reason"] = {"criterion": criterion, "detail": reason}
 
     def _pending_jobs(self):
         for trial in self.ledger.trials:
-            if trial["state"] != L.RUNNING:
+            if trial["state"] != TrialState.RUNNING:
                 continue
             limit = self.stopper.launch_limit(trial)  # folds wait for the early-stopping decision
             for job in trial["fold_jobs"]:
-                if job["state"] == L.PENDING and job["fold"] < limit:
+                if job["state"] == FoldState.PENDING and job["fold"] < limit:
                     yield trial, job
 
     def _launch(self) -> int:
@@ -573,7 +582,7 @@ class CVTuner:
         if not batch:
             return 0
         for _, job in batch:
-            job["state"] = L.LAUNCHING
+            job["state"] = FoldState.LAUNCHING
         self._save()  # write-ahead: a crash from here on is resolved by describe() on resume
         for trial, job in batch:
             spec = self._spec(trial, job)
@@ -581,7 +590,7 @@ class CVTuner:
                 self.backend.submit(spec)
             except JobExistsError:
                 self._attach(job, self.backend.describe(spec.name), trial)
-            job["state"] = "InProgress"
+            job["state"] = FoldState.IN_PROGRESS
         self.ledger.data["last_launch_at"] = time.time()
         self._save()
         return len(batch)
@@ -604,7 +613,7 @@ class CVTuner:
         if d.name not in self._jobs:
             return
         trial, job = self._jobs[d.name]
-        if job["state"] in L.FOLD_DONE:
+        if job["state"] in FOLD_DONE:
             return
         job.update(
             state=d.status,
@@ -617,16 +626,16 @@ class CVTuner:
         )
         self._pools.ended(job, d)
         metric = self.config.objective.metric
-        if d.status == COMPLETED:
+        if d.status == JobStatus.COMPLETED:
             value = d.final_metrics.get(metric)
             if value is None:
-                job["state"] = FAILED
+                job["state"] = FoldState.FAILED
                 job["failure_reason"] = (
                     f"the objective metric {metric!r} was not found in the job log ({d.log_uri}); "
                     f"check its Regex in metric_definitions"
                 )
             elif not math.isfinite(value):
-                job["state"] = FAILED
+                job["state"] = FoldState.FAILED
                 job["failure_reason"] = (
                     f"the objective metric {metric!r} is {value} (not a finite number) in the job log "
                     f"({d.log_uri}); the training script diverged or scored an empty/degenerate fold"
@@ -634,51 +643,51 @@ class CVTuner:
             else:
                 job["objective"] = value
                 trial["fold_scores"][job["fold"]] = value
-        if trial["state"] == L.RUNNING:
-            if job["state"] == FAILED:
+        if trial["state"] == TrialState.RUNNING:
+            if job["state"] == FoldState.FAILED:
                 self._fail_trial(trial, f"fold {job['fold']} ({d.name}) failed: {job['failure_reason']}")
-            elif job["state"] == STOPPED:
-                self._fail_trial(trial, f"fold {job['fold']} ({d.name}) was stopped", state=L.STOPPED)
-            elif all(j["state"] == COMPLETED for j in trial["fold_jobs"]):
+            elif job["state"] == FoldState.STOPPED:
+                self._fail_trial(trial, f"fold {job['fold']} ({d.name}) was stopped", state=TrialState.STOPPED)
+            elif all(j["state"] == FoldState.COMPLETED for j in trial["fold_jobs"]):
                 mean, std = L.score_stats(trial["fold_scores"])
                 trial["mean"], trial["std"] = mean, std
-                self._end_trial(trial, L.COMPLETED)
-            elif job["state"] == COMPLETED:
+                self._end_trial(trial, TrialState.COMPLETED)
+            elif job["state"] == FoldState.COMPLETED:
                 reason = self.stopper.decide(
                     trial, self.ledger.trials, self.ledger.best_trial(), self.config.objective.type == "Maximize"
                 )
                 if reason:
-                    self._fail_trial(trial, reason, state=L.PRUNED)
+                    self._fail_trial(trial, reason, state=TrialState.PRUNED)
         if save:
             self._save()
             self.backend.recorded(d.name)  # its result is in the ledger now
 
-    def _fail_trial(self, trial: dict[str, Any], reason: str, state: str = L.FAILED) -> None:
+    def _fail_trial(self, trial: dict[str, Any], reason: str, state: str = TrialState.FAILED) -> None:
         for job in trial["fold_jobs"]:
-            if job["state"] == L.PENDING:
-                job["state"] = L.CANCELLED
-            elif job["state"] in ("InProgress", L.LAUNCHING):
+            if job["state"] == FoldState.PENDING:
+                job["state"] = FoldState.CANCELLED
+            elif job["state"] in FOLD_ACTIVE:
                 try:
                     self.backend.stop(job["job_name"])
                 except JobNotFoundError:
-                    job["state"] = L.CANCELLED
+                    job["state"] = FoldState.CANCELLED
         self._end_trial(trial, state, reason)
 
     def _end_trial(self, trial: dict[str, Any], state: str, reason: str | None = None) -> None:
         trial["state"] = state
         trial["ended"] = time.time()
         trial["failure_reason"] = reason
-        if state == L.PRUNED:
+        if state == TrialState.PRUNED:
             trial["partial_mean"] = L.running_means(trial["fold_scores"])[-1]
         proposal = self._handles.pop(trial["number"], None)
         # pruned trials still inform the sampler, through their running means per fold
         self.proposer.tell(proposal or trial["params"], trial["mean"], state, L.running_means(trial["fold_scores"]))
         self._log_progress(trial)
-        if state != L.STOPPED:
+        if state != TrialState.STOPPED:
             self._check_completion()
 
     def _log_progress(self, trial: dict[str, Any]) -> None:
-        done = sum(1 for t in self.ledger.trials if t["state"] in L.TRIAL_DONE)
+        done = sum(1 for t in self.ledger.trials if t["state"] in TRIAL_DONE)
         total = self.config.max_trials
         elapsed = self._elapsed_before + (time.monotonic() - self._session_start)
         eta = elapsed / done * (total - done) if done else 0.0
@@ -690,9 +699,9 @@ class CVTuner:
         else:
             best_s = f"best {best['mean']:.4f}: trial {best['number']}"
         metric = self.config.objective.metric
-        if trial["state"] == L.COMPLETED:
+        if trial["state"] == TrialState.COMPLETED:
             what = f"complete: {metric} {trial['mean']:.4f} ± {trial['std']:.4f}"
-        elif trial["state"] == L.PRUNED:
+        elif trial["state"] == TrialState.PRUNED:
             what = f"pruned: {trial['failure_reason']}"
         else:
             what = f"{trial['state'].lower()}: {trial['failure_reason']}"
@@ -710,7 +719,7 @@ class CVTuner:
         )
 
     def _check_failures(self) -> None:
-        failed = [t for t in self.ledger.trials if t["state"] == L.FAILED]
+        failed = [t for t in self.ledger.trials if t["state"] == TrialState.FAILED]
         if len(failed) < self.config.max_failed_trials:
             return
         last = failed[-1]["failure_reason"]
@@ -719,7 +728,7 @@ class CVTuner:
             f"last failure: {last}"
         )
         self.stop(reason)
-        self.ledger.data["status"] = "Failed"
+        self.ledger.data["status"] = RunStatus.FAILED
         self.ledger.save()
         raise RunFailedError(f"run {self.run_id} stopped: {reason}")
 

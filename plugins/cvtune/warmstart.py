@@ -24,9 +24,10 @@ from typing import Any
 
 from cvtune.config import TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError
-from cvtune.ledger import COMPLETED, PRUNED, RunLedger, rank_key, running_means
+from cvtune.ledger import RunLedger, rank_key, running_means
 from cvtune.proposers import Proposal
 from cvtune.space import CategoricalParameter, ContinuousParameter, IntegerParameter, SearchSpace
+from cvtune.states import RunStatus, TrialState
 from cvtune.store import ArtifactStore, default_store
 
 log = logging.getLogger("cvtune.warmstart")
@@ -65,7 +66,7 @@ def load_parents(
         if not isinstance(uri, str) or not uri or not store.exists(uri):
             raise ConfigError(where, f"no run ledger at {uri!r}", "pass the ledger URI of a finished tuning run")
         ledger = RunLedger.load(uri, store)
-        if ledger.status != "Completed":
+        if ledger.status != RunStatus.COMPLETED:
             raise ConfigError(
                 where,
                 f"run {ledger.run_id} is {ledger.status}, not finished",
@@ -156,7 +157,7 @@ def history(warm: WarmStart, space: SearchSpace) -> list[tuple[dict[str, Any], f
     out = []
     for parent in warm.parents:
         for trial in parent.trials:
-            if trial["state"] not in (COMPLETED, PRUNED):
+            if trial["state"] not in (TrialState.COMPLETED, TrialState.PRUNED):
                 continue
             params = _params_for(space, trial["hyperparameters"])
             if params is not None:
@@ -178,7 +179,7 @@ def inherited_trials(warm: WarmStart) -> list[dict[str, Any]]:
             "mean": t["mean"],
             "std": t["std"],
             "fold_scores": t["fold_scores"],
-            "state": COMPLETED,
+            "state": TrialState.COMPLETED,
         }
         for parent in warm.parents
         for t in parent.completed_trials()
@@ -224,7 +225,7 @@ class WarmStartProposer:
                 return proposal
             self.skipped += 1
             # told as failed: the sampler moves on without counting the repeat as a new result
-            self.inner.tell(proposal, None, "Failed")
+            self.inner.tell(proposal, None, TrialState.FAILED)
         return self.inner.ask()
 
     def tell(self, proposal: Any, value: Any, state: str, intermediate: Any = None) -> None:

@@ -15,12 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-IN_PROGRESS = "InProgress"
-COMPLETED = "Completed"
-FAILED = "Failed"
-STOPPING = "Stopping"
-STOPPED = "Stopped"
-TERMINAL = frozenset({COMPLETED, FAILED, STOPPED})
+from cvtune.states import JOB_ENDED
 
 JOB_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -77,7 +72,7 @@ class JobDescription:
 
     @property
     def done(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in JOB_ENDED
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

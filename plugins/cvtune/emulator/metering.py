@@ -17,6 +17,8 @@ import threading
 from collections import Counter
 from typing import Any
 
+from cvtune.states import WarmPoolStatus
+
 
 def billable(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-9)) if seconds > 0 else 0
@@ -60,8 +62,8 @@ class Meter:
                 "billable_seconds": billable_s,
                 "billable_instance_seconds": instance_s,
                 "warm_pool_retained_instance_seconds": retained_s,
-                "warm_pools_reused": sum(1 for j in retained if j["WarmPoolStatus"]["Status"] == "Reused"),
-                "warm_pools_available": sum(1 for j in retained if j["WarmPoolStatus"]["Status"] == "Available"),
+                "warm_pools_reused": sum(1 for j in retained if j["WarmPoolStatus"]["Status"] == WarmPoolStatus.REUSED),
+                "warm_pools_available": sum(1 for j in retained if j["WarmPoolStatus"]["Status"] == WarmPoolStatus.AVAILABLE),
                 "retries": sum(max(0, (j.get("_attempts") or 1) - 1) for j in jobs),
                 # channel bytes fetched from S3 per job (File: all; FastFile: the files the script
                 # read), and whether the job started on a warm pool: what a pool's cache saves

@@ -25,6 +25,7 @@ from cvtune.emulator.quotas import LimitExceeded, Quotas
 from cvtune.emulator.training import Lifecycle, TrainingJob
 from cvtune.emulator.transform import TransformJob, TransformRun
 from cvtune.emulator.warmpools import WarmPools, pool_key
+from cvtune.states import JOB_ACTIVE, JobStatus
 
 ACCOUNT = "123456789012"
 
@@ -102,7 +103,7 @@ class Service:
         running = sum(
             j.request["ResourceConfig"]["InstanceCount"]
             for j in self.jobs.values()
-            if j.status in ("InProgress", "Stopping") and j.request["ResourceConfig"]["InstanceType"] == instance_type
+            if j.status in JOB_ACTIVE and j.request["ResourceConfig"]["InstanceType"] == instance_type
         )
         return running + self.warm_pools.retained_instances(instance_type)
 
@@ -147,7 +148,7 @@ class Service:
         resources = job.request["ResourceConfig"]
         cache, job.cache_dir = job.cache_dir, None
         itype, count = resources["InstanceType"], resources["InstanceCount"]
-        if (job.status != "Completed" or job.keep_alive_s <= 0 or job.request.get("EnableManagedSpotTraining")
+        if (job.status != JobStatus.COMPLETED or job.keep_alive_s <= 0 or job.request.get("EnableManagedSpotTraining")
                 # "a warm pool is not retained after the completion of the training job" — and no error
                 or not self.quotas.warm_pool_has_room(itype, self.warm_pools.retained_instances(itype), count)):
             if cache:
@@ -172,10 +173,10 @@ class Service:
     def op_StopTrainingJob(self, p: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             job = self._job(p["TrainingJobName"])
-            if job.status != "InProgress":
+            if job.status != JobStatus.IN_PROGRESS:
                 raise ServiceError("ValidationException", f"The training job {job.name} status is {job.status}. "
                                    "Only jobs in InProgress status can be stopped.")
-            job.status = "Stopping"
+            job.status = JobStatus.STOPPING
             job.modified = self.clock.now()
             job.stop.set()
         return {}
@@ -185,7 +186,7 @@ class Service:
             job = self._job(p["TrainingJobName"])
             keep_alive = (p.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds")
             if keep_alive is not None:
-                if job.status in ("InProgress", "Stopping"):
+                if job.status in JOB_ACTIVE:
                     job.request["ResourceConfig"] = {**job.request["ResourceConfig"], "KeepAlivePeriodInSeconds": keep_alive}
                 elif job.name in self.warm_pools.pools:
                     try:
@@ -300,9 +301,9 @@ class Service:
     def op_StopTransformJob(self, p: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             job = self._transform(p["TransformJobName"])
-            if job.status != "InProgress":
+            if job.status != JobStatus.IN_PROGRESS:
                 raise ServiceError("ValidationException", f"Transform job {job.name} is {job.status}; it cannot be stopped")
-            job.status = "Stopping"
+            job.status = JobStatus.STOPPING
             job.stop.set()
         return {}
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cvtune.emulator import runner, s3io
 from cvtune.emulator.metering import billable
+from cvtune.states import JOB_ACTIVE, JobStatus, WarmPoolStatus
 
 if TYPE_CHECKING:
     from cvtune.emulator.service import Service
@@ -56,7 +57,7 @@ class TrainingJob:
     request: dict[str, Any]
     arn: str
     created: float
-    status: str = "InProgress"
+    status: str = JobStatus.IN_PROGRESS
     secondary: str = "Starting"
     transitions: list[dict[str, Any]] = field(default_factory=list)
     start: float | None = None  # TrainingStartTime (real)
@@ -121,8 +122,8 @@ class TrainingJob:
         pool = service.warm_pools.pools.get(self.name)
         if pool is not None:
             out["WarmPoolStatus"] = pool.status_dict(service.clock)
-        elif self.status in ("InProgress", "Stopping") and self.keep_alive_s > 0:
-            out["WarmPoolStatus"] = {"Status": "InUse"}
+        elif self.status in JOB_ACTIVE and self.keep_alive_s > 0:
+            out["WarmPoolStatus"] = {"Status": WarmPoolStatus.IN_USE}
         out["_attempts"] = self.attempts  # dropped on the wire; read by the meter
         out["_input"] = {"bytes_downloaded": self.bytes_downloaded, "bytes_total": self.bytes_total,
                          "took_pool": self.took_pool_from is not None}
@@ -181,7 +182,7 @@ class Lifecycle:
                 break
         except Exception as exc:  # noqa: BLE001 - an emulator bug must not leave a job InProgress
             log.exception("training job %s crashed", job.name)
-            self._end("Failed", "Failed", f"InternalServerError: emulator error: {exc}")
+            self._end(JobStatus.FAILED, "Failed", f"InternalServerError: emulator error: {exc}")
             return
 
     def _attempt(self, reused: bool) -> str:
@@ -201,9 +202,9 @@ class Lifecycle:
                 argv, env, cwd, inputs = runner.prepare(root, job.request, self.service.s3, cache=self.service.objects,
                                                         warm_pool_cache=job.cache_dir)
             except runner.ClientError as exc:
-                return self._end("Failed", "Failed", f"ClientError: {exc}")
+                return self._end(JobStatus.FAILED, "Failed", f"ClientError: {exc}")
             except runner.AlgorithmError as exc:
-                return self._end("Failed", "Failed", f"AlgorithmError: {exc}")
+                return self._end(JobStatus.FAILED, "Failed", f"AlgorithmError: {exc}")
             # download_s is the time to fetch all of a job's channels: File channels now, FastFile
             # ones as the script reads them (added to its Training time below)
             total = inputs.file_bytes + inputs.streamed_total
@@ -212,7 +213,7 @@ class Lifecycle:
                 return self._stopped()
             if self.service.faults.job_attempt_fails():
                 self._secondary("Training")
-                return self._end("Failed", "Failed", "InternalServerError: We encountered an internal error. Please try again.",
+                return self._end(JobStatus.FAILED, "Failed", "InternalServerError: We encountered an internal error. Please try again.",
                                  final=False)
             self._secondary("Training")
             max_runtime = job.request["StoppingCondition"].get("MaxRuntimeInSeconds")
@@ -239,7 +240,7 @@ class Lifecycle:
                 reason = runner.failure_reason(root, code, job.log)
                 if reason:
                     self._upload_output(root)
-                    return self._end("Failed", "Failed", reason)
+                    return self._end(JobStatus.FAILED, "Failed", reason)
             self._secondary("Uploading")
             began = self.clock.now()
             self._upload_model(root)
@@ -247,10 +248,10 @@ class Lifecycle:
             if self._fill(began, timing.upload_s) and cut is None:
                 cut = "stopped"
             if cut == "max_runtime":
-                return self._end("Stopped", "MaxRuntimeExceeded", None)
+                return self._end(JobStatus.STOPPED, "MaxRuntimeExceeded", None)
             if cut == "stopped":
-                return self._end("Stopped", "Stopped", None)
-            return self._end("Completed", "Completed", None)
+                return self._end(JobStatus.STOPPED, "Stopped", None)
+            return self._end(JobStatus.COMPLETED, "Completed", None)
         finally:
             root.remove()
 
@@ -263,7 +264,7 @@ class Lifecycle:
             return ""
 
     def _stopped(self) -> str:
-        return self._end("Stopped", "Stopped", None)
+        return self._end(JobStatus.STOPPED, "Stopped", None)
 
     def _upload_model(self, root: runner.JobRoot) -> None:
         output = self.job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")

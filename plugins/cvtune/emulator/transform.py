@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cvtune.emulator import runner, s3io
+from cvtune.states import JobStatus
 
 if TYPE_CHECKING:
     from cvtune.emulator.service import Service
@@ -95,7 +96,7 @@ class TransformJob:
     request: dict[str, Any]
     arn: str
     created: float
-    status: str = "InProgress"
+    status: str = JobStatus.IN_PROGRESS
     start: float | None = None
     end: float | None = None
     failure: str | None = None
@@ -140,21 +141,21 @@ class TransformRun:
         job = self.job
         try:
             if self.service.clock.wait(self.service.config.timing.provision_s, job.stop):
-                return self._end("Stopped")
+                return self._end(JobStatus.STOPPED)
             with self.service.lock:
                 job.start = self.service.clock.now()
             if self.service.faults.transform_fails():
-                return self._end("Failed", "InternalServerError: We encountered an internal error. Please try again.")
+                return self._end(JobStatus.FAILED, "InternalServerError: We encountered an internal error. Please try again.")
             self._transform()
         except (FilterError, runner.ClientError) as exc:
-            self._end("Failed", f"ClientError: {exc}")
+            self._end(JobStatus.FAILED, f"ClientError: {exc}")
         except runner.AlgorithmError as exc:
-            self._end("Failed", f"AlgorithmError: {exc}")
+            self._end(JobStatus.FAILED, f"AlgorithmError: {exc}")
         except Exception as exc:  # noqa: BLE001
             log.exception("transform job %s crashed", job.name)
-            self._end("Failed", f"InternalServerError: emulator error: {exc}")
+            self._end(JobStatus.FAILED, f"InternalServerError: emulator error: {exc}")
         else:
-            self._end("Stopped" if job.stop.is_set() else "Completed")
+            self._end(JobStatus.STOPPED if job.stop.is_set() else JobStatus.COMPLETED)
 
     def _end(self, status: str, failure: str | None = None) -> None:
         with self.service.lock:

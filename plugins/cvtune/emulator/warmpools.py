@@ -35,6 +35,7 @@ from typing import Any
 
 from cvtune.emulator.clock import Clock
 from cvtune.emulator.metering import billable
+from cvtune.states import WarmPoolStatus
 
 
 def pool_key(request: dict[str, Any]) -> tuple:
@@ -64,13 +65,13 @@ class Pool:
     instance_count: int
     keep_alive_s: int
     since: float  # real time the pool became Available
-    status: str = "Available"
+    status: str = WarmPoolStatus.AVAILABLE
     reused_by: str | None = None
     retained_s: int | None = None
     cache_dir: str | None = None  # the persistent cache's host directory, while the pool holds it
 
     def terminate(self, retained_s: int) -> None:
-        self.status = "Terminated"
+        self.status = WarmPoolStatus.TERMINATED
         self.retained_s = retained_s
         if self.cache_dir:
             shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -100,12 +101,12 @@ class WarmPools:
     def expire(self) -> None:
         now = self.clock.now()
         for pool in self.pools.values():
-            if pool.status == "Available" and now >= pool.expires_at(self.clock):
+            if pool.status == WarmPoolStatus.AVAILABLE and now >= pool.expires_at(self.clock):
                 pool.terminate(billable(pool.keep_alive_s))
 
     def available(self, instance_type: str | None = None) -> list[Pool]:
         self.expire()
-        return [p for p in self.pools.values() if p.status == "Available" and instance_type in (None, p.instance_type)]
+        return [p for p in self.pools.values() if p.status == WarmPoolStatus.AVAILABLE and instance_type in (None, p.instance_type)]
 
     def retained_instances(self, instance_type: str) -> int:
         return sum(p.instance_count for p in self.available(instance_type))
@@ -123,7 +124,7 @@ class WarmPools:
         if not candidates:
             return None
         pool = candidates[0]
-        pool.status = "Reused"
+        pool.status = WarmPoolStatus.REUSED
         pool.reused_by = by_job
         pool.retained_s = billable(self.clock.emulated(self.clock.now() - pool.since))
         return pool
@@ -137,7 +138,7 @@ class WarmPools:
     def update_keep_alive(self, job: str, keep_alive_s: int) -> Pool:
         pool = self.pools[job]
         self.expire()
-        if pool.status != "Available":
+        if pool.status != WarmPoolStatus.AVAILABLE:
             raise ValueError(f"the warm pool of {job} is {pool.status}, not Available")
         if keep_alive_s == 0:
             pool.terminate(billable(self.clock.emulated(self.clock.now() - pool.since)))

@@ -37,8 +37,8 @@ import time
 import traceback
 from typing import Any
 
-from cvtune.backends.base import COMPLETED, FAILED, IN_PROGRESS
 from cvtune.metrics import extract_metrics
+from cvtune.states import JobStatus
 from cvtune.store import ArtifactStore
 
 SUBMITTED = "submitted.json"
@@ -47,13 +47,6 @@ DISPATCH = "dispatch.json"
 STATE = "state.json"
 FINAL = "final.json"
 LOG = "log.txt"
-
-#: ``warm_pool_status`` of a job that started on a worker which was already running and had
-#: finished preloading (a warm start: only the fork was paid).
-WARM_REUSED = "Reused"
-#: ``warm_pool_status`` of a job whose worker was still starting (interpreter + preload) when the
-#: job was handed to it, normally because the worker was started for this very job.
-WARM_COLD = "Cold"
 
 TAIL_LINES = 20
 _TAIL_BYTES = 64 * 1024
@@ -220,7 +213,7 @@ def record_end(
             metrics = extract_metrics(log_tail(log_path, None), spec["metric_definitions"])
         except Exception:  # a bad regex must not prevent recording the end of the job
             metrics = {}
-    if status == FAILED and reason is not None:
+    if status == JobStatus.FAILED and reason is not None:
         tail = log_tail(log_path)
         if tail.strip():
             reason = f"{reason}\n--- last {TAIL_LINES} lines of {log_path} ---\n{tail}"
@@ -233,7 +226,7 @@ def record_end(
         "status": status,
         "failure_reason": reason,
         "final_metrics": metrics,
-        "model_artifacts": model_artifacts if status == COMPLETED else None,
+        "model_artifacts": model_artifacts if status == JobStatus.COMPLETED else None,
         "start_time": start,
         "end_time": end,
         "billable_seconds": round(end - start, 3) if isinstance(start, (int, float)) else None,
@@ -392,7 +385,7 @@ def _run_job(conn: Any, payload: dict[str, Any], index: int, own_create_time: fl
                 "recording a result (os._exit() or a crash in native code?)"
             )
         code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else -(killed_by or 0)
-        record_end(job_dir, FAILED, reason, recorded_by="worker", exit_code=code)
+        record_end(job_dir, JobStatus.FAILED, reason, recorded_by="worker", exit_code=code)
     # Like SageMaker tearing down the container: nothing the job started outlives it.
     kill_group(pid, signal.SIGKILL)
     if connected:
@@ -442,7 +435,7 @@ def _supervise(
                 deadline_hit = True
                 # Record the reason before killing, so the kill is not reported as a crash.
                 record_end(
-                    job_dir, FAILED, max_runtime_reason(payload["max_runtime_s"]), recorded_by="worker"
+                    job_dir, JobStatus.FAILED, max_runtime_reason(payload["max_runtime_s"]), recorded_by="worker"
                 )
                 kill_group(pid, signal.SIGTERM)
                 kill_at = now + grace
@@ -527,7 +520,7 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     start = time.time()
     me = os.getpid()
     state = {
-        "status": IN_PROGRESS,
+        "status": JobStatus.IN_PROGRESS,
         "pid": me,
         "create_time": psutil.Process(me).create_time(),
         "start_time": start,
@@ -556,7 +549,7 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
         traceback.print_exc()
         sys.stderr.flush()
         record_end(
-            job_dir, FAILED, f"ClientError: could not prepare the input channels: {exc}",
+            job_dir, JobStatus.FAILED, f"ClientError: could not prepare the input channels: {exc}",
             recorded_by="job", spec=spec, state=state, exit_code=_EXIT_FAILED,
         )
         return _EXIT_FAILED
@@ -573,10 +566,10 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     _flush_std()
     _flush_c_stdio()  # exit() would flush C-level printf buffers; os._exit() does not
 
-    status = COMPLETED if exit_code == 0 else FAILED
+    status = JobStatus.COMPLETED if exit_code == 0 else JobStatus.FAILED
     model_dir = os.path.join(job_dir, "model")
     artifacts = payload["output_uri"] or model_dir
-    if status == COMPLETED and payload["output_uri"]:
+    if status == JobStatus.COMPLETED and payload["output_uri"]:
         try:
             os.environ.clear()
             os.environ.update(worker_env)
@@ -584,8 +577,8 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
         except Exception as exc:
             traceback.print_exc()
             _flush_std()
-            status, reason = FAILED, f"ClientError: could not upload the model to {payload['output_uri']}: {exc}"
-    if status == FAILED:
+            status, reason = JobStatus.FAILED, f"ClientError: could not upload the model to {payload['output_uri']}: {exc}"
+    if status == JobStatus.FAILED:
         failure_file = os.path.join(job_dir, "output", "failure")
         try:
             with open(failure_file, encoding="utf-8", errors="replace") as f:
@@ -598,7 +591,7 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
         job_dir, status, reason, recorded_by="job", spec=spec, state=state,
         model_artifacts=artifacts, exit_code=exit_code,
     )
-    return _EXIT_OK if status == COMPLETED else _EXIT_FAILED
+    return _EXIT_OK if status == JobStatus.COMPLETED else _EXIT_FAILED
 
 
 # Entry points compiled by this worker: path -> ((size, mtime_ns, inode), code object). Compiling a

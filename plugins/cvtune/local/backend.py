@@ -70,23 +70,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cvtune import store
-from cvtune.backends.base import (
-    COMPLETED,
-    FAILED,
-    IN_PROGRESS,
-    JOB_NAME_RE,
-    STOPPED,
-    STOPPING,
-    Backend,
-    JobDescription,
-    JobSpec,
-)
+from cvtune.backends.base import JOB_NAME_RE, Backend, JobDescription, JobSpec
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
 from cvtune.local import _zygote as z
 from cvtune.metrics import validate_metric_definitions
+from cvtune.states import JobStatus, WarmPoolStatus
 from cvtune.store import ArtifactStore, default_store
 
-__all__ = ["DEFAULT_PRELOAD", "LocalBackend", "WARM_COLD", "WARM_REUSED", "WORKER_LOG"]
+__all__ = ["DEFAULT_PRELOAD", "LocalBackend", "WORKER_LOG"]
 
 DEFAULT_PRELOAD: tuple[str, ...] = (
     "numpy",
@@ -101,9 +92,6 @@ DEFAULT_PRELOAD: tuple[str, ...] = (
     "xgboost",
     "joblib",
 )
-
-WARM_REUSED = z.WARM_REUSED
-WARM_COLD = z.WARM_COLD
 
 CURRENT_HOST = "algo-1"
 #: Where workers write their own errors once started (jobs have their own logs).
@@ -400,12 +388,12 @@ class LocalBackend(Backend):
             for i, (queued, _payload) in enumerate(self._queue):
                 if queued == name:
                     del self._queue[i]
-                    z.record_end(job_dir, STOPPED, None, recorded_by="backend")
+                    z.record_end(job_dir, JobStatus.STOPPED, None, recorded_by="backend")
                     return
             if os.path.exists(os.path.join(job_dir, z.FINAL)):
                 return
             state = z.read_json(os.path.join(job_dir, z.STATE))
-            if not z.record_end(job_dir, STOPPED, None, recorded_by="backend", state=state):
+            if not z.record_end(job_dir, JobStatus.STOPPED, None, recorded_by="backend", state=state):
                 return  # the job (or someone) recorded its end first; leave it
             # Read state.json again *after* recording: the job child writes state.json and then
             # checks for final.json, so either it sees our Stopped or we see its pid.
@@ -457,10 +445,10 @@ class LocalBackend(Backend):
     def _compact(self, name: str) -> None:
         job_dir = self.job_dir(name)
         final = z.read_json(os.path.join(job_dir, z.FINAL))
-        if final is None or final.get("status") not in (COMPLETED, FAILED, STOPPED):
+        if final is None or final.get("status") not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED):
             return
         keep = {z.SPEC, z.FINAL}
-        if final.get("status") != COMPLETED:
+        if final.get("status") != JobStatus.COMPLETED:
             keep |= {z.LOG, "output"}  # the log and output/failure tell what went wrong
         for entry in os.listdir(job_dir):
             if entry in keep:
@@ -473,7 +461,7 @@ class LocalBackend(Backend):
                     os.unlink(path)
                 except OSError:
                     pass
-        if final.get("status") != COMPLETED:
+        if final.get("status") != JobStatus.COMPLETED:
             output = os.path.join(job_dir, "output")
             if os.path.isdir(output):
                 for entry in os.listdir(output):
@@ -666,8 +654,8 @@ class LocalBackend(Backend):
         state = z.read_json(os.path.join(job_dir, z.STATE))
         if final is not None:
             desc = JobDescription.from_dict(final)
-            if desc.status == STOPPED and state and z.process_alive(state.get("pid"), state.get("create_time")):
-                desc.status = STOPPING
+            if desc.status == JobStatus.STOPPED and state and z.process_alive(state.get("pid"), state.get("create_time")):
+                desc.status = JobStatus.STOPPING
             return desc
         if state is not None:
             child_alive = z.process_alive(state.get("pid"), state.get("create_time"))
@@ -676,7 +664,7 @@ class LocalBackend(Backend):
                 if child_alive and self._past_deadline(state):
                     # Nobody enforced the max runtime (its worker is stuck or gone): do it here.
                     z.record_end(
-                        job_dir, FAILED, z.max_runtime_reason(state.get("max_runtime_s")),
+                        job_dir, JobStatus.FAILED, z.max_runtime_reason(state.get("max_runtime_s")),
                         recorded_by="backend", spec=spec, state=state,
                     )
                     z.kill_group(state["pid"], signal.SIGKILL)
@@ -684,7 +672,7 @@ class LocalBackend(Backend):
                 return self._in_progress(spec, state)
             if not os.path.exists(os.path.join(job_dir, z.FINAL)):
                 z.record_end(
-                    job_dir, FAILED,
+                    job_dir, JobStatus.FAILED,
                     f"job process lost (pid {state.get('pid')} and its worker pid {state.get('worker_pid')} "
                     "exited without recording a result)",
                     recorded_by="backend", spec=spec, state=state,
@@ -704,7 +692,7 @@ class LocalBackend(Backend):
             # Never ran, like the queued jobs close() stops: Stopped, so a tuner replaces its trial
             # instead of counting a failure of the training script.
             z.record_end(
-                job_dir, STOPPED,
+                job_dir, JobStatus.STOPPED,
                 f"job process lost before it started (the process pid {submitted.get('owner_pid')} that "
                 "queued the job exited before a worker started it)",
                 recorded_by="backend", spec=spec, state={},
@@ -722,7 +710,7 @@ class LocalBackend(Backend):
         state = state or {}
         return JobDescription(
             name=spec["name"],
-            status=IN_PROGRESS,
+            status=JobStatus.IN_PROGRESS,
             start_time=state.get("start_time"),
             warm_pool_status=state.get("warm_pool_status"),
             log_uri=os.path.join(self.job_dir(spec["name"]), z.LOG),
@@ -817,7 +805,7 @@ class LocalBackend(Backend):
         if w.job_started or state is not None:
             # Record first, then kill: the child must not be left running unsupervised.
             z.record_end(
-                job_dir, FAILED,
+                job_dir, JobStatus.FAILED,
                 f"WorkerError: the worker process (pid {w.pid}) running this job died ({how}); "
                 "the job was ended",
                 recorded_by="backend", state=state,
@@ -826,7 +814,7 @@ class LocalBackend(Backend):
                 z.kill_group(state["pid"], signal.SIGKILL)
         elif self._startup_failures >= _MAX_STARTUP_FAILURES:
             z.record_end(
-                job_dir, FAILED,
+                job_dir, JobStatus.FAILED,
                 f"WorkerError: {self._startup_failures} worker processes in a row exited while starting "
                 f"(last: {how}); see the orchestrator's stderr for their error",
                 recorded_by="backend", state={},
@@ -834,7 +822,7 @@ class LocalBackend(Backend):
         elif payload is not None:
             # Never reached the worker (e.g. it retired as we handed the job over): run it again.
             self._stats["jobs_run"] -= 1
-            if payload.get("warm_pool_status") == WARM_REUSED:
+            if payload.get("warm_pool_status") == WarmPoolStatus.REUSED:
                 self._stats["warm_starts"] -= 1
             self._queue.appendleft((name, payload))
 
@@ -900,7 +888,7 @@ class LocalBackend(Backend):
             warm = worker.ready
             payload = {
                 **payload,
-                "warm_pool_status": WARM_REUSED if warm else WARM_COLD,
+                "warm_pool_status": WarmPoolStatus.REUSED if warm else WarmPoolStatus.COLD,
             }
             z.write_json(
                 os.path.join(job_dir, z.DISPATCH),
@@ -982,7 +970,7 @@ def _shutdown(owner_pid: int, work_dir: str, queue: deque, workers: list[_Worker
     while queue:
         name, _payload = queue.popleft()
         z.record_end(
-            os.path.join(work_dir, name), STOPPED, "the backend was closed before the job started",
+            os.path.join(work_dir, name), JobStatus.STOPPED, "the backend was closed before the job started",
             recorded_by="backend",
         )
     idle = [w for w in workers if w.job is None]

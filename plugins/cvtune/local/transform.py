@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from cvtune.errors import ConfigError, RunFailedError
+from cvtune.states import JobStatus
 from cvtune.store import ArtifactStore, default_store
 from cvtune.transform import _records, is_parquet, load_inference_module, read_records
 
@@ -110,7 +111,7 @@ class LocalBatchTransform:
         return state
 
     def poll(self, job_name: str) -> dict[str, Any] | None:
-        return {"status": "Completed", "job_name": job_name, "failure_reason": None}
+        return {"status": JobStatus.COMPLETED, "job_name": job_name, "failure_reason": None}
 
     wait = poll
 
@@ -121,7 +122,7 @@ class LocalBatchTransform:
         return None  # a failed local transform raised already
 
     def wait_retrying(self, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        return state, {"status": "Completed", "job_name": state["job_name"], "failure_reason": None}
+        return state, {"status": JobStatus.COMPLETED, "job_name": state["job_name"], "failure_reason": None}
 
     def finish(self, state: dict[str, Any], outcome: dict[str, Any] | None) -> dict[str, Any]:
         return state["result"]

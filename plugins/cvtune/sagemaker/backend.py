@@ -63,13 +63,14 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cvtune.backends.base import IN_PROGRESS, STOPPING, Backend, JobDescription, JobSpec
+from cvtune.backends.base import Backend, JobDescription, JobSpec
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
 from cvtune.sagemaker import requests as sm_requests
 from cvtune.sagemaker.config import SageMakerConfig
 from cvtune.sagemaker.errors import error_code, error_message, is_already_exists, is_not_found
 from cvtune.sagemaker.staging import Staging
 from cvtune.sagemaker.throttle import Backoff
+from cvtune.states import JobStatus, WarmPoolStatus
 
 log = logging.getLogger("cvtune.sagemaker.backend")
 T = TypeVar("T")
@@ -128,14 +129,14 @@ def job_description(
     retained = warm.get("ResourceRetainedBillableTimeInSeconds")
     return JobDescription(
         name=name,
-        status=IN_PROGRESS if status == STOPPING else status,
+        status=JobStatus.IN_PROGRESS if status == JobStatus.STOPPING else status,
         failure_reason=raw.get("FailureReason"),
         final_metrics={m["MetricName"]: float(m["Value"]) for m in raw.get("FinalMetricDataList", [])},
         model_artifacts=(raw.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
         start_time=_timestamp(raw.get("TrainingStartTime")),
         end_time=_timestamp(raw.get("TrainingEndTime")),
         billable_seconds=raw.get("BillableTimeInSeconds"),
-        warm_pool_status="Reused" if took_pool else ("PassedOn" if pool == "Reused" else pool),
+        warm_pool_status=WarmPoolStatus.REUSED if took_pool else (WarmPoolStatus.PASSED_ON if pool == WarmPoolStatus.REUSED else pool),
         log_uri=log_uri(region, name),
         tags=tags,
         pool_status=pool,
@@ -281,7 +282,7 @@ class SageMakerBackend(Backend):
         """
         raw = self._run(self._describe_raw(name))
         created: Any = raw.get("CreationTime")
-        params: dict[str, Any] = {"WarmPoolStatusEquals": "Reused", "MaxResults": 100}
+        params: dict[str, Any] = {"WarmPoolStatusEquals": WarmPoolStatus.REUSED.value, "MaxResults": 100}
         if hasattr(created, "timestamp"):
             import datetime as dt
 

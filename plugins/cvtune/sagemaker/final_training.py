@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from cvtune.errors import ConfigError
+from cvtune.states import JobStatus
 
 LOG_LEVEL = "20"  # logging.INFO, what the SageMaker SDK sets for framework models
 
@@ -33,7 +34,7 @@ def _hyperparameter(hyperparameters: dict[str, str], name: str) -> str | None:
 def training_job_container(client: Any, job_name: str) -> dict[str, Any]:
     """``{"Image", "ModelDataUrl", "Environment"}`` serving the model of a completed training job."""
     job = client.describe_training_job(TrainingJobName=job_name)
-    if job["TrainingJobStatus"] != "Completed":
+    if job["TrainingJobStatus"] != JobStatus.COMPLETED:
         raise ConfigError(
             "model", f"training job {job_name} is {job['TrainingJobStatus']}, not Completed", "register a completed job"
         )

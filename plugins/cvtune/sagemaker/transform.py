@@ -50,9 +50,9 @@ from cvtune.errors import ConfigError, JobNotFoundError, RunFailedError
 from cvtune.sagemaker.config import LazyClients
 from cvtune.sagemaker.errors import error_code, error_message, is_already_exists, is_not_found
 from cvtune.sagemaker.throttle import Backoff
+from cvtune.states import JOB_ENDED, JobStatus
 from cvtune.store import split_s3_uri
 
-TERMINAL = ("Completed", "Failed", "Stopped")
 CONTENT_TYPE = "text/csv"
 
 
@@ -161,7 +161,7 @@ def job_outcome(job: dict[str, Any]) -> dict[str, Any] | None:
     """A ``DescribeTransformJob`` response as the result of waiting: None while the job runs, else
     ``{"status", "job_name", "failure_reason"}`` (JSON-able: it travels as the trigger's event)."""
     status = job["TransformJobStatus"]
-    if status not in TERMINAL:
+    if status not in JOB_ENDED:
         return None
     return {"status": status, "job_name": job["TransformJobName"], "failure_reason": job.get("FailureReason")}
 
@@ -349,7 +349,7 @@ class SageMakerBatchTransform(LazyClients):
             if not same:
                 raise RunFailedError(f"transform job name {name} is taken by another job; refusing to reuse it") from None
             return {"reattached": True, "status": job["TransformJobStatus"]}
-        return {"reattached": False, "status": "InProgress"}
+        return {"reattached": False, "status": JobStatus.IN_PROGRESS}
 
     def stop(self, job_name: str) -> None:
         """Ask the job to stop (the task was killed); a job that already ended is left alone."""
@@ -451,7 +451,7 @@ class SageMakerBatchTransform(LazyClients):
         Returns the new job's state (saved, like :meth:`launch`'s), or None when not retrying.
         """
         reason = outcome.get("failure_reason") or ""
-        if outcome["status"] != "Failed" or not reason.startswith("InternalServerError"):
+        if outcome["status"] != JobStatus.FAILED or not reason.startswith("InternalServerError"):
             return None
         attempt = int(state.get("attempt", 0)) + 1
         if attempt > self.config.retry_attempts or "request" not in state:
@@ -501,7 +501,7 @@ class SageMakerBatchTransform(LazyClients):
 
         ``outcome`` is the job's :func:`job_outcome` (from :meth:`wait`, or the trigger's event).
         """
-        if outcome["status"] != "Completed":
+        if outcome["status"] != JobStatus.COMPLETED:
             raise RunFailedError(
                 f"batch transform job {state['job_name']} {outcome['status']}: "
                 f"{outcome.get('failure_reason') or 'no reason given'}"

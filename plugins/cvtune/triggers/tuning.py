@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from cvtune.states import RunStatus
+
 
 def _observer(cvtune_conn_id: str):
     """The connection's backend, able to describe and stop jobs only (never starts a worker pool)."""
@@ -144,8 +146,8 @@ class TuningJobsTrigger(BaseTrigger):
             backend.close()
         if store.exists(self.ledger_uri):
             ledger = RunLedger.load(self.ledger_uri, store)
-            if ledger.status == "InProgress":
-                ledger.data["status"] = "Stopped"
+            if ledger.status == RunStatus.IN_PROGRESS:
+                ledger.data["status"] = RunStatus.STOPPED
                 ledger.data["failure_reason"] = "the deferred Airflow task was killed"
                 ledger.save()
 
@@ -227,7 +229,7 @@ def run_event(ledger_uri: str, run_id: str = "", store: Any = None) -> dict[str,
         return None
     ledger = RunLedger.load(ledger_uri, store)
     run_id = run_id or ledger.run_id
-    if ledger.status == "Completed":
+    if ledger.status == RunStatus.COMPLETED:
         summary = ledger.summary()
         if summary["best"] is not None:
             return {"status": "success", "run_id": run_id, "summary": summary}
@@ -236,7 +238,7 @@ def run_event(ledger_uri: str, run_id: str = "", store: Any = None) -> dict[str,
             "run_id": run_id,
             "message": f"tuning run {run_id} finished without a completed trial (ledger {ledger_uri})",
         }
-    if ledger.status in ("Failed", "Stopped"):
+    if ledger.status in (RunStatus.FAILED, RunStatus.STOPPED):
         return {
             "status": "failed",
             "run_id": run_id,
