@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from cvtune import report
+from cvtune.best import overall_best
 from cvtune.ledger import RunLedger, score_stats
 from cvtune.states import TrialState
 from cvtune.store import ArtifactStore
@@ -38,6 +39,7 @@ def make_ledger(tmp_path, run_id, trials, *, kind="tune", folds=3, objective_typ
         "parameter_ranges": ranges,
         "strategy": "Bayesian",
         "entry_point": "train.py",  # a ledger without one is refused as damaged
+        "metric_definitions": [],
     }
     manifest = {"manifest_uri": "m", "fingerprint": "f", "folds": [{}] * folds}
     ledger = RunLedger.create(
@@ -68,13 +70,8 @@ def make_ledger(tmp_path, run_id, trials, *, kind="tune", folds=3, objective_typ
 
 def best_params(ledgers):
     """What BestParams hands over: the best completed trial across the ledgers."""
-    cands = [(lg, lg.best_trial()) for lg in ledgers if lg.best_trial() is not None]
-    maximize = ledgers[0].maximize
-    lg, t = min(cands, key=lambda c: (-c[1]["mean"] if maximize else c[1]["mean"], c[1]["std"]))
-    return {
-        "hyperparameters": t["hyperparameters"], "params": t["params"], "mean": t["mean"], "std": t["std"],
-        "run_id": lg.run_id, "trial": t["number"], "objective": lg.data["config"]["objective"], "ledger": lg.uri,
-    }
+    best = overall_best(ledgers)
+    return {k: best[k] for k in ("hyperparameters", "params", "mean", "std", "run_id", "trial", "objective", "ledger")}
 
 
 FINAL = {"job_name": "final-1", "model_uri": "/art/final/model.tar.gz",

@@ -1,7 +1,8 @@
 """The overall best trial across runs — the job of the recipe's Lambda step.
 
-Ranks every completed trial of every given run by mean objective, then lower std, then earlier
-(run order, trial number). All runs must optimize the same metric in the same direction.
+Ranks every completed trial of every given run, their warm-start parents' inherited ones
+included, by :mod:`cvtune.ranking` (the rule the ledger, refinement and the report use). All runs
+must optimize the same metric in the same direction.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from cvtune.errors import ConfigError, RunFailedError
-from cvtune.ledger import RunLedger, rank_key
+from cvtune.ledger import RunLedger
+from cvtune.ranking import ranked_candidates
 
 
 def overall_best(ledgers: list[RunLedger]) -> dict[str, Any]:
@@ -26,18 +28,11 @@ def overall_best(ledgers: list[RunLedger]) -> dict[str, Any]:
                 "compare runs with the same objective only",
             )
     maximize = objective["type"] == "Maximize"
-    candidates, seen = [], set()
-    for i, ledger in enumerate(ledgers):
-        # a warm-started run's inherited trials are its parents' (same folds): rank them too
-        pool = [(t.get("run_id", ledger.run_id), t.get("ledger", ledger.uri), t) for t in ledger.inherited_trials()]
-        pool += [(ledger.run_id, ledger.uri, t) for t in ledger.completed_trials()]
-        for run_id, uri, t in pool:
-            if (run_id, t["number"]) not in seen:
-                seen.add((run_id, t["number"]))
-                candidates.append((rank_key(t, maximize)[:2] + (i, t["number"]), ledger, run_id, uri, t))
+    candidates = ranked_candidates(ledgers, maximize)
     if not candidates:
         raise RunFailedError(f"no completed trial in runs {[ledger.run_id for ledger in ledgers]}")
-    _, ledger, run_id, uri, trial = min(candidates, key=lambda c: c[0])
+    top = candidates[0]
+    ledger, run_id, uri, trial = top.ledger, top.run_id, top.ledger_uri, top.trial
     return {
         "hyperparameters": trial["hyperparameters"],
         "params": trial["params"],

@@ -80,12 +80,6 @@ def running_means(fold_scores: list[float | None]) -> list[float]:
     return out
 
 
-def rank_key(trial: dict[str, Any], maximize: bool) -> tuple[float, float, int]:
-    """Sort key of a completed trial: better mean first, then lower std, then earlier trial."""
-    mean = trial["mean"]
-    return (-mean if maximize else mean, trial["std"], trial["number"])
-
-
 def new_ledger_data(
     *,
     run_id: str,
@@ -608,13 +602,11 @@ class RunLedger:
         return self.data.get("inherited") or []
 
     def best_trial(self) -> dict[str, Any] | None:
-        """The best completed trial, the parents' inherited ones included; ties: lower std, earlier."""
-        own = [(0, t["number"], t) for t in self.completed_trials()]
-        inherited = [(-1, i, t) for i, t in enumerate(self.inherited_trials())]
-        done = inherited + own
-        if not done:
-            return None
-        return min(done, key=lambda c: rank_key(c[2], self.maximize)[:2] + (c[0], c[1]))[2]
+        """The best completed trial, the parents' inherited ones included (:mod:`cvtune.ranking`)."""
+        from cvtune.ranking import ranked_candidates
+
+        top = ranked_candidates([self], self.maximize)
+        return top[0].trial if top else None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

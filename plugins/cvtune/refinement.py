@@ -15,7 +15,8 @@ import math
 import statistics
 from typing import Any
 
-from cvtune.ledger import RunLedger, rank_key
+from cvtune.ledger import RunLedger
+from cvtune.ranking import ranked_candidates
 from cvtune.space import CategoricalParameter, ContinuousParameter, IntegerParameter, SearchSpace
 
 
@@ -108,8 +109,7 @@ def _top_k_gaps(ledger: RunLedger, top_k: int | None) -> list[tuple[float, float
     best = ledger.best_trial()
     if best is None or not top_k or top_k < 2:
         return None
-    pool = ledger.inherited_trials() + ledger.completed_trials()
-    ranked = sorted(pool, key=lambda t: rank_key(t, ledger.maximize))[:top_k]
+    ranked = [c.trial for c in ranked_candidates([ledger], ledger.maximize)[:top_k]]
     if len(ranked) < top_k:
         return None
     return [paired_gap(best["fold_scores"], t["fold_scores"]) for t in ranked if t is not best]

@@ -23,7 +23,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cvtune.ledger import RunLedger, rank_key
+from cvtune import ranking
+from cvtune.ledger import RunLedger
 from cvtune.states import TrialState
 from cvtune.store import ArtifactStore, default_store
 
@@ -178,20 +179,21 @@ def write_report(
 
 
 def _best_from_ledgers(ledgers: list[RunLedger]) -> dict[str, Any]:
-    candidates = [(ledger, t) for ledger in ledgers if (t := ledger.best_trial()) is not None]
+    """The best trial as best-params ranks it (:mod:`cvtune.ranking`), when no ``best`` was given."""
+    candidates = ranking.ranked_candidates(ledgers, ledgers[0].maximize) if ledgers else []
     if not candidates:
         return {}
-    maximize = ledgers[0].maximize
-    ledger, trial = min(candidates, key=lambda c: rank_key(c[1], maximize))
+    top = candidates[0]
+    trial = top.trial
     return {
         "hyperparameters": trial["hyperparameters"],
         "params": trial["params"],
         "mean": trial["mean"],
         "std": trial["std"],
-        "run_id": ledger.run_id,
+        "run_id": top.run_id,
         "trial": trial["number"],
-        "objective": dict(ledger.data["config"]["objective"]),
-        "ledger": ledger.uri,
+        "objective": dict(top.ledger.data["config"]["objective"]),
+        "ledger": top.ledger_uri,
         "fold_scores": trial["fold_scores"],
     }
 
@@ -411,7 +413,7 @@ def _run_labels(ledgers: list[RunLedger]) -> list[str]:
 
 
 def _completed(trial: dict[str, Any]) -> bool:
-    return trial.get("state") == TrialState.COMPLETED and _finite(trial.get("mean"))
+    return ranking.rankable(trial)
 
 
 def _maximize(summary: dict[str, Any], ledgers: list[RunLedger]) -> bool:
@@ -422,14 +424,9 @@ def _maximize(summary: dict[str, Any], ledgers: list[RunLedger]) -> bool:
 
 
 def _ranked(ledgers: list[RunLedger], maximize: bool) -> list[tuple[int, dict[str, Any]]]:
-    """(ledger index, trial) of every completed trial, best first."""
-    done = [(i, t) for i, ledger in enumerate(ledgers) for t in ledger.trials if _completed(t)]
-    return sorted(done, key=lambda it: (*_rank(it[1], maximize), it[0]))
-
-
-def _rank(trial: dict[str, Any], maximize: bool) -> tuple[float, float, int]:
-    std = trial.get("std")
-    return rank_key({**trial, "std": std if _finite(std) else 0.0}, maximize)
+    """(ledger index, trial) of every run's own completed trials, best first (:mod:`cvtune.ranking`)."""
+    index = {id(ledger): i for i, ledger in enumerate(ledgers)}
+    return [(index[id(c.ledger)], c.trial) for c in ranking.ranked_candidates(ledgers, maximize, inherited=False)]
 
 
 def _trial_name(labels: list[str], index: int, trial: dict[str, Any]) -> str:
@@ -511,7 +508,7 @@ def _history(ledgers: list[RunLedger], maximize: bool, metric: str) -> str:
     path.append(f"H{_c(sx(n - 1))}")
     out.append(f'<path d="{"".join(path)}" fill="none" stroke="{INK}" stroke-width="2" stroke-opacity=".75"/>')
 
-    best_x, best_i, best_t = min(done, key=lambda d: (*_rank(d[2], maximize), d[1]))
+    best_x, best_i, best_t = ranking.ranked(done, maximize, lambda d: d[2])[0]
     radius = 4.5 if n <= 60 else 3 if n <= 200 else 2
     for x, i, t in done:
         colour = PALETTE[i % len(PALETTE)]
@@ -813,7 +810,7 @@ def _parallel(ledgers: list[RunLedger], maximize: bool, metric: str) -> str:
     def goodness(v: float) -> float:
         return 0.5 if best == worst else (v - worst) / (best - worst)
 
-    ordered = sorted(done, key=lambda it: _rank(it[1], maximize), reverse=True)  # worst first, best on top
+    ordered = ranking.ranked(done, maximize, lambda it: it[1])[::-1]  # worst first, best on top
     for rank, (i, t) in enumerate(ordered):
         pts = [m(t["params"].get(a["name"])) for m, a in zip(mappers, axes, strict=True)] + [so(t["mean"])]
         colour = _interpolate(SEQUENTIAL, goodness(t["mean"]))

@@ -24,8 +24,9 @@ from typing import Any
 
 from cvtune.config import TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError
-from cvtune.ledger import RunLedger, rank_key, running_means
+from cvtune.ledger import RunLedger, running_means
 from cvtune.proposers import Proposal
+from cvtune.ranking import ranked
 from cvtune.space import CategoricalParameter, ContinuousParameter, IntegerParameter, SearchSpace
 from cvtune.states import RunStatus, TrialState
 from cvtune.store import ArtifactStore, default_store
@@ -192,8 +193,7 @@ def first_candidates(warm: WarmStart, space: SearchSpace) -> list[Proposal]:
         return []
     out, seen = [], set()
     for parent in warm.parents:
-        ranked = sorted(parent.completed_trials(), key=lambda t: rank_key(t, parent.maximize))
-        for t in ranked[: warm.top_per_parent]:
+        for t in ranked(parent.trials, parent.maximize)[: warm.top_per_parent]:
             params = _params_for(space, t["hyperparameters"])
             key = repr(sorted(params.items())) if params else None
             if params is None or key in seen:
