@@ -94,6 +94,10 @@ class DiskBackend(Backend):
     def capacity(self) -> int:
         return self._capacity
 
+    @property
+    def local_dirs(self) -> list[str]:
+        return [self.root]
+
     def _path(self, name: str) -> str:
         return os.path.join(self.root, f"{name}.json")
 

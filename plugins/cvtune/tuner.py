@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from typing import Any
@@ -25,6 +26,7 @@ from cvtune.backends.base import Backend, JobDescription, JobSpec
 from cvtune.config import BUDGET_KEYS, TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, LedgerConflictError, RunFailedError
 from cvtune.proposers import FixedProposer, Proposal, make_proposer
+from cvtune.sourcedir import code_sha256, source_dir
 from cvtune.states import (
     COMPLETION_CRITERIA,
     FOLD_ACTIVE,
@@ -116,6 +118,7 @@ class CVTuner:
         self._lease_ttl_s = lease_ttl_s
         self._convergence_checked_at = -1
         self._convergence_reason: str | None = None
+        self._code_sha256 = code_sha256(config.entry_point, exclude=self._not_code(artifact_root))
         if warm_start is not None:
             from cvtune import warmstart
 
@@ -205,6 +208,18 @@ class CVTuner:
             store=store,
         )
 
+    def _not_code(self, artifact_root: str) -> list[str]:
+        """Local folders left out of the code fingerprint when the entry point's folder holds them:
+        what the run writes while it runs (artifact root, job folders), and the fold data, which
+        the manifest's own fingerprints check."""
+        uris = [artifact_root, self.manifest.get("manifest_uri") or ""]
+        for fold in self.manifest.get("folds") or ():
+            uris += [fold.get("train_uri") or "", fold.get("validation_uri") or ""]
+        local = [store.local_path(u) for u in uris if u and store.is_local(u)]
+        if self.manifest.get("manifest_uri") and store.is_local(self.manifest["manifest_uri"]):
+            local.append(os.path.dirname(store.local_path(self.manifest["manifest_uri"])))  # the split's folder
+        return local + self.backend.local_dirs
+
     # -- ledger ----------------------------------------------------------------------------
     def _open_ledger(self, loaded: L.RunLedger | None = None) -> L.RunLedger:
         """Load (or create) the run's ledger and take its lease: from here on this process drives it."""
@@ -225,6 +240,17 @@ class CVTuner:
                 "run_id",
                 f"run {self.run_id} already exists with a different tuning config (ledger {self.uri})",
                 "use a new run id, or restore the config (objective, ranges, static hyperparameters, script) it was started with",
+            )
+        recorded_code = ledger.data.get("code_sha256")
+        if recorded_code is None:  # a ledger from before it was recorded: from now on it is
+            ledger.data["code_sha256"] = self._code_sha256
+        elif recorded_code != self._code_sha256:
+            raise ConfigError(
+                "run_id",
+                f"run {self.run_id} already exists with different training code: a file in "
+                f"{source_dir(self.config.entry_point)} (the folder shipped with the entry point) changed since "
+                f"it started (ledger {self.uri})",
+                "use a new run id, or restore the code the run was started with",
             )
         if ledger.data["manifest_fingerprint"] != self.manifest.get("fingerprint"):
             raise ConfigError(
@@ -256,7 +282,8 @@ class CVTuner:
             config_fingerprint=self.config.fingerprint(),
             manifest=self.manifest,
             kind=self.kind,
-            extra={"entry_point_sha256": entry_point_sha256(self.config.entry_point), **self.ledger_extra},
+            extra={"entry_point_sha256": entry_point_sha256(self.config.entry_point), "code_sha256": self._code_sha256,
+                   **self.ledger_extra},
         )
 
     def _driving(self, step: Any, *args: Any) -> Any:

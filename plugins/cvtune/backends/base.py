@@ -163,6 +163,12 @@ class Backend(abc.ABC):
         """The job whose warm pool job ``name`` started on (``None``: none, or not known)."""
         return None
 
+    @property
+    def local_dirs(self) -> list[str]:
+        """Local folders this backend writes while jobs run (kept out of the ledger's code
+        fingerprint, :mod:`cvtune.sourcedir`, when the entry point's folder holds one)."""
+        return []
+
     #: Jobs a driver may hand this backend beyond :attr:`capacity`, queued here so that a slot that
     #: frees up starts the next job at once, before the driver has recorded the ended one.
     queue_ahead: int = 0
@@ -210,6 +216,10 @@ class Observer(Backend):
 
     def describe(self, name: str) -> JobDescription:
         return self.backend.describe(name)
+
+    @property
+    def local_dirs(self) -> list[str]:
+        return self.backend.local_dirs
 
     async def adescribe_many(self, names: Sequence[str]) -> list[JobDescription]:
         return await self.backend.adescribe_many(names)

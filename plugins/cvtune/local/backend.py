@@ -260,6 +260,10 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------ public API
 
     @property
+    def local_dirs(self) -> list[str]:
+        return [self.work_dir]
+
+    @property
     def capacity(self) -> int:
         """Most jobs running at once (``max_parallel_jobs``)."""
         return self.max_parallel_jobs

@@ -1,7 +1,8 @@
 """What goes to S3 before a training job: the training code and local channels, content-addressed.
 
-The entry point's folder is packed into ``sourcedir.tar.gz`` the way SageMaker script mode
-expects it, as a *deterministic* archive (sorted names, mtime 0, uid/gid 0, fixed modes, gzip
+The entry point's folder (the files :func:`cvtune.sourcedir.source_files` lists, which the
+ledger's code fingerprint hashes too) is packed into ``sourcedir.tar.gz`` the way SageMaker
+script mode expects it, as a *deterministic* archive (sorted names, mtime 0, uid/gid 0, fixed modes, gzip
 without a timestamp), so the same code always has the same SHA-256 and lands at the same key
 ``{s3_prefix}/code/{sha}/sourcedir.tar.gz``. A local channel directory (a fold of a local
 manifest) goes to ``{s3_prefix}/data/{sha}/...`` keyed by the hash of its files. Either is
@@ -24,30 +25,17 @@ from typing import Any
 
 from cvtune import store
 from cvtune.sagemaker.errors import is_not_found
+from cvtune.sourcedir import files_sha256, source_dir, source_files
 from cvtune.store import file_sha256, split_s3_uri
 
 CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/x-parquet"}
-_SKIP_DIRS = ("__pycache__", ".git", ".ipynb_checkpoints")
-
-
-def _files(directory: str) -> list[tuple[str, str]]:
-    """(relative name, path) of every file under ``directory``, sorted, caches and dotfiles left out."""
-    out = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-        for name in files:
-            if name.startswith(".") or name.endswith((".pyc", ".pyo")):
-                continue
-            path = os.path.join(root, name)
-            out.append((os.path.relpath(path, directory).replace(os.sep, "/"), path))
-    return sorted(out)
 
 
 def pack_sourcedir(directory: str) -> tuple[bytes, str]:
     """A reproducible ``sourcedir.tar.gz`` of ``directory`` and the SHA-256 of its tar stream."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in _files(directory):
+        for name, path in source_files(directory):
             info = tarfile.TarInfo(name)
             info.size = os.path.getsize(path)
             info.mtime = 0
@@ -66,11 +54,7 @@ def pack_sourcedir(directory: str) -> tuple[bytes, str]:
 
 def directory_sha256(directory: str) -> str:
     """Content hash of a directory: relative names and bytes of its files, in sorted order."""
-    h = hashlib.sha256()
-    for name, path in _files(directory):
-        h.update(name.encode() + b"\0")
-        h.update(file_sha256(path).encode() + b"\0")
-    return h.hexdigest()
+    return files_sha256(source_files(directory))
 
 
 def content_type(names: list[str]) -> str | None:
@@ -93,7 +77,7 @@ class Staging:
 
     def code(self, entry_point: str) -> str:
         """S3 URI of the ``sourcedir.tar.gz`` holding the entry point's folder (packed once)."""
-        directory = os.path.dirname(os.path.abspath(entry_point))
+        directory = source_dir(entry_point)
         if directory not in self._code:
             data, sha = pack_sourcedir(directory)
             uri = f"{self.s3_prefix}/code/{sha}/sourcedir.tar.gz"
@@ -119,7 +103,7 @@ class Staging:
     def _stage_local(self, uri: str) -> tuple[str, str | None]:
         path = store.local_path(uri)
         if os.path.isdir(path):
-            files = _files(path)
+            files = source_files(path)
             sha = directory_sha256(path)
         elif os.path.isfile(path):
             files = [(os.path.basename(path), path)]
