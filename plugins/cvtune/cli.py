@@ -53,6 +53,9 @@ def _platform(args: argparse.Namespace):
 def cmd_split(args: argparse.Namespace) -> int:
     from cvtune.folds import manifest_summary, split_dataset
 
+    # the store of --backend/--backend-config, as `cvtune tune` has it: an s3:// split is read and
+    # written with the settings' aws_conn_id (else boto3's own chain), not a process-wide client
+    store = _platform(args).store
     manifest = split_dataset(
         args.data,
         args.out,
@@ -65,6 +68,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         seed=args.seed,
         task=args.task,
         file_format=args.file_format,
+        store=store,
     )
     _print({"manifest": manifest["manifest_uri"], **manifest_summary(manifest)})
     return 0
@@ -200,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file-format", choices=["csv", "parquet"],
                    help="format of the fold files (default: the input's); parquet splits and reads faster")
     p.add_argument("--out", required=True, help="artifact directory or URI for folds and manifest.json")
+    p.add_argument("--backend", choices=sorted(PLATFORMS), help="whose settings give the store (default: local)")
+    p.add_argument("--backend-config",
+                   help="JSON file with the backend settings (same keys as the connection extra); its aws_conn_id "
+                        "and region_name give the credentials of s3:// data and --out")
     p.set_defaults(func=cmd_split)
 
     for name, func, helptext in (
