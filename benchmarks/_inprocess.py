@@ -34,9 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import TRAIN_SCRIPT  # noqa: E402
 
-from cvtune.backends.base import COMPLETED, FAILED, IN_PROGRESS, STOPPED, Backend, JobDescription, JobSpec  # noqa: E402
+from cvtune.backends.base import Backend, JobDescription, JobSpec  # noqa: E402
 from cvtune.errors import JobExistsError, JobNotFoundError  # noqa: E402
 from cvtune.metrics import extract_metrics  # noqa: E402
+from cvtune.states import JobStatus  # noqa: E402
 
 _script = None
 
@@ -77,17 +78,17 @@ class InProcessBackend(Backend):
     def submit(self, spec: JobSpec) -> None:
         if spec.name in self.jobs:
             raise JobExistsError(spec.name)
-        running = sum(1 for j in self.jobs.values() if j["status"] == IN_PROGRESS)
+        running = sum(1 for j in self.jobs.values() if j["status"] == JobStatus.IN_PROGRESS)
         if running >= self.slots:
             raise RuntimeError(f"{spec.name}: the tuner launched beyond the backend's {self.slots} slots")
-        self.jobs[spec.name] = {"spec": spec, "status": IN_PROGRESS, "start": self.now, "end": self.now + 1.0,
+        self.jobs[spec.name] = {"spec": spec, "status": JobStatus.IN_PROGRESS, "start": self.now, "end": self.now + 1.0,
                                 "metrics": {}, "reason": None}
 
     def describe(self, name: str) -> JobDescription:
         job = self.jobs.get(name)
         if job is None:
             raise JobNotFoundError(name)
-        done = job["status"] != IN_PROGRESS
+        done = job["status"] != JobStatus.IN_PROGRESS
         return JobDescription(
             name=name,
             status=job["status"],
@@ -101,21 +102,21 @@ class InProcessBackend(Backend):
 
     def stop(self, name: str) -> None:
         job = self.jobs[name]
-        if job["status"] == IN_PROGRESS:
-            job["status"], job["end"] = STOPPED, self.now
+        if job["status"] == JobStatus.IN_PROGRESS:
+            job["status"], job["end"] = JobStatus.STOPPED, self.now
 
     def wait(self, names: list[str], timeout: float) -> list[JobDescription]:
-        ended = [self.describe(n) for n in names if self.jobs[n]["status"] != IN_PROGRESS]
+        ended = [self.describe(n) for n in names if self.jobs[n]["status"] != JobStatus.IN_PROGRESS]
         if ended:
             return ended
-        running = [n for n in self.jobs if self.jobs[n]["status"] == IN_PROGRESS]
+        running = [n for n in self.jobs if self.jobs[n]["status"] == JobStatus.IN_PROGRESS]
         if not running:
             return []
         self.now = min(self.jobs[n]["end"] for n in running)
         for n in running:  # dict order is launch order
             if self.jobs[n]["end"] <= self.now:
                 self._run(self.jobs[n])
-        return [self.describe(n) for n in names if self.jobs[n]["status"] != IN_PROGRESS]
+        return [self.describe(n) for n in names if self.jobs[n]["status"] != JobStatus.IN_PROGRESS]
 
     def _run(self, job: dict[str, Any]) -> None:
         spec: JobSpec = job["spec"]
@@ -149,5 +150,5 @@ class InProcessBackend(Backend):
                 settings = script.resolve_hyperparameters(script.read_hyperparameters(argv, environ))
                 script.train(settings, script.read_environment(environ))
         except script.TrainingError as exc:
-            return FAILED, out.getvalue(), f"AlgorithmError: {exc}"
-        return COMPLETED, out.getvalue(), None
+            return JobStatus.FAILED, out.getvalue(), f"AlgorithmError: {exc}"
+        return JobStatus.COMPLETED, out.getvalue(), None

@@ -761,5 +761,5 @@ def test_a_job_directory_deleted_under_a_running_job_leaves_the_pool_working(mak
     with pytest.raises(JobNotFoundError):
         backend.read_log("deleted-1")
     d = run(backend, spec("after-deleted", script(tmp_path, "print('ok')\n")))
-    assert d.status == COMPLETED and d.warm_pool_status == WARM_REUSED
+    assert d.status == JobStatus.COMPLETED and d.warm_pool_status == WarmPoolStatus.REUSED
     assert backend.stats["workers_lost"] == 0
