@@ -69,6 +69,9 @@ def parse_options(model: type[M], extra: Mapping[str, Any], *, source: str, back
 
 def _config_error(model: type[Options], exc: ValidationError, source: str, backend: str) -> ConfigError:
     error = exc.errors()[0]
+    raised = (error.get("ctx") or {}).get("error")
+    if isinstance(raised, ConfigError):  # a model validator's check across keys: it names its key
+        return ConfigError(f"{source}.{raised.field}", raised.problem, raised.fix)
     loc = [str(p) for p in error["loc"]]
     key = loc[0] if loc else ""
     name = f"{source}.{'.'.join(loc)}" if loc else source

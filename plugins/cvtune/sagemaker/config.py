@@ -9,19 +9,11 @@ jobs and the final training job are built from one source.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from cvtune.errors import ConfigError
 from cvtune.options import parse_options
 
-ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-S3_PREFIX_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")
-INSTANCE_TYPE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-MAX_TAGS = 50  # per SageMaker resource
-RESERVED_TAGS = 4  # the most cvtune adds to one job: run/trial/fold on fold jobs, purpose/dag/task/run on the final job
 SETTINGS_KEYS = frozenset({"backend", "artifact_root"})  # read by Settings, not by this class
 
 
@@ -66,55 +58,19 @@ class SageMakerConfig:
 
         if isinstance(options, dict):
             options = {k: v for k, v in options.items() if k != "backend"}
-        # types, ranges and unknown keys (with "did you mean")
+        # every check of the schema: types, ranges, unknown keys ("did you mean"), patterns, across keys
         given = parse_options(SageMakerOptions, options, source=source, backend="sagemaker").given()
         options = {k: v for k, v in given.items() if k not in SETTINGS_KEYS}
-
-        def name(key: str) -> str:
-            return f"{source}.{key}"
-
-        role = options.get("role_arn", "")
-        if not role:
-            raise ConfigError(
-                name("role_arn"), "is required for the sagemaker backend",
-                "set it to the SageMaker execution role, e.g. arn:aws:iam::123456789012:role/SageMakerRole",
-            )
-        if not ROLE_ARN_RE.match(role):
-            raise ConfigError(
-                name("role_arn"), f"{role!r} is not an IAM role ARN",
-                "use the form arn:aws:iam::<12-digit account>:role/<name>",
-            )
-        prefix = options.get("s3_prefix", "")
-        if not prefix:
-            raise ConfigError(
-                name("s3_prefix"), "is required for the sagemaker backend",
-                "set it to s3://<bucket>/<prefix> (training code, channels and job outputs go under it)",
-            )
-        if not S3_PREFIX_RE.match(prefix):
-            raise ConfigError(name("s3_prefix"), f"{prefix!r} is not an s3://bucket/prefix URI", "e.g. s3://my-bucket/cvtune")
-        options["s3_prefix"] = prefix.rstrip("/")
-        instance_type = options.get("instance_type", cls.instance_type)
-        if not INSTANCE_TYPE_RE.match(instance_type):
-            raise ConfigError(name("instance_type"), f"{instance_type!r} is not a SageMaker instance type", "e.g. ml.m5.large")
-        region = options.get("region_name")
-        if region is not None and not REGION_RE.match(region):
-            raise ConfigError(name("region_name"), f"{region!r} is not an AWS region name", "e.g. us-east-1")
-        if options.get("use_spot_instances") and options.get("keep_alive_period_s", cls.keep_alive_period_s) > 0:
-            raise ConfigError(
-                name("use_spot_instances"),
-                "managed spot training cannot use warm pools (KeepAlivePeriodInSeconds > 0)",
-                "set keep_alive_period_s to 0 to use spot instances, or turn use_spot_instances off",
-            )
-        if options.get("image_uri") is None:
+        options["s3_prefix"] = options["s3_prefix"].rstrip("/")
+        if options.get("image_uri") is None:  # the one check that needs a lookup (the region's image registry)
             from cvtune.sagemaker.images import check_framework
 
             check_framework(
                 options.get("framework", cls.framework), options.get("framework_version", cls.framework_version), source
             )
-        vpc = options.get("vpc_config")
-        if vpc is not None:
-            options["vpc_config"] = _check_vpc(vpc, name("vpc_config"))
-        options["tags"] = _check_tags(options.get("tags", {}), name("tags"))
+        if options.get("vpc_config") is not None:
+            options["vpc_config"] = {k: list(v) for k, v in options["vpc_config"].items()}
+        options["tags"] = dict(options.get("tags", {}))
         return cls(**options)
 
     # -- request pieces --------------------------------------------------------------------
@@ -198,39 +154,6 @@ _SERVICE_HOOKS = {
     "sagemaker": ("airflow.providers.amazon.aws.hooks.sagemaker", "SageMakerHook"),
     "s3": ("airflow.providers.amazon.aws.hooks.s3", "S3Hook"),
 }
-
-
-def _check_vpc(vpc: Any, name: str) -> dict[str, list[str]]:
-    fix = 'give {"Subnets": ["subnet-..."], "SecurityGroupIds": ["sg-..."]}'
-    if not isinstance(vpc, dict):
-        raise ConfigError(name, f"expected a mapping, got {vpc!r}", fix)
-    unknown = sorted(set(vpc) - {"Subnets", "SecurityGroupIds"})
-    if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}", "unknown VpcConfig key", fix)
-    out: dict[str, list[str]] = {}
-    for key, most in (("Subnets", 16), ("SecurityGroupIds", 5)):
-        value = vpc.get(key)
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{name}.{key}", f"expected a non-empty list of ids, got {value!r}", fix)
-        if len(value) > most:
-            raise ConfigError(f"{name}.{key}", f"at most {most} allowed, got {len(value)}")
-        out[key] = list(value)
-    return out
-
-
-def _check_tags(tags: Any, name: str) -> dict[str, str]:
-    if not isinstance(tags, dict):
-        raise ConfigError(name, f"expected a mapping of key: value, got {tags!r}", 'e.g. {"team": "ml"}')
-    if len(tags) > MAX_TAGS - RESERVED_TAGS:
-        raise ConfigError(name, f"at most {MAX_TAGS - RESERVED_TAGS} tags (cvtune adds {RESERVED_TAGS}), got {len(tags)}")
-    for key, value in tags.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 128:
-            raise ConfigError(f"{name}.{key}", "tag keys are strings of 1-128 characters")
-        if key.startswith(("aws:", "cvtune:")):
-            raise ConfigError(f"{name}.{key}", "the aws: and cvtune: tag prefixes are reserved", "rename the tag")
-        if not isinstance(value, str) or len(value) > 256:
-            raise ConfigError(f"{name}.{key}", f"tag values are strings of at most 256 characters, got {value!r}")
-    return dict(tags)
 
 
 SAGEMAKER_KEYS: frozenset[str] = frozenset(f.name for f in fields(SageMakerConfig)) | SETTINGS_KEYS

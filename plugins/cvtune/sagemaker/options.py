@@ -1,14 +1,28 @@
 """The sagemaker backend's keys of the ``cvtune`` connection extra (and of ``--backend-config``).
 
-Types and ranges are checked here; what needs more than one key or a lookup (the role ARN's form,
-spot vs. warm pools, the framework's image, VPC and tags) in :meth:`SageMakerConfig.from_options`.
+Every check lives here, so the connection extra, ``--backend-config`` and the docs share one set:
+types and ranges per key, and in :meth:`SageMakerOptions._check_together` what needs a pattern
+or more than one key (the role ARN's and S3 prefix's form, spot vs. warm pools, VPC and tags).
+Only the framework's image, a lookup in the region's registry, is left to
+:meth:`~cvtune.sagemaker.config.SageMakerConfig.from_options`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
+from pydantic import model_validator
+
+from cvtune.errors import ConfigError
 from cvtune.options import Options, option
+
+ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+S3_PREFIX_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")
+INSTANCE_TYPE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+MAX_TAGS = 50  # per SageMaker resource
+RESERVED_TAGS = 4  # the most cvtune adds to one job: run/trial/fold on fold jobs, purpose/dag/task/run on the final job
 
 KEEP_ALIVE_MAX_S = 3600  # the CreateTrainingJob limit of ResourceConfig.KeepAlivePeriodInSeconds
 
@@ -79,3 +93,72 @@ class SageMakerOptions(Options):
         "File", what='`"File"` copies each channel onto the instance before the script starts; `"FastFile"` streams '
         "it from S3 as the script reads (section 2)",
     )
+
+    @model_validator(mode="after")
+    def _check_together(self) -> SageMakerOptions:
+        """Patterns and checks across keys; a :class:`ConfigError` naming the key (``parse_options``
+        prefixes it with where the settings came from)."""
+        if not self.role_arn:
+            raise ConfigError(
+                "role_arn", "is required for the sagemaker backend",
+                "set it to the SageMaker execution role, e.g. arn:aws:iam::123456789012:role/SageMakerRole",
+            )
+        if not ROLE_ARN_RE.match(self.role_arn):
+            raise ConfigError(
+                "role_arn", f"{self.role_arn!r} is not an IAM role ARN", "use the form arn:aws:iam::<12-digit account>:role/<name>"
+            )
+        if not self.s3_prefix:
+            raise ConfigError(
+                "s3_prefix", "is required for the sagemaker backend",
+                "set it to s3://<bucket>/<prefix> (training code, channels and job outputs go under it)",
+            )
+        if not S3_PREFIX_RE.match(self.s3_prefix):
+            raise ConfigError("s3_prefix", f"{self.s3_prefix!r} is not an s3://bucket/prefix URI", "e.g. s3://my-bucket/cvtune")
+        if not INSTANCE_TYPE_RE.match(self.instance_type):
+            raise ConfigError("instance_type", f"{self.instance_type!r} is not a SageMaker instance type", "e.g. ml.m5.large")
+        if self.region_name is not None and not REGION_RE.match(self.region_name):
+            raise ConfigError("region_name", f"{self.region_name!r} is not an AWS region name", "e.g. us-east-1")
+        # warm-pools guide, Considerations: warm pools are not supported with managed spot training
+        if self.use_spot_instances and self.keep_alive_period_s > 0:
+            raise ConfigError(
+                "use_spot_instances",
+                "managed spot training cannot use warm pools (KeepAlivePeriodInSeconds > 0)",
+                "set keep_alive_period_s to 0 to use spot instances, or turn use_spot_instances off",
+            )
+        if self.vpc_config is not None:
+            _check_vpc(self.vpc_config, "vpc_config")
+        _check_tags(self.tags, "tags")
+        return self
+
+
+def _check_vpc(vpc: Any, name: str) -> dict[str, list[str]]:
+    fix = 'give {"Subnets": ["subnet-..."], "SecurityGroupIds": ["sg-..."]}'
+    if not isinstance(vpc, dict):
+        raise ConfigError(name, f"expected a mapping, got {vpc!r}", fix)
+    unknown = sorted(set(vpc) - {"Subnets", "SecurityGroupIds"})
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}", "unknown VpcConfig key", fix)
+    out: dict[str, list[str]] = {}
+    for key, most in (("Subnets", 16), ("SecurityGroupIds", 5)):
+        value = vpc.get(key)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{name}.{key}", f"expected a non-empty list of ids, got {value!r}", fix)
+        if len(value) > most:
+            raise ConfigError(f"{name}.{key}", f"at most {most} allowed, got {len(value)}")
+        out[key] = list(value)
+    return out
+
+
+def _check_tags(tags: Any, name: str) -> dict[str, str]:
+    if not isinstance(tags, dict):
+        raise ConfigError(name, f"expected a mapping of key: value, got {tags!r}", 'e.g. {"team": "ml"}')
+    if len(tags) > MAX_TAGS - RESERVED_TAGS:
+        raise ConfigError(name, f"at most {MAX_TAGS - RESERVED_TAGS} tags (cvtune adds {RESERVED_TAGS}), got {len(tags)}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+            raise ConfigError(f"{name}.{key}", "tag keys are strings of 1-128 characters")
+        if key.startswith(("aws:", "cvtune:")):
+            raise ConfigError(f"{name}.{key}", "the aws: and cvtune: tag prefixes are reserved", "rename the tag")
+        if not isinstance(value, str) or len(value) > 256:
+            raise ConfigError(f"{name}.{key}", f"tag values are strings of at most 256 characters, got {value!r}")
+    return dict(tags)
