@@ -42,7 +42,7 @@ import logging
 import statistics
 import time
 import uuid
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from cvtune import lease as lease_
 from cvtune.errors import ConfigError, LeaseHeldError, LedgerConflictError
@@ -57,6 +57,56 @@ READABLE_VERSIONS = (1, 2)
 SNAPSHOT_RATIO = 1.0
 MIN_TAIL_BYTES = 64 * 1024
 MAX_TAIL_RECORDS_REMOTE = 200  # object stores: each record is an object; keep LIST + GETs short
+
+
+class _FoldJobKeys(TypedDict):  # required keys: a base class, so they show at runtime too
+    fold: int
+    job_name: str
+    state: str  # a cvtune.states.FoldState
+
+
+class FoldJobRecord(_FoldJobKeys, total=False):
+    """A fold job in the ledger (``trials[i].fold_jobs[f]``); :func:`parse_ledger` checks the
+    required keys of a ledger it reads."""
+
+    objective: float | None
+    metrics: dict[str, float]
+    failure_reason: str | None
+    start_time: float | None
+    end_time: float | None
+    billable_seconds: float | None
+    warm_pool_status: str | None  # a cvtune.states.WarmPoolStatus
+    # the warm pool the job left behind (cvtune.pools)
+    pool_status: str | None
+    pool_reused_by: str | None
+    retained_seconds: float | None
+    pool_final: bool
+    pool_released: float | bool
+    took_pool_of: str
+    ended_seen_at: float
+
+
+class _TrialKeys(TypedDict):
+    number: int
+    params: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    state: str  # a cvtune.states.TrialState
+    mean: float | None
+    std: float | None
+    fold_scores: list[float | None]
+    fold_jobs: list[FoldJobRecord]
+
+
+class TrialRecord(_TrialKeys, total=False):
+    """A trial in the ledger (``trials[i]``, and a warm-start parent's in ``inherited``)."""
+
+    source: str | None
+    started: float
+    ended: float | None
+    failure_reason: str | None
+    partial_mean: float  # a pruned trial's running mean when it was stopped
+    run_id: str  # an inherited trial: the parent run it belongs to ...
+    ledger: str  # ... and that run's ledger
 
 
 def fold_job_name(run_id: str, trial: int, fold: int) -> str:
@@ -563,7 +613,22 @@ class RunLedger:
     def new_trial(self, params: dict[str, Any], hyperparameters: dict[str, Any], source: str | None = None) -> dict[str, Any]:
         number = len(self.trials)
         folds = self.data["folds"]
-        trial = {
+        fold_jobs: list[FoldJobRecord] = [
+            {
+                "fold": f,
+                "job_name": fold_job_name(self.run_id, number, f),
+                "state": FoldState.PENDING,
+                "objective": None,
+                "metrics": {},
+                "failure_reason": None,
+                "start_time": None,
+                "end_time": None,
+                "billable_seconds": None,
+                "warm_pool_status": None,
+            }
+            for f in range(folds)
+        ]
+        trial: TrialRecord = {
             "number": number,
             "params": params,
             "hyperparameters": hyperparameters,
@@ -575,24 +640,13 @@ class RunLedger:
             "std": None,
             "fold_scores": [None] * folds,
             "failure_reason": None,
-            "fold_jobs": [
-                {
-                    "fold": f,
-                    "job_name": fold_job_name(self.run_id, number, f),
-                    "state": FoldState.PENDING,
-                    "objective": None,
-                    "metrics": {},
-                    "failure_reason": None,
-                    "start_time": None,
-                    "end_time": None,
-                    "billable_seconds": None,
-                    "warm_pool_status": None,
-                }
-                for f in range(folds)
-            ],
+            "fold_jobs": fold_jobs,
         }
-        self.trials.append(trial)
-        return trial
+        # the document's trials stay plain dicts for the code that reads them; the record's shape
+        # is what mypy checks here, where every trial is made (the same object: callers update it)
+        record = cast(dict[str, Any], trial)
+        self.trials.append(record)
+        return record
 
     def completed_trials(self) -> list[dict[str, Any]]:
         return [t for t in self.trials if t["state"] == TrialState.COMPLETED and t["mean"] is not None]
