@@ -50,7 +50,9 @@ def test_a_job_sees_the_allowlist_and_its_configured_environment_only(tmp_path, 
     manifest = {"manifest_uri": str(tmp_path / "m.json"), "fingerprint": "e" * 64,
                 "folds": [{"fold": 0, "train_uri": str(tmp_path / "d" / "train"), "validation_uri": str(tmp_path / "d" / "val")}]}
     config = parse_config(config_data(str(script), environment={"MY_FLAG": "on", "TZ": "Europe/Paris"}), base_dir=None)
-    with LocalBackend(str(tmp_path / "jobs"), max_parallel_jobs=1, preload=(), cpus_per_job=1) as backend:
+    # "keep": the default compaction deletes a completed job's log once the ledger has its result,
+    # racing with the read below.
+    with LocalBackend(str(tmp_path / "jobs"), max_parallel_jobs=1, preload=(), cpus_per_job=1, job_cleanup="keep") as backend:
         summary = CVTuner(config, manifest, backend, run_id="env", artifact_root=str(tmp_path / "art"), poll_s=0.05).run()
         log = backend.read_log("env-t0000-f0")
     assert summary["trials"] == {"Completed": 1}
