@@ -35,7 +35,8 @@ def main() -> int:
     rows = []
     for size in sizes:
         ns = argparse.Namespace(time_scale=a.time_scale, rounds=size // (m * k), m=m, k=k, start_s=180.0, train_s=120.0,
-                                warm_start_s=5.0, poll_s=10.0, keep_alive_s=1800, script_s=110.0)
+                                warm_start_s=5.0, poll_s=10.0, keep_alive_s=1800, script_s=110.0, input_mode="FastFile",
+                                io_s=5.0)
         with E.EmulatorProcess(a.time_scale, timing) as emu:
             r = S.cvtune_run(emu, tempfile.mkdtemp(prefix="cvtune-calls-"), ns, f"{size} fold jobs", "off")
         per_job = {op: n / r["fold_jobs"] for op, n in r["calls"].items()}
