@@ -468,3 +468,48 @@ def test_s3_requests_to_the_emulator_reach_moto(emu):
     with pytest.raises(ClientError, match="404"):
         s3.head_object(Bucket=EMU_BUCKET, Key="proxy/missing")
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=EMU_BUCKET, Prefix="proxy/")["Contents"]] == ["proxy/x.txt"]
+
+
+def test_the_launcher_runs_a_script_like_a_new_process(tmp_path, monkeypatch):
+    """Scaled scripts start as forks of one interpreter (cvtune.emulator.launcher): same argv,
+    replaced environment, working directory, own session, output to the log, exit codes and stop
+    as a fresh process gives them — and each exit reaches its own job, however fast pids recycle."""
+    import os
+    import sys
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cvtune.emulator.launcher import Launcher
+    from cvtune.emulator.runner import Process
+
+    monkeypatch.setenv("HOST_SECRET", "leak")
+    script = tmp_path / "train.py"
+    script.write_text("import os, sys\nprint('argv', sys.argv[1:], os.getcwd() == os.environ['WANT_CWD'])\n"
+                      "print('env', sorted(k for k in os.environ if k in ('HOST_SECRET', 'WANT_CWD')), os.getsid(0) == os.getpid())\n"
+                      "sys.exit(int(os.environ.get('CODE', '0')))\n")
+    (tmp_path / "boom.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "sleep.py").write_text("import time\ntime.sleep(60)\n")
+    launcher = Launcher()
+    never = threading.Event()
+
+    def run(i: int) -> tuple[int | None, str]:
+        log = tmp_path / f"log-{i}"
+        env = {"WANT_CWD": str(tmp_path), "CODE": str(i % 3)}
+        code, _ = Process([sys.executable, str(script), "--x", str(i)], env, str(tmp_path), str(log), launcher=launcher).wait(60, never)
+        return code, log.read_text()
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(run, range(60)))
+        for i, (code, log) in enumerate(results):
+            assert code == i % 3 and log.splitlines() == [f"argv ['--x', '{i}'] True", "env ['WANT_CWD'] True"]
+        process = Process([sys.executable, str(tmp_path / "boom.py")], {}, str(tmp_path), str(tmp_path / "log-b"), launcher=launcher)
+        assert process.wait(30, never) == (1, None) and "RuntimeError: boom" in (tmp_path / "log-b").read_text()
+        stop = threading.Event()
+        process = Process([sys.executable, str(tmp_path / "sleep.py")], {}, str(tmp_path), str(tmp_path / "log-s"), launcher=launcher)
+        stop.set()
+        code, cut = process.wait(30, stop)
+        assert cut == "stopped" and code is not None and code < 0  # ended by a signal, like a killed process
+        assert os.getenv("HOST_SECRET") == "leak"  # the emulator's own environment is untouched
+    finally:
+        launcher.stop()

@@ -38,6 +38,7 @@ from functools import lru_cache
 from typing import Any
 
 from cvtune.emulator import s3io
+from cvtune.emulator.launcher import Launcher
 
 CURRENT_HOST = "algo-1"
 SUBMIT_DIR = "sagemaker_submit_directory"
@@ -300,11 +301,15 @@ def prepare(
 class Process:
     """The running entry point: its own process group, output to ``log_path``; stoppable."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str, log_path: str) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str, log_path: str, launcher: Launcher | None = None) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self._log = open(log_path, "ab")
+        self.proc: Any
+        if launcher is not None:  # a fork of a running interpreter (see cvtune.emulator.launcher)
+            self.proc = launcher.spawn(argv, env, cwd, log_path)
+        else:
+            self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
         self._lock = threading.Lock()
         # a thread blocked in waitpid marks the exit the moment it happens: polling every 50 ms
         # would add 25 ms to every job on average (5 s emulated at a 1/200 time scale)

@@ -20,6 +20,7 @@ from typing import Any
 from cvtune.emulator import s3io, validation
 from cvtune.emulator.clock import Clock
 from cvtune.emulator.faults import Faults
+from cvtune.emulator.launcher import Launcher
 from cvtune.emulator.metering import Meter
 from cvtune.emulator.quotas import LimitExceeded, Quotas
 from cvtune.emulator.training import Lifecycle, TrainingJob
@@ -75,6 +76,9 @@ class Service:
         self.logs: dict[str, str] = {}
         self.threads: list[threading.Thread] = []
         self.objects = s3io.ObjectCache()  # the emulator's copy of channel objects (see s3io)
+        # scaled scripts start as forks of one running interpreter: a new interpreter per job would
+        # add its start-up, magnified by 1/time_scale, to every job (cvtune.emulator.launcher)
+        self.launcher = Launcher() if config.timing.scaled_script else None
 
     OPERATIONS = frozenset({
         "CreateTrainingJob", "DescribeTrainingJob", "StopTrainingJob", "UpdateTrainingJob", "ListTrainingJobs",
@@ -353,6 +357,8 @@ class Service:
                     shutil.rmtree(job.cache_dir, ignore_errors=True)
                     job.cache_dir = None
         self.objects.remove()
+        if self.launcher is not None:
+            self.launcher.stop()
 
     # -- reporting -----------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:

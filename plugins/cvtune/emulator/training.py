@@ -217,7 +217,7 @@ class Lifecycle:
                                  final=False)
             self._secondary("Training")
             max_runtime = job.request["StoppingCondition"].get("MaxRuntimeInSeconds")
-            process = runner.Process(argv, env, cwd, root("training.log"))
+            process = runner.Process(argv, env, cwd, root("training.log"), launcher=self.service.launcher)
             began = self.clock.now()
             # MaxRuntimeInSeconds counts from TrainingStartTime: what is billed so far is used up
             remaining = None if max_runtime is None else max(0.0, max_runtime - job.billable_s)
