@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cvtune.backends.base import Backend, JobDescription
@@ -53,9 +53,15 @@ def update_pool(job: dict[str, Any], d: JobDescription) -> None:
 class PoolKeeper:
     """Pool bookkeeping of one run (see the module docstring); the tuner calls it."""
 
-    def __init__(self, ledger: Any, backend: Backend) -> None:
+    def __init__(
+        self, ledger: Any, backend: Backend, lookup: Callable[[str], dict[str, Any] | None] | None = None
+    ) -> None:
         self.ledger = ledger
         self.backend = backend
+        # the ledger entry of a job by name, if the caller indexes them (else a scan of the run)
+        self._lookup = lookup or (lambda name: None)
+        # open pools, kept as jobs end and pools close: following them costs O(open pools), not O(run)
+        self._open_jobs = [j for j in self._jobs() if j["state"] in JOB_ENDED and j.get("pool_status") in POOL_OPEN]
         billing = ledger.data.setdefault("billing", {})
         billing["instance_count"] = getattr(backend, "instance_count", 1)
         price = getattr(backend, "price_per_instance_hour", None)
@@ -67,12 +73,15 @@ class PoolKeeper:
             yield from trial["fold_jobs"]
 
     def _open(self) -> list[dict[str, Any]]:
-        return [j for j in self._jobs() if j["state"] in JOB_ENDED and j.get("pool_status") in POOL_OPEN]
+        self._open_jobs = [j for j in self._open_jobs if j["state"] in JOB_ENDED and j.get("pool_status") in POOL_OPEN]
+        return self._open_jobs
 
     def ended(self, job: dict[str, Any], d: JobDescription) -> None:
         """Job ``job`` was just recorded as ended with description ``d``."""
         job["ended_seen_at"] = time.time()
         update_pool(job, d)
+        if job.get("pool_status") in POOL_OPEN and job["state"] in JOB_ENDED and not any(j is job for j in self._open_jobs):
+            self._open_jobs.append(job)
         self._learn(job)
         if job.get("took_pool_of"):
             job["warm_pool_status"] = WarmPoolStatus.REUSED
@@ -81,7 +90,8 @@ class PoolKeeper:
         consumer = provider.get("pool_reused_by")
         if not consumer or provider.get("pool_status") != WarmPoolStatus.REUSED:
             return
-        for job in self._jobs():
+        indexed = self._lookup(consumer)
+        for job in [indexed] if indexed is not None else self._jobs():
             if job["job_name"] == consumer:
                 job["took_pool_of"] = provider["job_name"]
                 if job["state"] in JOB_ENDED:

@@ -26,6 +26,7 @@ from cvtune.backends.base import Backend, JobDescription, JobSpec
 from cvtune.config import BUDGET_KEYS, TuningConfig, entry_point_sha256
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError, LedgerConflictError, RunFailedError
 from cvtune.proposers import FixedProposer, Proposal, make_proposer
+from cvtune.ranking import rank_key, rankable
 from cvtune.sourcedir import code_sha256, source_dir
 from cvtune.states import (
     COMPLETION_CRITERIA,
@@ -130,9 +131,10 @@ class CVTuner:
                 "inherited": warmstart.inherited_trials(warm_start),
             }
         self.ledger = self._open_ledger(_ledger)
+        self._index()
         from cvtune.pools import PoolKeeper
 
-        self._pools = PoolKeeper(self.ledger, backend)
+        self._pools = PoolKeeper(self.ledger, backend, lookup=lambda name: self._jobs.get(name, (None, None))[1])
         # A resumed sampler must not replay the random draws of the first attempt (it would
         # re-propose the same candidates): its seed moves on with the trials already asked.
         restored = len(self.ledger.trials)
@@ -275,6 +277,33 @@ class CVTuner:
         log.info("resuming run %s: %s", self.run_id, ledger.counts() or "no trials yet")
         return ledger
 
+    def _index(self) -> None:
+        """Scan the ledger once for what every event needs, then keep it up to date as trials change:
+        an event (a job ended, a trial asked) then costs in proportion to the open trials, not to the run.
+
+        ``_active`` holds the trials still running or with a job in flight (a failed trial's jobs
+        are in flight until their stop is recorded), in trial order.
+        """
+        trials = self.ledger.trials
+        self._active: dict[int, Any] = {
+            t["number"]: t for t in trials
+            if t["state"] == TrialState.RUNNING or any(j["state"] in FOLD_ACTIVE for j in t["fold_jobs"])
+        }
+        self._stopped = sum(1 for t in trials if t["state"] == TrialState.STOPPED)
+        self._failed = [t for t in trials if t["state"] == TrialState.FAILED]
+        self._launched = self.ledger.fold_jobs_launched()
+        best = self.ledger.best_trial()
+        self._best: Any = best
+        self._best_key: tuple | None = None
+        if best is not None:
+            inherited = self.ledger.inherited_trials()
+            origin = next(((-1, i) for i, t in enumerate(inherited) if t is best), (0, best["number"]))
+            self._best_key = rank_key(best, self._maximize) + origin
+
+    @property
+    def _maximize(self) -> bool:
+        return self.config.objective.type == "Maximize"
+
     def _new_ledger_data(self) -> dict[str, Any]:
         return L.new_ledger_data(
             run_id=self.run_id,
@@ -373,7 +402,7 @@ class CVTuner:
             self._pools.follow(save=False)
         inflight = self._inflight_names()
         self._pools.release(self._launch_done(), keep=0 if inflight else 1)
-        if not inflight and any(t["state"] == TrialState.RUNNING for t in self.ledger.trials):
+        if not inflight and any(t["state"] == TrialState.RUNNING for t in self._active.values()):
             raise RuntimeError(f"run {self.run_id}: running trials but no job in flight")  # a bug
         return inflight
 
@@ -418,7 +447,7 @@ class CVTuner:
                 self.backend.stop(name)
             except JobNotFoundError:
                 pass
-        for trial in self.ledger.trials:
+        for trial in list(self._active.values()):
             if trial["state"] == TrialState.RUNNING:
                 self._end_trial(trial, TrialState.STOPPED, reason)
         self.ledger.data["status"] = RunStatus.STOPPED
@@ -441,6 +470,7 @@ class CVTuner:
                         self._attach(job, self.backend.describe(job["job_name"]), trial)
                     except JobNotFoundError:
                         job["state"] = FoldState.PENDING  # recorded, never created: launch it later
+                        self._launched -= 1
         for trial in self.ledger.trials:
             for job in trial["fold_jobs"]:
                 if job["state"] == FoldState.IN_PROGRESS:
@@ -469,12 +499,13 @@ class CVTuner:
         log.info("re-attached to %s", job["job_name"])
 
     def _inflight_names(self) -> list[str]:
-        return [
-            job["job_name"]
-            for trial in self.ledger.trials
-            for job in trial["fold_jobs"]
-            if job["state"] in FOLD_ACTIVE
-        ]
+        names = []
+        for number, trial in list(self._active.items()):
+            jobs = [job["job_name"] for job in trial["fold_jobs"] if job["state"] in FOLD_ACTIVE]
+            if not jobs and trial["state"] != TrialState.RUNNING:
+                del self._active[number]  # ended, and so are its jobs: no event concerns it any more
+            names += jobs
+        return names
 
     def _capacity(self, ahead: bool = False) -> int:
         caps = [c for c in (self.config.max_parallel_jobs, self.backend.capacity) if c]
@@ -499,7 +530,7 @@ class CVTuner:
         asked = 0
         if self._stop_criterion() in COMPLETION_CRITERIA:
             return asked  # a completion criterion was met: in-flight trials finish, no new one starts
-        running = sum(1 for t in self.ledger.trials if t["state"] == TrialState.RUNNING)
+        running = sum(1 for t in self._active.values() if t["state"] == TrialState.RUNNING)
         target = self._target_jobs()
         waves = self.stopper.launches_in_waves
         # trials stopped by a kill don't use up the budget: a retry replaces them
@@ -518,6 +549,7 @@ class CVTuner:
                 return asked
             hyperparameters = self.config.space.hyperparameters(proposal.params)
             trial = self.ledger.new_trial(proposal.params, hyperparameters, source=proposal.source)
+            self._active[trial["number"]] = trial
             self._handles[trial["number"]] = proposal
             for job in trial["fold_jobs"]:
                 self._jobs[job["job_name"]] = (trial, job)
@@ -535,11 +567,11 @@ class CVTuner:
             return False
         return not any(
             j["state"] in (FoldState.PENDING, FoldState.LAUNCHING)
-            for t in self.ledger.trials if t["state"] == TrialState.RUNNING for j in t["fold_jobs"]
+            for t in self._active.values() if t["state"] == TrialState.RUNNING for j in t["fold_jobs"]
         )
 
     def _budget_used(self) -> int:
-        return sum(1 for t in self.ledger.trials if t["state"] != TrialState.STOPPED)
+        return len(self.ledger.trials) - self._stopped
 
     def _stop_criterion(self) -> str | None:
         return (self.ledger.data.get("stop_reason") or {}).get("criterion")
@@ -569,8 +601,8 @@ class CVTuner:
         criteria = self.config.completion
         if not criteria.active:
             return
-        maximize = self.config.objective.type == "Maximize"
-        best = self.ledger.best_trial()
+        maximize = self._maximize
+        best = self._best
         inherited = [t["mean"] for t in self.ledger.inherited_trials() if t.get("mean") is not None]
         baseline = (max(inherited) if maximize else min(inherited)) if inherited else None
         reason = C.check_target(criteria, best, maximize)
@@ -593,7 +625,7 @@ class CVTuner:
             self.ledger.data["stop_reason"] = {"criterion": criterion, "detail": reason}
 
     def _pending_jobs(self):
-        for trial in self.ledger.trials:
+        for trial in self._active.values():
             if trial["state"] != TrialState.RUNNING:
                 continue
             limit = self.stopper.launch_limit(trial)  # folds wait for the early-stopping decision
@@ -610,6 +642,7 @@ class CVTuner:
             return 0
         for _, job in batch:
             job["state"] = FoldState.LAUNCHING
+        self._launched += len(batch)
         self._save()  # write-ahead: a crash from here on is resolved by describe() on resume
         for trial, job in batch:
             spec = self._spec(trial, job)
@@ -680,9 +713,7 @@ class CVTuner:
                 trial["mean"], trial["std"] = mean, std
                 self._end_trial(trial, TrialState.COMPLETED)
             elif job["state"] == FoldState.COMPLETED:
-                reason = self.stopper.decide(
-                    trial, self.ledger.trials, self.ledger.best_trial(), self.config.objective.type == "Maximize"
-                )
+                reason = self.stopper.decide(trial, self.ledger.trials, self._best, self._maximize)
                 if reason:
                     self._fail_trial(trial, reason, state=TrialState.PRUNED)
         if save:
@@ -698,12 +729,22 @@ class CVTuner:
                     self.backend.stop(job["job_name"])
                 except JobNotFoundError:
                     job["state"] = FoldState.CANCELLED
+                    self._launched -= 1
         self._end_trial(trial, state, reason)
 
     def _end_trial(self, trial: dict[str, Any], state: str, reason: str | None = None) -> None:
         trial["state"] = state
         trial["ended"] = time.time()
         trial["failure_reason"] = reason
+        if state == TrialState.STOPPED:
+            self._stopped += 1
+        elif state == TrialState.FAILED:
+            self._failed.append(trial)
+        elif rankable(trial):
+            # cvtune.ranking's order: its key, then inherited trials before own ones, then by number
+            key = rank_key(trial, self._maximize) + (0, trial["number"])
+            if self._best_key is None or key < self._best_key:
+                self._best, self._best_key = trial, key
         if state == TrialState.PRUNED:
             trial["partial_mean"] = L.running_means(trial["fold_scores"])[-1]
         proposal = self._handles.pop(trial["number"], None)
@@ -714,11 +755,11 @@ class CVTuner:
             self._check_completion()
 
     def _log_progress(self, trial: dict[str, Any]) -> None:
-        done = sum(1 for t in self.ledger.trials if t["state"] in TRIAL_DONE)
+        done = len(self.ledger.trials) - sum(1 for t in self._active.values() if t["state"] == TrialState.RUNNING)
         total = self.config.max_trials
         elapsed = self._elapsed_before + (time.monotonic() - self._session_start)
         eta = elapsed / done * (total - done) if done else 0.0
-        best = self.ledger.best_trial()
+        best = self._best
         if best is None:
             best_s = "no best yet"
         elif best.get("run_id", self.run_id) != self.run_id:  # inherited from a warm-start parent
@@ -740,16 +781,16 @@ class CVTuner:
             self.run_id,
             what,
             best_s,
-            self.ledger.fold_jobs_launched(),
+            self._launched,
             elapsed,
             eta,
         )
 
     def _check_failures(self) -> None:
-        failed = [t for t in self.ledger.trials if t["state"] == TrialState.FAILED]
+        failed = self._failed
         if len(failed) < self.config.max_failed_trials:
             return
-        last = failed[-1]["failure_reason"]
+        last = max(failed, key=lambda t: t["number"])["failure_reason"]
         reason = (
             f"{len(failed)} trials failed (max_failed_trials={self.config.max_failed_trials}); "
             f"last failure: {last}"
