@@ -1,7 +1,7 @@
 """Crash injection: a driver killed at any write of submit or resume leaves a run that resumes.
 
 Every file write the driving process makes — ledger saves (``store.write_bytes``), the local
-backend's job files (``_zygote.write_json``), its directories, renames and log file — is a write
+backend's job files (``_zygote.write_json``, ``write_new``), its directories, renames and config files — is a write
 point. A first run on the real local backend counts them; then, for each point in turn, a fresh
 run crashes right there (an exception no code catches, like a kill: nothing after it runs in that
 process) and a new driver resumes it. Each resume must complete the run, and no fold job may run
@@ -74,6 +74,7 @@ def install(monkeypatch, faults: Faults) -> None:
 
     monkeypatch.setattr(ArtifactStore, "write_bytes", hooked_write)
     monkeypatch.setattr(z, "write_json", wrap("write_json", z.write_json))
+    monkeypatch.setattr(z, "write_new", wrap("write_new", z.write_new))
 
     class OS:
         def __getattr__(self, attr):
@@ -172,8 +173,8 @@ def test_a_crash_at_every_write_point_of_submit_and_resume_resumes(tmp_path, set
     assert drive(tmp_path / "count", setup, counting, monkeypatch)
     check(tmp_path / "count")
     fresh = counting.points
-    assert {"store.write_bytes ledger.json", "write_json spec.json", "os.rename .new", "tempfile.mkdtemp .new",
-            "open log.txt"} <= set(fresh), fresh
+    assert {"store.write_bytes ledger.json", "write_new spec.json", "os.rename .new", "tempfile.mkdtemp .new",
+            "open hyperparameters.json"} <= set(fresh), fresh
 
     # 1. a crash at each write point of a fresh run (every submit), then a resume
     crashed_at: set[str] = set()

@@ -736,6 +736,53 @@ def test_recorded_compacts_ended_jobs_and_keeps_failed_logs(make_backend, tmp_pa
         make_backend(job_cleanup="delete")
 
 
+def test_a_recorded_job_tree_is_recycled_clean_and_a_tampered_one_is_not(make_backend, tmp_path):
+    # what each job sees of its tree, written outside it; then it dirties the tree as scripts do
+    probe = script(tmp_path, """
+        import json, os, sys
+        args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+        config = os.path.join(os.environ["SM_INPUT_CONFIG_DIR"], "hyperparameters.json")
+        seen = {"model": os.listdir(os.environ["SM_MODEL_DIR"]), "output": sorted(os.listdir(os.environ["SM_OUTPUT_DIR"])),
+                "data": os.listdir(os.environ["SM_OUTPUT_DATA_DIR"]), "train": os.listdir(os.environ["SM_CHANNEL_TRAIN"]),
+                "hps": json.load(open(config))}
+        with open(args["--out"], "w") as f:
+            json.dump(seen, f)
+        open(os.path.join(os.environ["SM_MODEL_DIR"], "model.bin"), "w").write("x")
+        open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "extra.csv"), "w").write("x")
+        open(os.path.join(os.environ["SM_OUTPUT_DIR"], "failure"), "w").write("not a failure")
+        if args["--tamper"] == "1":
+            open(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "planted.csv"), "w").write("x")
+            open(config, "w").write("{}")
+    """)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("a\n1\n")
+    backend = make_backend()
+
+    def job(name, tamper):
+        hps = {"out": str(tmp_path / f"{name}.json"), "tamper": tamper}
+        d = run(backend, spec(name, probe, hyperparameters=hps, channels={"train": str(data)}))
+        assert d.status == JobStatus.COMPLETED, d.failure_reason
+        seen = json.loads((tmp_path / f"{name}.json").read_text())
+        inode = os.stat(os.path.join(backend.job_dir(name), "input")).st_ino
+        backend.recorded(name)
+        wait_for(lambda: sorted(os.listdir(backend.job_dir(name))) == ["final.json", "spec.json"], what="compaction")
+        return seen, inode
+
+    clean = {"model": [], "output": ["data"], "data": [], "train": ["train.csv"]}
+    first, first_inode = job("tree-1", "0")
+    assert {k: v for k, v in first.items() if k != "hps"} == clean
+    second, second_inode = job("tree-2", "1")
+    assert second_inode == first_inode  # the first job's tree, moved into the second one
+    assert {k: v for k, v in second.items() if k != "hps"} == clean  # emptied of what the first wrote
+    assert second["hps"] == {"out": str(tmp_path / "tree-2.json"), "tamper": "1"}  # its own
+    third, third_inode = job("tree-3", "0")
+    assert third_inode != second_inode  # the second job wrote into its channel and config: not reused
+    assert {k: v for k, v in third.items() if k != "hps"} == clean
+    assert third["hps"]["out"] == str(tmp_path / "tree-3.json")
+    assert not (data / "planted.csv").exists()  # the channel's source directory was never written
+
+
 def test_queued_jobs_start_as_soon_as_a_slot_frees(make_backend, tmp_path):
     quick = script(tmp_path, "print('validation:score=0.5;')\n")
     assert make_backend().queue_ahead == 0  # off: queued jobs die with the driving process

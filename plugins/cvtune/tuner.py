@@ -651,8 +651,9 @@ class CVTuner:
             except JobExistsError:
                 self._attach(job, self.backend.describe(spec.name), trial)
             job["state"] = FoldState.IN_PROGRESS
+        # not saved here: the next save (the next write-ahead, a release, the run's end) carries it;
+        # until then the ledger says Launching, which a resume resolves by describing the job
         self.ledger.data["last_launch_at"] = time.time()
-        self._save()
         return len(batch)
 
     def _spec(self, trial: dict[str, Any], job: dict[str, Any]) -> JobSpec:

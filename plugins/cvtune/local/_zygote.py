@@ -11,13 +11,15 @@ Messages on the pipe (tuples, pickled by :class:`multiprocessing.connection.Conn
 
     backend -> worker   ("run", payload)   ("stop", name, grace_s)   ("exit",)
     worker -> backend   ("ready", pid, failed_imports, preload_s)    ("started", name, child_pid)
-                        ("ended", name, status)                      ("retired",)
+                        ("ended", name, status, final_json)           ("retired",)
 
 Files in a job directory that record state (all JSON, all written atomically)::
 
-    submitted.json  who queued the job (owner pid + create time), before spec.json
-    spec.json       the JobSpec; its existence means the job exists
-    dispatch.json   which worker the job was handed to (pid + create time)
+    spec.json       the JobSpec; its existence means the job exists. Also who queued the job
+                    (``submitted``: owner pid + create time) and, when a worker was idle at submit,
+                    which worker it is handed to (``dispatch``)
+    submitted.json  who queued the job (written by earlier versions; still read)
+    dispatch.json   which worker the job was handed to, when that was decided after the submit
     state.json      written by the job child when it starts: pid, create time, start time...
     final.json      the terminal JobDescription, written once: first writer wins (os.link)
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -75,14 +78,18 @@ def read_json(path: str) -> Any | None:
         return None
 
 
+def _json(obj: Any) -> str:
+    # one line, by json's C encoder (an indent makes it fall back to the pure-Python one)
+    return json.dumps(obj, default=str) + "\n"
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write ``obj`` to ``path`` atomically (temporary sibling, then rename)."""
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
+            f.write(_json(obj))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -90,6 +97,13 @@ def write_json(path: str, obj: Any) -> None:
         except OSError:
             pass
         raise
+
+
+def write_new(path: str, obj: Any) -> None:
+    """Write ``obj`` to a file that must not exist yet, in a directory no reader sees yet (a job's
+    tree before it is renamed into place): no temporary sibling needed, one inode fewer."""
+    with open(path, "x", encoding="utf-8") as f:
+        f.write(_json(obj))
 
 
 def write_final(job_dir: str, desc: dict[str, Any]) -> bool:
@@ -108,8 +122,7 @@ def write_final(job_dir: str, desc: dict[str, Any]) -> bool:
         return False
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(desc, f, indent=2, default=str)
-            f.write("\n")
+            f.write(_json(desc))
         os.link(tmp, os.path.join(job_dir, FINAL))
         return True
     except FileExistsError:
@@ -353,8 +366,13 @@ def _run_job(conn: Any, payload: dict[str, Any], index: int, own_create_time: fl
     job_dir = payload["job_dir"]
     if os.path.exists(os.path.join(job_dir, FINAL)):
         # Stopped while queued or in the pipe: never start it.
-        return not _send(conn, ("ended", name, _final_status(job_dir)))
+        return not _send(conn, _ended(name, job_dir))
     _precompile(payload["entry_point"])
+    for definition in (payload.get("spec") or {}).get("metric_definitions") or ():
+        try:  # compiled here once, the job child finds it in re's cache (it inherits the worker's memory)
+            re.compile(definition["Regex"])
+        except (re.error, KeyError, TypeError):
+            pass
     _flush_std()  # or the child would inherit (and write to its log) our buffered output
     started = time.monotonic()
     pid = os.fork()
@@ -389,7 +407,7 @@ def _run_job(conn: Any, payload: dict[str, Any], index: int, own_create_time: fl
     # Like SageMaker tearing down the container: nothing the job started outlives it.
     kill_group(pid, signal.SIGKILL)
     if connected:
-        connected = _send(conn, ("ended", name, _final_status(job_dir)))
+        connected = _send(conn, _ended(name, job_dir))
     return not connected
 
 
@@ -401,9 +419,12 @@ def _send(conn: Any, msg: tuple) -> bool:
         return False
 
 
-def _final_status(job_dir: str) -> str | None:
+def _ended(name: str, job_dir: str) -> tuple:
+    """The "ended" message: with the job's recorded end (final.json, immutable once written), so
+    the backend describes it without reading the job's files again."""
     final = read_json(os.path.join(job_dir, FINAL))
-    return final.get("status") if isinstance(final, dict) else None
+    final = final if isinstance(final, dict) else None
+    return ("ended", name, final.get("status") if final else None, final)
 
 
 def _supervise(
@@ -540,7 +561,7 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     # worker normally ends the job at max_runtime_s with SIGTERM first).
     signal.alarm(int(math.ceil(float(payload["max_runtime_s"]) + float(payload["stop_grace_s"]))) + 1)
 
-    spec = read_json(os.path.join(job_dir, SPEC)) or {}
+    spec = payload.get("spec") or read_json(os.path.join(job_dir, SPEC)) or {}
     # the backend's store (its connection's credentials) for remote channels and the model upload
     store = ArtifactStore.from_options(payload.pop("store", None))
     try:
@@ -701,16 +722,28 @@ def _print_user_traceback(exc: BaseException, entry_point: str) -> None:
 
 
 def _prepare_channels(job_dir: str, channels: dict[str, str], store: ArtifactStore) -> None:
-    """Fill ``input/data/<channel>/``: symlinks to local files, downloads for remote URIs (through ``store``)."""
+    """Fill ``input/data/<channel>/``: symlinks to local files, downloads for remote URIs (through ``store``).
+
+    The backend links local channels itself when it lays the job out (``local_channels``), so
+    a job child normally only downloads."""
     for channel, uri in channels.items():
         dest = os.path.join(job_dir, "input", "data", channel)
         os.makedirs(dest, exist_ok=True)
         if store.is_local(uri):
-            src = os.path.abspath(store.local_path(uri))
-            # Link each entry rather than the directory itself, so files a script writes into its
-            # channel do not land in the shared source directory.
-            entries = [os.path.join(src, e) for e in sorted(os.listdir(src))] if os.path.isdir(src) else [src]
-            for entry in entries:
-                os.symlink(entry, os.path.join(dest, os.path.basename(entry)))
+            link_channel(dest, store.local_path(uri))
         else:
             store.download_dir(uri, dest)
+
+
+def link_channel(dest: str, source: str) -> None:
+    """Symlink each entry of the local ``source`` (a directory, or one file) into ``dest``."""
+    # Link each entry rather than the directory itself, so files a script writes into its
+    # channel do not land in the shared source directory.
+    for entry in channel_entries(source):
+        os.symlink(entry, os.path.join(dest, os.path.basename(entry)))
+
+
+def channel_entries(source: str) -> list[str]:
+    """What a local channel's directory links to: each entry of ``source``, or the file itself."""
+    src = os.path.abspath(source)
+    return [os.path.join(src, e) for e in sorted(os.listdir(src))] if os.path.isdir(src) else [src]

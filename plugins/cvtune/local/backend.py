@@ -16,13 +16,22 @@ Each job has a directory ``{work_dir}/{name}/`` laid out like ``/opt/ml``::
     output/data/                        SM_OUTPUT_DATA_DIR
     output/failure                      a script may write its failure reason here
     log.txt                             stdout + stderr of the job (fd level)
-    spec.json, submitted.json, dispatch.json, state.json, final.json   (job state, see _zygote)
+    spec.json, dispatch.json, state.json, final.json   (job state, see _zygote)
 
 The job runs with ``cwd`` = its directory, ``sys.argv = [entry_point, "--name", "value", ...]``, the
 entry point's directory first on ``sys.path``, an allowlisted part of the submitting process's
 environment (:func:`job_environment`) plus the spec's ``environment`` and the ``SM_*`` variables,
 and fds 1/2 on ``log.txt``. A job's directory appears whole (built under a temporary name, then
-renamed), so a crash never leaves a job without its ``spec.json``. Workers are started with ``subprocess`` running
+renamed), so a crash never leaves a job without its ``spec.json``.
+
+Creating a file or directory (an inode) is the expensive part of a job's files: 0.05-0.5 ms of
+kernel time each on an ext4 VM disk, where a rename or hard link costs 0.01 ms; a job once took ~19
+of them. So a job takes ~5: its ``/opt/ml`` subtrees (``input/`` with its config files and channel
+links, ``model/``, ``output/``) are recycled from completed jobs whose results are recorded
+(``job_cleanup: compact``) — emptied, checked, and moved (renamed) into the next job with the same
+channels; its spec carries who submitted it and, when a worker is idle at submit, the worker it is
+handed to; a worker reports a job's end with its ``final.json`` over the pipe, so describing or
+waiting for this backend's own jobs reads no file. Workers are started with ``subprocess`` running
 ``python -c`` (a fresh interpreter, like multiprocessing's spawn, but without re-importing the
 caller's ``__main__``); once preloaded they write their own errors to ``{work_dir}/.workers.log``.
 
@@ -62,6 +71,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import warnings
 import weakref
 from collections import deque
@@ -126,6 +136,9 @@ JOB_CLEANUP = ("compact", "keep")
 _MAX_STARTUP_FAILURES = 3
 # How long after a job's deadline (+ stop grace) the backend itself ends a job nobody ended.
 _DEADLINE_SLACK_S = 2.0
+# A job's /opt/ml subtrees, recycled from completed jobs (see the module docstring).
+_TREE = ("input", "model", "output")
+_CONFIG_FILES = frozenset({"hyperparameters.json", "resourceconfig.json", "inputdataconfig.json"})
 
 # The worker's command line: a fresh interpreter given the orchestrator's sys.path (Airflow puts
 # plugins/ on it at runtime, so cvtune may only be importable that way).
@@ -146,6 +159,7 @@ class _Worker:
     job: str | None = None
     payload: dict[str, Any] | None = None
     job_started: bool = False
+    started_at: float = 0.0
     idle_since: float = field(default_factory=time.monotonic)
 
 
@@ -243,6 +257,13 @@ class LocalBackend(Backend):
         self._cleanup_queue: deque[str] = deque()
         self._cleanup_wake = threading.Event()
         self._cleanup_thread: threading.Thread | None = None
+        # ended jobs of our workers: their final.json, as reported with "ended" (until recorded)
+        self._finals: dict[str, dict[str, Any]] = {}
+        # spare /opt/ml trees (see _recycle): channel links -> ids of spares in _spare_dir
+        self._spare_dir: str | None = None
+        self._spares: dict[str, list[int]] = {}
+        self._spare_count = 0
+        self._spare_max = 2 * (max_parallel_jobs + queue_ahead) + 2
         # Worker pipes belong to this process; a fork of it must not talk to (or dismiss) them.
         self._pid = os.getpid()
         # Shutdown without a reference to self, so it can also run at exit or on garbage collection.
@@ -328,12 +349,20 @@ class LocalBackend(Backend):
         exists = JobExistsError(f"job {spec.name!r} already exists in {self.work_dir}; job names are never reused")
         if os.path.exists(os.path.join(job_dir, z.SPEC)):
             raise exists
+        if self._spare_dir is None and self.job_cleanup == "compact":
+            spare_dir = os.path.join(self.work_dir, f".spare-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            os.makedirs(spare_dir)
+            self._spare_dir = spare_dir
+        with self._lock:
+            self._pump(0)
+            worker = self._reserve(spec.name)
+        dispatch = None if worker is None else _dispatch_record(worker)
         # The job appears whole or not at all: its tree is built under a temporary name and renamed
         # into place, which is also the atomic claim of the name against other processes. A crash
         # before the rename leaves only a hidden temporary directory, and the job was never created.
         build_dir = tempfile.mkdtemp(dir=self.work_dir, prefix=f".new-{spec.name}-")
         try:
-            payload = self._layout(spec, entry_point, job_dir, build_dir)
+            payload = self._layout(spec, entry_point, job_dir, build_dir, dispatch)
             _discard_partial(job_dir)
             try:
                 os.rename(build_dir, job_dir)
@@ -343,10 +372,42 @@ class LocalBackend(Backend):
                 raise
         except BaseException:
             shutil.rmtree(build_dir, ignore_errors=True)
+            if worker is not None:
+                with self._lock:
+                    if worker.job == spec.name and worker.payload is None:
+                        worker.job = None
+                    self._assigned.pop(spec.name, None)
             raise
         with self._lock:
-            self._queue.append((spec.name, payload))
+            if worker is None or not self._hand(worker, spec.name, payload):
+                self._queue.append((spec.name, payload))
             self._pump(0)
+
+    def _reserve(self, name: str) -> _Worker | None:
+        """An idle, preloaded worker for job ``name`` while nothing is queued (the common case: a
+        slot just freed), so its spec can say where it runs and no dispatch.json is needed."""
+        if self._queue or self._closed or os.getpid() != self._pid:
+            return None
+        idle = [w for w in self._workers if w.job is None and w.ready]
+        if not idle:
+            return None
+        worker = max(idle, key=lambda w: w.idle_since)
+        worker.job, worker.payload, worker.job_started = name, None, False
+        self._assigned[name] = worker
+        return worker
+
+    def _hand(self, worker: _Worker, name: str, payload: dict[str, Any]) -> bool:
+        """Hand job ``name`` to the worker reserved for it; ``False`` if that worker is gone (queue it)."""
+        if worker not in self._workers or worker.job != name:
+            self._assigned.pop(name, None)
+            return False
+        payload = {**payload, "warm_pool_status": WarmPoolStatus.REUSED}
+        worker.payload = payload
+        self._stats["jobs_run"] += 1
+        self._stats["warm_starts"] += 1
+        if not _send(worker.conn, ("run", payload)):
+            self._worker_gone(worker)  # requeues the job: it never reached the worker
+        return True
 
     def describe(self, name: str) -> JobDescription:
         """Current state of job ``name``, from its files (see the module docstring for statuses).
@@ -358,7 +419,8 @@ class LocalBackend(Backend):
         """
         with self._lock:
             self._pump(0)
-            return self._describe(name)
+            final = self._finals.get(name)
+            return JobDescription.from_dict(final) if final is not None else self._describe(name)
 
     def wait(self, names: list[str], timeout: float) -> list[JobDescription]:
         """Block up to ``timeout`` s until at least one of ``names`` ended; return all that ended.
@@ -371,12 +433,41 @@ class LocalBackend(Backend):
         while True:
             with self._lock:
                 self._pump(0)
-                ended = [d for d in (self._describe(n) for n in names) if d.done]
+                ended = self._ended(names)
             remaining = deadline - time.monotonic()
             if ended or remaining <= 0:
                 return ended
             with self._lock:
                 self._pump(min(self.poll_interval_s, remaining))
+
+    def _ended(self, names: list[str]) -> list[JobDescription]:
+        """Those of ``names`` that ended. This backend's own jobs are known without their files:
+        queued, on a worker that has not reported their end, or ended with the final.json the worker
+        sent; only other jobs (another process's, a lost worker's) are described from files."""
+        queued = {n for n, _ in self._queue}
+        now = time.monotonic()
+        out = []
+        for name in names:
+            final = self._finals.get(name)
+            if final is not None:
+                out.append(JobDescription.from_dict(final))
+                continue
+            worker = self._assigned.get(name)
+            if name in queued or (worker is not None and not self._overdue(worker, now)):
+                continue
+            d = self._describe(name)
+            if d.done:
+                out.append(d)
+        return out
+
+    def _overdue(self, worker: _Worker, now: float) -> bool:
+        """Whether the worker's job is past its deadline without an end reported (a stuck worker):
+        then its files are looked at, where the backend ends it itself."""
+        payload = worker.payload or {}
+        runtime = payload.get("max_runtime_s")
+        if not worker.job_started or not isinstance(runtime, (int, float)):
+            return False
+        return now > worker.started_at + runtime + self.stop_grace_s + _DEADLINE_SLACK_S
 
     def stop(self, name: str) -> None:
         """Stop job ``name``: ``Stopped`` is recorded, then its process group gets SIGTERM and,
@@ -417,9 +508,10 @@ class LocalBackend(Backend):
         """Compact the ended job's directory (``job_cleanup``) in the background; a job not ended
         is left alone. Deleting a job's files costs tens of milliseconds on a busy disk, so it runs
         in a cleanup thread, off the path from one job's end to the next one's launch."""
-        if self.job_cleanup == "keep":
-            return
         with self._lock:
+            self._finals.pop(name, None)
+            if self.job_cleanup == "keep":
+                return
             self._cleanup_queue.append(name)
             if self._cleanup_thread is None or not self._cleanup_thread.is_alive():
                 self._cleanup_thread = threading.Thread(target=self._cleanup_loop, name="cvtune-job-cleanup", daemon=True)
@@ -451,6 +543,8 @@ class LocalBackend(Backend):
         final = z.read_json(os.path.join(job_dir, z.FINAL))
         if final is None or final.get("status") not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED):
             return
+        if final.get("status") == JobStatus.COMPLETED:
+            self._recycle(job_dir)
         keep = {z.SPEC, z.FINAL}
         if final.get("status") != JobStatus.COMPLETED:
             keep |= {z.LOG, "output"}  # the log and output/failure tell what went wrong
@@ -472,6 +566,56 @@ class LocalBackend(Backend):
                     if entry != "failure":
                         path = os.path.join(output, entry)
                         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+
+    def _recycle(self, job_dir: str) -> None:
+        """Move the completed job's ``input/``, ``model/`` and ``output/`` to the spares, emptied,
+        if its input tree is exactly what the backend laid out (a script may have written into it)."""
+        spare_dir = self._spare_dir
+        with self._lock:
+            if spare_dir is None or sum(map(len, self._spares.values())) >= self._spare_max:
+                return
+            self._spare_count += 1
+            number = self._spare_count
+        spec = z.read_json(os.path.join(job_dir, z.SPEC)) or {}
+        key = _channels_key(spec.get("channels") or {})
+        try:
+            if key is None or not _input_as_laid_out(os.path.join(job_dir, "input"), json.loads(key)):
+                return
+            for sub in ("model", "output"):
+                if os.path.islink(os.path.join(job_dir, sub)) or not os.path.isdir(os.path.join(job_dir, sub)):
+                    return
+            _empty(os.path.join(job_dir, "model"))
+            _empty(os.path.join(job_dir, "output"), keep="data")
+            if not os.path.isdir(os.path.join(job_dir, "output", "data")) or os.path.islink(
+                os.path.join(job_dir, "output", "data")
+            ):
+                return
+            _empty(os.path.join(job_dir, "output", "data"))
+            # os.replace, a rename: these moves are not a job's claim and leave nothing to resume
+            for sub in _TREE:
+                os.replace(os.path.join(job_dir, sub), os.path.join(spare_dir, f"{number}-{sub}"))
+        except OSError:
+            return
+        with self._lock:
+            self._spares.setdefault(key, []).append(number)
+
+    def _take_spare(self, key: str | None, build_dir: str) -> bool:
+        """Move a spare tree laid out for channels ``key`` into ``build_dir``; ``False`` if there is none."""
+        if key is None or self._spare_dir is None:
+            return False
+        with self._lock:
+            numbers = self._spares.get(key)
+            if not numbers:
+                return False
+            number = numbers.pop()
+        try:
+            for sub in _TREE:
+                os.replace(os.path.join(self._spare_dir, f"{number}-{sub}"), os.path.join(build_dir, sub))
+        except OSError:  # a spare half moved: build the rest of the tree fresh
+            for sub in _TREE:
+                shutil.rmtree(os.path.join(build_dir, sub), ignore_errors=True)
+            return False
+        return True
 
     def read_log(self, name: str, tail: int | None = None) -> str:
         """The job's log (stdout + stderr), or its last ``tail`` lines."""
@@ -504,6 +648,10 @@ class LocalBackend(Backend):
         if thread is not None:
             self._cleanup_wake.set()
             thread.join(timeout=30)  # finish compacting what was released
+        if self._spare_dir is not None:
+            with self._lock:
+                self._spares.clear()
+            shutil.rmtree(self._spare_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ submit helpers
 
@@ -547,7 +695,9 @@ class LocalBackend(Backend):
             raise ConfigError("max_runtime_s", f"must be a positive number of seconds, got {runtime!r}")
         return entry_point
 
-    def _layout(self, spec: JobSpec, entry_point: str, job_dir: str, build_dir: str) -> dict[str, Any]:
+    def _layout(
+        self, spec: JobSpec, entry_point: str, job_dir: str, build_dir: str, dispatch: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Create the /opt/ml-like tree and state files in ``build_dir`` (renamed to ``job_dir`` next);
         return the payload a worker needs (paths under ``job_dir``)."""
         paths = {
@@ -558,21 +708,29 @@ class LocalBackend(Backend):
             "output": os.path.join(job_dir, "output"),
             "output_data": os.path.join(job_dir, "output", "data"),
         }
-        for path in paths.values():
-            os.makedirs(build_dir + path[len(job_dir):], exist_ok=True)
+        key = _channels_key(spec.channels)
+        local = {ch: u for ch, u in spec.channels.items() if store.is_local(u)}
+        if not self._take_spare(key, build_dir):
+            for path in paths.values():
+                os.makedirs(build_dir + path[len(job_dir):], exist_ok=True)
+            for ch, uri in local.items():
+                dest = os.path.join(build_dir, "input", "data", ch)
+                os.makedirs(dest)
+                z.link_channel(dest, store.local_path(uri))
         config_dir = build_dir + paths["config"][len(job_dir):]
         hp_strings = {k: _hp_string(v) for k, v in spec.hyperparameters.items()}
         resource = {"current_host": CURRENT_HOST, "hosts": [CURRENT_HOST], "network_interface_name": "lo"}
         data_config = {ch: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for ch in spec.channels}
-        z.write_json(os.path.join(config_dir, "hyperparameters.json"), hp_strings)
-        z.write_json(os.path.join(config_dir, "resourceconfig.json"), resource)
-        z.write_json(os.path.join(config_dir, "inputdataconfig.json"), data_config)
-        open(os.path.join(build_dir, z.LOG), "ab").close()
-        z.write_json(
-            os.path.join(build_dir, z.SUBMITTED),
-            {"owner_pid": os.getpid(), "owner_create_time": _own_create_time(), "submit_time": time.time()},
+        # the tree is private until renamed: written in place (in a recycled tree, over the last job's)
+        for file, content in (("hyperparameters.json", hp_strings), ("resourceconfig.json", resource),
+                              ("inputdataconfig.json", data_config)):
+            _overwrite(os.path.join(config_dir, file), (json.dumps(content, indent=2, default=str) + "\n").encode())
+        # the log is created by the job itself; who queued the job (and where it runs, if known) is in its spec
+        submitted = {"owner_pid": os.getpid(), "owner_create_time": _own_create_time(), "submit_time": time.time()}
+        z.write_new(
+            os.path.join(build_dir, z.SPEC),
+            {**spec.to_dict(), "submitted": submitted, **({"dispatch": dispatch} if dispatch else {})},
         )
-        z.write_json(os.path.join(build_dir, z.SPEC), spec.to_dict())
 
         channel_dirs = {ch: os.path.join(paths["data"], ch) for ch in spec.channels}
         remote = any(not store.is_local(u) for u in [*spec.channels.values(), spec.output_uri or ""])
@@ -634,7 +792,9 @@ class LocalBackend(Backend):
             "entry_point": entry_point,
             "argv": argv,
             "env": env,
-            "channels": dict(spec.channels),
+            # local channels are linked above; the job child downloads the others
+            "channels": {ch: u for ch, u in spec.channels.items() if ch not in local},
+            "spec": {"name": spec.name, "metric_definitions": spec.metric_definitions, "tags": dict(spec.tags)},
             # Absolute, since the script may chdir before the model is uploaded.
             "output_uri": (
                 os.path.abspath(store.local_path(spec.output_uri))
@@ -685,8 +845,8 @@ class LocalBackend(Backend):
         # Not started yet.
         if name in self._assigned or any(queued == name for queued, _ in self._queue):
             return self._in_progress(spec, None)
-        submitted = z.read_json(os.path.join(job_dir, z.SUBMITTED)) or {}
-        dispatch = z.read_json(os.path.join(job_dir, z.DISPATCH)) or {}
+        submitted = spec.get("submitted") or z.read_json(os.path.join(job_dir, z.SUBMITTED)) or {}
+        dispatch = z.read_json(os.path.join(job_dir, z.DISPATCH)) or spec.get("dispatch") or {}
         owner_alive = z.process_alive(submitted.get("owner_pid"), submitted.get("owner_create_time"))
         if owner_alive or z.process_alive(dispatch.get("worker_pid"), dispatch.get("worker_create_time")):
             return self._in_progress(spec, None)
@@ -772,7 +932,10 @@ class LocalBackend(Backend):
                         )
             elif kind == "started":
                 w.job_started = True
+                w.started_at = time.monotonic()
             elif kind == "ended":
+                if len(msg) > 3 and isinstance(msg[3], dict) and msg[1] == w.job:
+                    self._finals[msg[1]] = msg[3]
                 if w.job is not None:
                     self._assigned.pop(w.job, None)
                 w.job, w.payload, w.job_started = None, None, False
@@ -803,6 +966,8 @@ class LocalBackend(Backend):
             return
         name, payload = w.job, w.payload
         self._assigned.pop(name, None)
+        if payload is None:
+            return  # reserved by a submit still laying the job out: that submit queues it
         job_dir = self.job_dir(name)
         state = z.read_json(os.path.join(job_dir, z.STATE))
         how = f"signal {z.signal_name(-returncode)}" if returncode < 0 else f"exit code {returncode}"
@@ -894,10 +1059,7 @@ class LocalBackend(Backend):
                 **payload,
                 "warm_pool_status": WarmPoolStatus.REUSED if warm else WarmPoolStatus.COLD,
             }
-            z.write_json(
-                os.path.join(job_dir, z.DISPATCH),
-                {"worker_pid": worker.pid, "worker_create_time": worker.create_time, "time": time.time()},
-            )
+            z.write_json(os.path.join(job_dir, z.DISPATCH), _dispatch_record(worker))
             if not _send(worker.conn, ("run", payload)):
                 self._queue.appendleft((name, payload))
                 self._worker_gone(worker)
@@ -918,6 +1080,73 @@ def _discard_partial(job_dir: str) -> None:
     if os.path.isdir(job_dir) and not os.path.exists(os.path.join(job_dir, z.SPEC)):
         parked = tempfile.mkdtemp(dir=os.path.dirname(job_dir), prefix=f".partial-{os.path.basename(job_dir)}-")
         os.rename(job_dir, os.path.join(parked, "job"))
+
+
+def _dispatch_record(worker: _Worker) -> dict[str, Any]:
+    """Which worker runs a job (pid + create time): a describe elsewhere judges the job by it."""
+    return {"worker_pid": worker.pid, "worker_create_time": worker.create_time, "time": time.time()}
+
+
+def _channels_key(channels: dict[str, str]) -> str | None:
+    """What a job's ``input/`` tree holds, as a key of spare trees: each channel's links; ``None``
+    when a channel is remote (downloaded by the job) or gone."""
+    links = {}
+    for channel, uri in sorted(channels.items()):
+        if not store.is_local(uri):
+            return None
+        try:
+            links[channel] = z.channel_entries(store.local_path(uri))
+        except OSError:
+            return None
+    return json.dumps(links)
+
+
+def _input_as_laid_out(input_dir: str, links: dict[str, list[str]]) -> bool:
+    """Whether ``input_dir`` holds exactly the config files and channel links the backend made."""
+    try:
+        if sorted(os.listdir(input_dir)) != ["config", "data"]:
+            return False
+        config, data = os.path.join(input_dir, "config"), os.path.join(input_dir, "data")
+        if os.path.islink(config) or os.path.islink(data) or set(os.listdir(config)) != _CONFIG_FILES:
+            return False
+        if any(os.path.islink(os.path.join(config, f)) for f in _CONFIG_FILES):
+            return False
+        if sorted(os.listdir(data)) != sorted(links):
+            return False
+        for channel, entries in links.items():
+            dest = os.path.join(data, channel)
+            if os.path.islink(dest) or sorted(os.listdir(dest)) != sorted(os.path.basename(e) for e in entries):
+                return False
+            if any(os.readlink(os.path.join(dest, os.path.basename(e))) != e for e in entries):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _overwrite(path: str, data: bytes) -> None:
+    """Write ``data`` as the whole content of ``path``, over an existing file without truncating it to
+    zero first: ext4 flushes a file truncated to zero and rewritten when it is closed (its
+    ``auto_da_alloc`` heuristic), which costs ~3 ms per file where this costs ~0.01 ms."""
+    try:
+        with open(path, "r+b") as f:
+            f.write(data)
+            f.truncate()
+    except FileNotFoundError:
+        with open(path, "xb") as new:
+            new.write(data)
+
+
+def _empty(directory: str, keep: str | None = None) -> None:
+    """Remove what a job wrote into ``directory`` (not following links), but ``keep``."""
+    for entry in os.listdir(directory):
+        if entry == keep:
+            continue
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
 
 
 def _hp_string(value: Any) -> str:
