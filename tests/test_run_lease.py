@@ -133,11 +133,14 @@ def test_local_compare_and_swap_loses_no_update_across_processes(tmp_path):
 # -- the lease ----------------------------------------------------------------------------------------
 @pytest.mark.timeout(180)
 def test_a_second_driver_is_refused_and_named_the_holder(root, tmp_path):
-    first = driver(root, tmp_path, "r1", "--end-after", "6")
+    hold = tmp_path / "hold"
+    hold.touch()  # the first driver runs until the second one has been refused
+    first = driver(root, tmp_path, "r1", "--end-after", "6", "--hold", str(hold))
     held = wait_for_lease(store.join(root, "runs", "r1", "ledger.json"))
     assert held["pid"] == first.pid and held["label"] == "lease test driver"
     second = driver(root, tmp_path, "r1")
     _, err = second.communicate(timeout=60)
+    hold.unlink()
     assert second.returncode == 2, err
     assert f"pid {first.pid} on host" in err and held["id"] in err and "being driven by" in err
     out, err = first.communicate(timeout=120)
@@ -150,10 +153,13 @@ def test_a_second_driver_is_refused_and_named_the_holder(root, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_a_retry_takes_over_from_a_dead_driver(root, tmp_path):
-    first = driver(root, tmp_path, "r1", "--end-after", "6")
+    hold = tmp_path / "hold"
+    hold.touch()  # the first driver cannot finish before it is killed
+    first = driver(root, tmp_path, "r1", "--end-after", "6", "--hold", str(hold))
     uri = store.join(root, "runs", "r1", "ledger.json")
     wait_for_lease(uri)
     first.send_signal(signal.SIGKILL)  # no chance to release anything
+    hold.unlink()
     first.wait(timeout=30)
     assert RunLedger.load(uri).data["lease"]["pid"] == first.pid  # still recorded, its holder gone
     retry = driver(root, tmp_path, "r1")
