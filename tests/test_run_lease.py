@@ -133,7 +133,7 @@ def test_local_compare_and_swap_loses_no_update_across_processes(tmp_path):
 # -- the lease ----------------------------------------------------------------------------------------
 @pytest.mark.timeout(180)
 def test_a_second_driver_is_refused_and_named_the_holder(root, tmp_path):
-    hold = tmp_path / "hold"
+    hold = tmp_path.parent / f"{tmp_path.name}-hold"  # outside the script's folder, which the code fingerprint covers
     hold.touch()  # the first driver runs until the second one has been refused
     first = driver(root, tmp_path, "r1", "--end-after", "6", "--hold", str(hold))
     held = wait_for_lease(store.join(root, "runs", "r1", "ledger.json"))
@@ -153,7 +153,7 @@ def test_a_second_driver_is_refused_and_named_the_holder(root, tmp_path):
 
 @pytest.mark.timeout(180)
 def test_a_retry_takes_over_from_a_dead_driver(root, tmp_path):
-    hold = tmp_path / "hold"
+    hold = tmp_path.parent / f"{tmp_path.name}-hold"  # outside the script's folder, which the code fingerprint covers
     hold.touch()  # the first driver cannot finish before it is killed
     first = driver(root, tmp_path, "r1", "--end-after", "6", "--hold", str(hold))
     uri = store.join(root, "runs", "r1", "ledger.json")
