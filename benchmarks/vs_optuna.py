@@ -83,7 +83,7 @@ def main() -> None:
         static = {"model": "xgboost", "num_round": rounds, "seed": 0, "train_metrics": False}
         configs = {
             rule: tuning_config(task="classification", metric="validation:auc", direction="Maximize", static=static,
-                                ranges=XGB_RANGES, max_parallel_trials=2, max_parallel_jobs=2, seed=0,
+                                ranges=XGB_RANGES, max_parallel_trials=2, max_parallel_jobs=2, seed=0, max_trials=trials,
                                 early_stopping={"rule": rule})
             for rule in ("off", "wilcoxon")
         }
