@@ -810,3 +810,18 @@ def test_a_job_directory_deleted_under_a_running_job_leaves_the_pool_working(mak
     d = run(backend, spec("after-deleted", script(tmp_path, "print('ok')\n")))
     assert d.status == JobStatus.COMPLETED and d.warm_pool_status == WarmPoolStatus.REUSED
     assert backend.stats["workers_lost"] == 0
+
+
+def test_spare_trees_of_a_dead_orchestrator_are_swept(make_backend, tmp_path):
+    # A killed orchestrator leaves its recycled /opt/ml trees behind; the next backend on the same
+    # work dir deletes them, and leaves those of a live one alone.
+    jobs = tmp_path / "jobs"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = jobs / f".spare-{dead.pid}-0123abcd"
+    live = jobs / f".spare-{os.getppid()}-4567ef01"
+    for tree in (orphan, live):
+        (tree / "1-model").mkdir(parents=True)
+    backend = make_backend(max_parallel_jobs=1)
+    assert run(backend, spec("after-orphan", script(tmp_path, "print('ok')\n"))).status == JobStatus.COMPLETED
+    assert not orphan.exists() and live.exists()

@@ -350,6 +350,7 @@ class LocalBackend(Backend):
         if os.path.exists(os.path.join(job_dir, z.SPEC)):
             raise exists
         if self._spare_dir is None and self.job_cleanup == "compact":
+            _sweep_dead_spares(self.work_dir)
             spare_dir = os.path.join(self.work_dir, f".spare-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             os.makedirs(spare_dir)
             self._spare_dir = spare_dir
@@ -1072,6 +1073,24 @@ class LocalBackend(Backend):
 
 
 # ---------------------------------------------------------------------- module helpers
+
+
+def _sweep_dead_spares(work_dir: str) -> None:
+    """Delete the spare trees of orchestrators that died without closing their backend (a killed
+    Airflow task): they are named after the owner's pid, and only a live pid may still use its own.
+    A live but unrelated process that reused the pid only delays the sweep to a later backend."""
+    import psutil
+
+    try:
+        entries = os.listdir(work_dir)
+    except OSError:
+        return
+    for entry in entries:
+        parts = entry.split("-")
+        if len(parts) != 3 or parts[0] != ".spare" or not parts[1].isdigit():
+            continue
+        if not psutil.pid_exists(int(parts[1])):
+            shutil.rmtree(os.path.join(work_dir, entry), ignore_errors=True)
 
 
 def _discard_partial(job_dir: str) -> None:
