@@ -50,7 +50,7 @@ def api(airflow_db, tmp_path_factory, s3_endpoint):
         "AIRFLOW__CORE__MULTI_TEAM": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "a-test-jwt-secret-of-32-characters!",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "a-test-jwt-secret-" + "x" * 64,  # HS512 wants >= 64 bytes (RFC 7518 3.2)
         "AIRFLOW_CONN_CVTUNE_DEFAULT": json.dumps({"conn_type": "cvtune", "extra": {"artifact_root": local_root}}),
         "AIRFLOW_CONN_CVTUNE_S3": json.dumps({"conn_type": "cvtune", "extra": {"artifact_root": s3_endpoint}}),
     }
