@@ -25,7 +25,7 @@ from typing import Any
 
 from cvtune import ranking
 from cvtune.ledger import RunLedger
-from cvtune.states import TrialState
+from cvtune.states import TRIAL_UNFINISHED, TrialState
 from cvtune.store import ArtifactStore, default_store
 
 TRIAL_STATES = (TrialState.COMPLETED, TrialState.FAILED, TrialState.STOPPED, TrialState.PRUNED, TrialState.RUNNING)
@@ -450,7 +450,7 @@ def _history(ledgers: list[RunLedger], maximize: bool, metric: str) -> str:
     done = [(x, i, t) for x, i, t in seq if _completed(t)]
     if not done:
         return _note("No completed trials yet, so there is no optimization history to plot.")
-    ended = [(x, i, t) for x, i, t in seq if t["state"] in (TrialState.FAILED, TrialState.STOPPED, TrialState.PRUNED)]
+    ended = [(x, i, t) for x, i, t in seq if t["state"] in TRIAL_UNFINISHED]
 
     width, height = 960, 380
     left, right, top = 74, 24, 30 if len(ledgers) > 1 else 14
@@ -1001,7 +1001,7 @@ def _count(value: Any) -> str:
 
 def _failures(ledgers: list[RunLedger]) -> str:
     labels = _run_labels(ledgers)
-    bad = [(i, t) for i, ledger in enumerate(ledgers) for t in ledger.trials if t["state"] in (TrialState.FAILED, TrialState.STOPPED, TrialState.PRUNED)]
+    bad = [(i, t) for i, ledger in enumerate(ledgers) for t in ledger.trials if t["state"] in TRIAL_UNFINISHED]
     if not bad:
         return ""
     items = "".join(

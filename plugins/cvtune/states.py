@@ -95,6 +95,8 @@ class TrialState(StrEnum):
 
 
 TRIAL_DONE = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.STOPPED, TrialState.PRUNED})
+#: a trial that ended without a result
+TRIAL_UNFINISHED = TRIAL_DONE - {TrialState.COMPLETED}
 
 
 class RunStatus(StrEnum):

@@ -214,12 +214,13 @@ class CVTuner:
         """Local folders left out of the code fingerprint when the entry point's folder holds them:
         what the run writes while it runs (artifact root, job folders), and the fold data, which
         the manifest's own fingerprints check."""
-        uris = [artifact_root, self.manifest.get("manifest_uri") or ""]
+        uris = [artifact_root]
         for fold in self.manifest.get("folds") or ():
             uris += [fold.get("train_uri") or "", fold.get("validation_uri") or ""]
         local = [store.local_path(u) for u in uris if u and store.is_local(u)]
-        if self.manifest.get("manifest_uri") and store.is_local(self.manifest["manifest_uri"]):
-            local.append(os.path.dirname(store.local_path(self.manifest["manifest_uri"])))  # the split's folder
+        manifest_uri = self.manifest.get("manifest_uri")
+        if manifest_uri and store.is_local(manifest_uri):
+            local.append(os.path.dirname(store.local_path(manifest_uri)))  # the split's folder, manifest included
         return local + self.backend.local_dirs
 
     # -- ledger ----------------------------------------------------------------------------

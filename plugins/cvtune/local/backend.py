@@ -84,7 +84,7 @@ from cvtune.backends.base import JOB_NAME_RE, Backend, JobDescription, JobSpec
 from cvtune.errors import ConfigError, JobExistsError, JobNotFoundError
 from cvtune.local import _zygote as z
 from cvtune.metrics import validate_metric_definitions
-from cvtune.states import JobStatus, WarmPoolStatus
+from cvtune.states import JOB_ENDED, JobStatus, WarmPoolStatus
 from cvtune.store import ArtifactStore, default_store
 
 __all__ = ["DEFAULT_PRELOAD", "LocalBackend", "WORKER_LOG"]
@@ -542,7 +542,7 @@ class LocalBackend(Backend):
     def _compact(self, name: str) -> None:
         job_dir = self.job_dir(name)
         final = z.read_json(os.path.join(job_dir, z.FINAL))
-        if final is None or final.get("status") not in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED):
+        if final is None or final.get("status") not in JOB_ENDED:
             return
         if final.get("status") == JobStatus.COMPLETED:
             self._recycle(job_dir)
