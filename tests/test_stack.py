@@ -271,16 +271,20 @@ class Stack:
 
     # ------------------------------------------------------------------ REST API
 
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+    def auth(self) -> dict[str, str]:
+        """The REST API's bearer header (the token taken on first use)."""
         import requests
 
         if self.token is None:
             reply = requests.get(f"{self.url}/auth/token", timeout=30)
             reply.raise_for_status()
             self.token = reply.json()["access_token"]
-        reply = requests.request(
-            method, f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=60, **kwargs
-        )
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        reply = requests.request(method, f"{self.url}/api/v2{path}", headers=self.auth(), timeout=60, **kwargs)
         if reply.status_code >= 400:
             raise AssertionError(f"{method} {path} -> {reply.status_code}: {reply.text[:2000]}")
         return reply.json() if reply.content else None
@@ -313,6 +317,18 @@ class Stack:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")["value"]
+
+    def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """A task's extra links, as the UI gets them."""
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")["extra_links"]
+
+    def fetch(self, url: str) -> Any:
+        """GET ``url`` (a link into this api-server) with the REST API's token; it must answer 200."""
+        import requests
+
+        reply = requests.get(url, headers=self.auth(), timeout=60)
+        assert reply.status_code == 200, (url, reply.status_code, reply.text[:500])
+        return reply
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
@@ -483,8 +499,6 @@ def test_links_of_a_sagemaker_run_under_a_real_api_server(stack, emulator):
 
 
 def _sagemaker_links(s: Stack, emu: dict[str, Any]) -> None:
-    import requests
-
     from cvtune.ledger import fold_job_name
 
     # credentials and endpoints: Airflow connections, made as an operator would, through the REST API
@@ -508,15 +522,10 @@ def _sagemaker_links(s: Stack, emu: dict[str, Any]) -> None:
     run_id = s.wait_run(DAG_ID, run["dag_run_id"])["dag_run_id"]
     assert s.task_states(DAG_ID, run_id)["refine"] == "skipped"
 
-    auth = {"Authorization": f"Bearer {s.token}"}
-
     def links(task_id: str) -> dict[str, str | None]:
-        return s.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")["extra_links"]
+        return s.links(DAG_ID, run_id, task_id)
 
-    def fetch(url: str) -> requests.Response:
-        reply = requests.get(url, headers=auth, timeout=60)
-        assert reply.status_code == 200, (url, reply.status_code, reply.text[:500])
-        return reply
+    fetch = s.fetch
 
     sm = emulator_client(emu, "sagemaker")
     console = f"https://console.aws.amazon.com/sagemaker/home?region={EMU_REGION}"
@@ -589,15 +598,10 @@ def check_links_and_view(s: Stack, run: dict[str, Any]) -> None:
     import requests
 
     run_id = run["dag_run_id"]
-    auth = {"Authorization": f"Bearer {s.token}"}
-
     def links(task_id: str) -> dict[str, str | None]:
-        return s.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/links")["extra_links"]
+        return s.links(DAG_ID, run_id, task_id)
 
-    def fetch(url: str) -> requests.Response:
-        reply = requests.get(url, headers=auth, timeout=60)
-        assert reply.status_code == 200, (url, reply.status_code, reply.text[:500])
-        return reply
+    fetch = s.fetch
 
     for task_id in ("tune", "refine"):
         out = s.xcom(DAG_ID, run_id, task_id)
