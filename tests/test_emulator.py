@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import tarfile
 import time
 
@@ -157,7 +158,9 @@ def test_matching_job_reuses_an_available_pool_and_skips_provisioning(emu, sm):
     """AWS: "If the warm pool identifies a second training job with matching specifications such as
     instance count or instance type, then the warm pool moves from the first training job to the
     second training job for reuse." and WarmPoolStatus "Reused: The warm pool moved to a matching
-    training job for reuse." """
+    training job for reuse." The reusing job skips provisioning: "Subsequent training jobs that
+    match specified parameters run on the retained warm pool infrastructure, which speeds up start
+    times by reducing the time spent provisioning resources." (SageMaker AI Managed Warm Pools)"""
     first, second, other = _name("wp1"), _name("wp2"), _name("wp3")
     keep = {"KeepAlivePeriodInSeconds": 900}
     sm.create_training_job(**script_job(first, emu.code, ResourceConfig=keep))
@@ -180,7 +183,9 @@ def test_matching_job_reuses_an_available_pool_and_skips_provisioning(emu, sm):
 def test_pool_matching_fields_keep_alive_expiry_and_update_to_zero(emu, sm):
     """AWS (WarmPoolStatus): "Terminated: The warm pool is no longer available. Warm pools are
     unavailable if they are terminated by a user, terminated for a patch update, or terminated for
-    exceeding the specified KeepAlivePeriodInSeconds." Matching needs the same volume size."""
+    exceeding the specified KeepAlivePeriodInSeconds." and "To manually terminate a warm pool, set
+    the KeepAlivePeriodInSeconds value to 0." (warm-pools guide, Terminate a warm pool). Matching
+    needs the same volume size (every matching field: the next test)."""
     short, big, user = _name("short"), _name("bigvol"), _name("user")
     sm.create_training_job(**script_job(short, emu.code, ResourceConfig={"KeepAlivePeriodInSeconds": 60}))
     sm.create_training_job(**script_job(user, emu.code, ResourceConfig={"KeepAlivePeriodInSeconds": 3600, "VolumeSizeInGB": 77}))
@@ -196,8 +201,90 @@ def test_pool_matching_fields_keep_alive_expiry_and_update_to_zero(emu, sm):
     wait_job(sm, big)
 
 
+def test_a_pool_moves_only_to_a_job_identical_in_every_matching_field():
+    """AWS (warm-pools guide, Matching training jobs): "The next training job is a match if the
+    following values are identical: RoleArn; ResourceConfig values: InstanceCount, InstanceType,
+    VolumeKmsKeyId, VolumeSizeInGB; VpcConfig values: SecurityGroupIds, Subnets;
+    EnableInterContainerTrafficEncryption; EnableNetworkIsolation" and "All of these values must be
+    the same for a warm pool to move to a subsequent training job for reuse." """
+    from cvtune.emulator.quotas import Quotas
+
+    plenty = {"ml.m5.large": 40, "ml.m5.xlarge": 40}
+    with _emulator(quotas=Quotas(training_instances=plenty, warm_pool=plenty)) as emulator:
+        sm, s3 = emulator_clients(emulator)
+        s3.create_bucket(Bucket=EMU_BUCKET)
+        s3.put_object(Bucket=EMU_BUCKET, Key="data/train/x.csv", Body=b"a\n1\n")
+        code = upload_script(s3, "print('ok')\n")
+        vpc = {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]}
+        base = {"ResourceConfig": {"KeepAlivePeriodInSeconds": 600, "VolumeKmsKeyId": "alias/a"}, "VpcConfig": vpc}
+        first = _name("match0")
+        sm.create_training_job(**script_job(first, code, **base))
+        assert wait_job(sm, first)["WarmPoolStatus"]["Status"] == "Available"
+        differing = {
+            "RoleArn": {"RoleArn": "arn:aws:iam::123456789012:role/Other"},
+            "InstanceCount": {"ResourceConfig": {**base["ResourceConfig"], "InstanceCount": 2}},
+            "InstanceType": {"ResourceConfig": {**base["ResourceConfig"], "InstanceType": "ml.m5.xlarge"}},
+            "VolumeKmsKeyId": {"ResourceConfig": {**base["ResourceConfig"], "VolumeKmsKeyId": "alias/b"}},
+            "VolumeSizeInGB": {"ResourceConfig": {**base["ResourceConfig"], "VolumeSizeInGB": 31}},
+            "SecurityGroupIds": {"VpcConfig": {**vpc, "SecurityGroupIds": ["sg-2"]}},
+            "Subnets": {"VpcConfig": {**vpc, "Subnets": ["subnet-2"]}},
+            "EnableInterContainerTrafficEncryption": {"EnableInterContainerTrafficEncryption": True},
+            "EnableNetworkIsolation": {"EnableNetworkIsolation": True},
+        }
+        names = {}
+        for field, change in differing.items():
+            names[field] = _name(f"diff-{field.lower()[:20]}")
+            sm.create_training_job(**script_job(names[field], code, **{**base, **change}))
+        took = {field: emulator.service.jobs[name].took_pool_from for field, name in names.items()}
+        assert took == dict.fromkeys(differing), took  # one differing field: no reuse, whichever
+        same = _name("match1")
+        sm.create_training_job(**script_job(same, code, **base))
+        assert emulator.service.jobs[same].took_pool_from == first
+        for name in [*names.values(), same]:
+            wait_job(sm, name)
+        assert sm.describe_training_job(TrainingJobName=first)["WarmPoolStatus"]["ReusedByJob"] == same
+
+
+def test_only_an_available_pool_is_taken_and_the_reusing_job_is_in_use(tmp_path):
+    """AWS (warm-pools guide, Warm pool lifecycle): "The warm pool stays Available until it either
+    identifies a matching training job for reuse or it exceeds the specified
+    KeepAlivePeriodInSeconds and is terminated." and "The status of the second training job that
+    reused the warm pool becomes InUse." (WarmPoolStatus: "InUse: The warm pool is in use for the
+    training job.") A job created while the pool's job still runs finds no Available pool. The
+    scripts wait for a file, so no step depends on how fast the machine is."""
+    from cvtune.emulator.quotas import Quotas
+
+    gate = str(tmp_path / "open")
+    with _emulator(quotas=Quotas(warm_pool={"ml.m5.large": 4})) as emulator:
+        sm, s3 = emulator_clients(emulator)
+        s3.create_bucket(Bucket=EMU_BUCKET)
+        s3.put_object(Bucket=EMU_BUCKET, Key="data/train/x.csv", Body=b"a\n1\n")
+        gated = upload_script(s3, "import os, time\nwhile not os.path.exists(os.environ['GATE']):\n    time.sleep(0.01)\n")
+        keep, env = {"KeepAlivePeriodInSeconds": 900}, {"GATE": gate}
+        first, early, reuser = _name("avail1"), _name("avail-early"), _name("avail2")
+        try:
+            sm.create_training_job(**script_job(first, gated, ResourceConfig=keep, Environment=env))
+            assert wait_job(sm, first, until=("Training",))["WarmPoolStatus"] == {"Status": "InUse"}
+            sm.create_training_job(**script_job(early, gated, ResourceConfig=keep, Environment=env))
+            assert emulator.service.jobs[early].took_pool_from is None  # the first job's pool is not Available yet
+            open(gate, "w").close()
+            assert wait_job(sm, first)["WarmPoolStatus"]["Status"] == "Available"
+            wait_job(sm, early)  # a second Available pool; the older one is taken first
+            os.remove(gate)
+            sm.create_training_job(**script_job(reuser, gated, ResourceConfig=keep, Environment=env))
+            running = wait_job(sm, reuser, until=("Training",))
+            assert running["WarmPoolStatus"] == {"Status": "InUse"}
+            assert emulator.service.jobs[reuser].took_pool_from == first
+            provider = sm.describe_training_job(TrainingJobName=first)["WarmPoolStatus"]
+            assert (provider["Status"], provider["ReusedByJob"]) == ("Reused", reuser)
+        finally:
+            open(gate, "w").close()
+        assert wait_job(sm, reuser)["WarmPoolStatus"]["Status"] == "Available"
+
+
 def test_spot_with_keep_alive_is_refused(emu, sm):
-    """Warm-pools guide, Considerations: managed spot training cannot use warm pools."""
+    """AWS (warm-pools guide, Considerations): "SageMaker Managed Warm Pools cannot be used with spot
+    instances." A spot job asking for a keep-alive is refused before it starts."""
     request = script_job(_name("spot"), emu.code, ResourceConfig={"KeepAlivePeriodInSeconds": 60},
                          EnableManagedSpotTraining=True, StoppingCondition={"MaxRuntimeInSeconds": 60, "MaxWaitTimeInSeconds": 120})
     with pytest.raises(ClientError, match="spot"):
@@ -264,7 +351,6 @@ def test_fastfile_and_the_warm_pool_cache_fetch_a_channel_once_per_pool(emu, sm)
     pool's "dedicated persistent cache directory to store and re-use your information in a
     different job" (SageMaker AI Managed Warm Pools). A FastFile job is charged the bytes its
     script reads; a File job all of its channels, pool or not; the cache ends with the pool."""
-    import os
 
     _, s3 = emulator_clients(emu)
     body = b"a,b\n" + b"1,2\n" * 500
@@ -423,7 +509,6 @@ def test_keep_alive_is_the_reusing_jobs_own(emu, sm):
 
 
 def test_cli_command_serves_until_terminated(tmp_path):
-    import os
     import signal
     import subprocess
     import sys
@@ -474,7 +559,6 @@ def test_the_launcher_runs_a_script_like_a_new_process(tmp_path, monkeypatch):
     """Scaled scripts start as forks of one interpreter (cvtune.emulator.launcher): same argv,
     replaced environment, working directory, own session, output to the log, exit codes and stop
     as a fresh process gives them — and each exit reaches its own job, however fast pids recycle."""
-    import os
     import sys
     import threading
     from concurrent.futures import ThreadPoolExecutor

@@ -197,3 +197,21 @@ def test_isolation_and_retry_settings_shape_every_request():
         return "created"
 
     assert Backoff(sleep=lambda s: None).call("CreateTrainingJob x", flaky) == "created" and len(calls) == 3
+
+
+def test_sagemaker_tasks_poll_every_30_s_unless_told(tmp_path):
+    """Issue 11: tasks polled SageMaker every 2 s. Jobs take minutes; the amazon provider's
+    operators poll every 30 s (check_interval), and so does cvtune now, from the connection's
+    ``poll_interval_s``; the local backend keeps 2 s, and a task's ``poll_interval`` wins."""
+    from cvtune.local.backend import LocalBackend
+    from cvtune.operators import CVTuningOperator
+    from cvtune.sagemaker.backend import SageMakerBackend
+
+    sagemaker = SageMakerBackend(make_config(), sagemaker_client=object())
+    emulated = SageMakerBackend(make_config(poll_interval_s=0.2), sagemaker_client=object())
+    local = LocalBackend(str(tmp_path / "jobs"))
+    config = {"objective": {"metric": "validation:auc", "direction": "Maximize"}, "space": {}}
+    unset = CVTuningOperator(task_id="t", manifest_uri="m", tuning_config=config)
+    given = CVTuningOperator(task_id="g", manifest_uri="m", tuning_config=config, poll_interval=5)
+    assert [unset.poll_for(b) for b in (sagemaker, emulated, local)] == [30.0, 0.2, 2.0]
+    assert given.poll_for(sagemaker) == 5.0
