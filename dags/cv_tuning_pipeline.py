@@ -116,7 +116,7 @@ with DAG(
         "max_trials": Param(20, type="integer", minimum=1, maximum=10000, title="Max trials", section=SEARCH,
                             description="Candidates to evaluate (each runs K fold jobs)."),
         "max_parallel_trials": Param(2, type="integer", minimum=1, maximum=1000, title="Max parallel trials",
-                                     section=SEARCH, description="Candidates in flight at once."),
+                                     section=SEARCH, description="Candidates started together; the run keeps this × K fold jobs busy."),
         "target_value": Param(None, type=["null", "number"], title="Stop at this best CV score", section=SEARCH,
                               description="Run-level completion: no new trials once reached. Empty: off."),
         "max_trials_not_improving": Param(None, type=["null", "integer"], minimum=3, section=SEARCH,

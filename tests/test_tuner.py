@@ -90,6 +90,36 @@ def test_parallelism_caps(tmp_path):
     assert backend.max_running <= K  # one trial at a time: at most its K folds
 
 
+class CountingBackend(ScriptedBackend):
+    """Records the jobs in flight each time the tuner waits."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.in_flight: list[int] = []
+
+    def wait(self, names, timeout):
+        self.in_flight.append(sum(1 for j in self.jobs.values() if j["desc"].status == "InProgress"))
+        return super().wait(names, timeout)
+
+
+def test_finished_folds_free_their_slots_for_the_next_trial(tmp_path):
+    # 2 trials x 3 folds = 6 slots; the scripted backend ends one job per wait, so a trial's early
+    # folds end while its last one runs: the next trial's jobs take those slots at once
+    backend = CountingBackend(score, capacity=100)
+    config = make_config(tmp_path, max_trials=12, max_parallel_trials=2)
+    summary = tuner(tmp_path, backend, config).run()
+    assert summary["trials"] == {"Completed": 12} and len(backend.submitted) == 12 * K
+    assert backend.max_running == 2 * K  # never more than the run's slots
+    # every wait until the last trial was asked (one job ends per wait: submitted - 6 of them) found
+    # all 6 slots busy
+    last_asked = backend.submitted.index("run1-t0011-f0")
+    busy = backend.in_flight[: last_asked - 2 * K]
+    assert busy and all(n == 2 * K for n in busy), backend.in_flight
+    ledger = RunLedger.load(summary["ledger"])
+    t0 = ledger.trials[0]
+    assert ledger.trials[2]["started"] <= t0["ended"]  # trial 2 began before trial 0's last fold ended
+
+
 def test_reproducible_with_one_trial_in_flight(tmp_path):
     config = make_config(tmp_path, max_parallel_trials=1)
     a = tuner(tmp_path, ScriptedBackend(score), config, run_id="a").run()

@@ -523,22 +523,23 @@ class CVTuner:
     def _fill_trials(self) -> int:
         """Ask trials up to ``max_parallel_trials`` — and beyond, while job slots would stay free.
 
-        With early stopping, a trial waiting for its first wave's decision holds no job slot; the
-        slots its later folds would fill go to the next trials' first waves instead, so as many
-        jobs run as ``max_parallel_trials × folds`` (or the capacity, if lower) allow. Returns how
-        many were asked (saved by the caller).
+        The run keeps ``max_parallel_trials × folds`` jobs in flight (or the capacity, if lower).
+        A trial whose last folds are running frees the slots of its finished ones; with early
+        stopping, a trial waiting for its first wave's decision holds no job slot at all. Those
+        slots go to the next trials' jobs instead of idling until the slowest fold of the trial
+        ends (on SageMaker each idle slot is a warm pool billed while it waits). Returns how many
+        were asked (saved by the caller).
         """
         asked = 0
         if self._stop_criterion() in COMPLETION_CRITERIA:
             return asked  # a completion criterion was met: in-flight trials finish, no new one starts
         running = sum(1 for t in self._active.values() if t["state"] == TrialState.RUNNING)
         target = self._target_jobs()
-        waves = self.stopper.launches_in_waves
         # trials stopped by a kill don't use up the budget: a retry replaces them
         while self._budget_used() < self.config.max_trials and not self._exhausted:
             if running >= self.config.max_parallel_trials:
                 idle = target - len(self._inflight_names()) - sum(1 for _ in self._pending_jobs())
-                if not waves or idle <= 0 or running >= target:
+                if idle <= 0 or running >= target:
                     return asked
             proposal = self.proposer.ask()
             if proposal is None:  # a grid or fixed list has nothing more to offer
