@@ -72,6 +72,26 @@ def test_identical_refuses_other_data_and_transitive_follows_grandparents(tmp_pa
         tune(tmp_path, "c", manifest=other, warm=WarmStart(IDENTICAL, load_parents([p.uri])), max_trials=1)
 
 
+def test_identical_refuses_changed_code_next_to_the_entry_point(tmp_path):
+    # the entry point is unchanged, a module it imports is not: not the same "training image"
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "features.py").write_text("SCALE = 1\n")
+    script = code / "train.py"
+    script.write_text("# scripted\n")
+    _, parent, _, _ = tune(tmp_path, "par", max_trials=2, entry_point=str(script))
+    _, same, _, _ = tune(tmp_path, "same", max_trials=1, entry_point=str(script),
+                         warm=WarmStart(IDENTICAL, load_parents([parent.uri])))
+    assert same.status == "Completed"
+    (code / "features.py").write_text("SCALE = 2\n")
+    with pytest.raises(ConfigError, match=r"parents\[0\] \(run par\).*same training code.*TRANSFER_LEARNING"):
+        tune(tmp_path, "changed", max_trials=1, entry_point=str(script),
+             warm=WarmStart(IDENTICAL, load_parents([parent.uri])))
+    _, moved_on, _, _ = tune(tmp_path, "transfer", max_trials=1, entry_point=str(script),
+                             warm=WarmStart(TRANSFER, load_parents([parent.uri])))
+    assert moved_on.status == "Completed"
+
+
 def test_parent_validation(tmp_path):
     _, parent, _, _ = tune(tmp_path, "par", max_trials=2)
     with pytest.raises(ConfigError, match=r"parents\[0\]: no run ledger"):

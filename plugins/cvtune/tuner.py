@@ -123,7 +123,7 @@ class CVTuner:
         if warm_start is not None:
             from cvtune import warmstart
 
-            warmstart.validate(config, manifest, warm_start)
+            warmstart.validate(config, manifest, warm_start, code_sha256=self._code_sha256)
             self.ledger_extra = {
                 **self.ledger_extra,
                 "warm_start": warm_start.to_dict(),

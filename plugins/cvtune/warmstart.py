@@ -93,8 +93,16 @@ def _kinds(config: dict[str, Any]) -> dict[str, str]:
     return kinds
 
 
-def validate(config: TuningConfig, manifest: dict[str, Any], warm: WarmStart) -> None:
-    """SageMaker's warm-start rules, with errors naming the parent and the fix."""
+def validate(config: TuningConfig, manifest: dict[str, Any], warm: WarmStart, code_sha256: str | None = None) -> None:
+    """SageMaker's warm-start rules, with errors naming the parent and the fix.
+
+    ``code_sha256``: this run's code fingerprint (:func:`cvtune.sourcedir.code_sha256`, the entry
+    point's whole folder). IDENTICAL_DATA_AND_ALGORITHM is SageMaker's "The new hyperparameter
+    tuning job uses the same input data and training image as the parent tuning jobs"
+    (HyperParameterTuningJobWarmStartConfig, WarmStartType): cvtune's image is the code it ships,
+    so a changed helper module next to the entry point is a different algorithm, not only a
+    changed entry point.
+    """
     if warm.type not in TYPES:
         raise ConfigError("warm_start_type", f"unknown type {warm.type!r}", f"use {' or '.join(TYPES)}")
     if not warm.parents:
@@ -129,6 +137,14 @@ def validate(config: TuningConfig, manifest: dict[str, Any], warm: WarmStart) ->
                     where,
                     "IDENTICAL_DATA_AND_ALGORITHM needs the same fold manifest, but the data fingerprint differs",
                     "use TRANSFER_LEARNING for new data",
+                )
+            their_code = parent.data.get("code_sha256")
+            if code_sha256 and their_code and their_code != code_sha256:
+                raise ConfigError(
+                    where,
+                    "IDENTICAL_DATA_AND_ALGORITHM needs the same training code, but a file in the entry point's "
+                    "folder changed since the parent ran",
+                    "use TRANSFER_LEARNING after changing the code",
                 )
             if parent.data.get("entry_point_sha256") not in (None, entry_point_sha256(config.entry_point)):
                 raise ConfigError(
