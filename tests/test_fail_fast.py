@@ -68,18 +68,25 @@ def run(tmp_path, score):
     return RunLedger.load(tuner.uri), str(caught.value)
 
 
-def test_no_completed_trial_ends_failed_and_nan_objectives_are_named(tmp_path):
-    ledger, message = run(tmp_path, lambda spec: ("Completed", {"validation:score": math.nan}, None))
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_no_completed_trial_ends_failed_and_nan_objectives_are_named(tmp_path, value):
+    ledger, message = run(tmp_path, lambda spec: ("Completed", {"validation:score": value}, None))
     # before: the ledger said Completed, and the reason was "not found in the job log; check its Regex"
     assert ledger.status == "Failed"
-    assert "no trial completed" in ledger.data["failure_reason"] and "is nan (not a finite number)" in message
+    assert "no trial completed" in ledger.data["failure_reason"] and f"is {value} (not a finite number)" in message
     assert "not found in the job log" not in message
 
 
-@pytest.mark.parametrize("conf", [{"target": "label"}, {"max_trial": 4}, {"split_strategy": "group"}])
+@pytest.mark.parametrize("conf", [
+    {"target": "label"}, {"max_trial": 4}, {"split_strategy": "group"},
+    {"tuning_config": "include/configs/missing.yaml"},
+    {"target": "mean_radius", "split_strategy": "kfold"},  # the config's static target is 'target'
+])
 def test_a_mistake_fails_validate_inputs_once_before_any_job(airflow_db, cvtune_conn, conf):
     """Before: a wrong target failed inside split_folds and was retried after 30 s; a typo'd conf key
-    was silently ignored; split_strategy group without a group column failed at split_folds."""
+    was silently ignored; split_strategy group without a group column failed at split_folds; a
+    missing tuning config failed tune twice, after the split; a split target the config disagrees
+    with ran the whole DAG to success, tuning the config's target."""
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=os.path.join(ROOT, "dags", "cv_tuning_pipeline.py")).get_dag("cv_tuning_pipeline")
