@@ -161,14 +161,12 @@ def test_matching_job_reuses_an_available_pool_and_skips_provisioning(emu, sm):
     training job for reuse." The reusing job skips provisioning: "Subsequent training jobs that
     match specified parameters run on the retained warm pool infrastructure, which speeds up start
     times by reducing the time spent provisioning resources." (SageMaker AI Managed Warm Pools)"""
-    first, second, other = _name("wp1"), _name("wp2"), _name("wp3")
+    # (a job created while the pool's job still runs takes no pool: the gated test below, which
+    # does not depend on how fast the first job ends)
+    first, second = _name("wp1"), _name("wp2")
     keep = {"KeepAlivePeriodInSeconds": 900}
     sm.create_training_job(**script_job(first, emu.code, ResourceConfig=keep))
-    # created while the first still runs: no pool is Available yet, so it cannot take one
-    sm.create_training_job(**script_job(other, emu.code, ResourceConfig=keep))
     assert wait_job(sm, first)["WarmPoolStatus"]["Status"] == "Available"
-    wait_job(sm, other)
-    assert emu.service.jobs[other].took_pool_from is None
     sm.create_training_job(**script_job(second, emu.code, ResourceConfig=keep))
     done = wait_job(sm, second)
     provider = sm.describe_training_job(TrainingJobName=emu.service.jobs[second].took_pool_from)
