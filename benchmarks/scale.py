@@ -88,10 +88,19 @@ def run_cvtune(trials: int, folds: int, work: str) -> dict:
     root = os.path.join(work, "art")
     with LocalBackend(os.path.join(work, "jobs"), max_parallel_jobs=2, preload=()) as backend:
         backend.prestart()
+        workers = backend.worker_pids()
+        children_before = [_children_usage(pid) for pid in workers]
+        cpu_before = _cpu_s()
         start = time.perf_counter()
         tuner = CVTuner(config, manifest, backend, run_id="scale", artifact_root=root, poll_s=5.0)
         summary = tuner.run()
         wall = time.perf_counter() - start
+        driver_cpu = _cpu_s() - cpu_before
+        if backend.worker_pids() != workers:
+            raise SystemExit(f"the pool's workers changed during the run ({workers} -> {backend.worker_pids()})")
+        children_after = [_children_usage(pid) for pid in workers]
+        faults, child_cpu, worker_faults, worker_cpu = (
+            sum(after[i] - before[i] for before, after in zip(children_before, children_after, strict=True)) for i in range(4))
         written = tuner.ledger.bytes_written
         snapshots = tuner.ledger.snapshots_written
         L.RunLedger.save, L.RunLedger.snapshot = original_save, original_snapshot
@@ -104,7 +113,24 @@ def run_cvtune(trials: int, folds: int, work: str) -> dict:
     job_files = sum(len(files) for _, _, files in os.walk(os.path.join(work, "jobs")))
     assert summary["trials"] == {"Completed": trials}, summary["trials"]
     return {"wall": wall, "jobs": summary["fold_jobs"], "bytes": written, "snapshots": snapshots,
-            "size": os.path.getsize(tuner.uri), "save_s": save_s[0], "resume_s": resume_s, "job_files": job_files}
+            "size": os.path.getsize(tuner.uri), "save_s": save_s[0], "resume_s": resume_s, "job_files": job_files,
+            "faults": faults, "child_cpu": child_cpu, "worker_faults": worker_faults, "worker_cpu": worker_cpu,
+            "driver_cpu": driver_cpu}
+
+
+def _children_usage(pid: int) -> tuple[int, float, int, float]:
+    """Of worker ``pid`` (/proc/<pid>/stat): minor page faults and CPU seconds of its reaped children,
+    its job children (cminflt, cutime + cstime), then its own (minflt, utime + stime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[8]), (int(fields[13]) + int(fields[14])) / tick, int(fields[7]),
+            (int(fields[11]) + int(fields[12])) / tick)
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_optuna(trials: int, folds: int, work: str) -> dict:
@@ -129,10 +155,13 @@ def run_optuna(trials: int, folds: int, work: str) -> dict:
         return sum(fold_job(x, k) for k in range(folds)) / folds
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     study.optimize(objective, n_trials=trials, n_jobs=2)
     wall = time.perf_counter() - start
-    return {"wall": wall, "jobs": trials * folds}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall": wall, "jobs": trials * folds, "faults": after.ru_minflt - children.ru_minflt,
+            "child_cpu": after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime}
 
 
 def one(side: str, trials: int, folds: int) -> None:
@@ -169,6 +198,7 @@ def main() -> None:
     print(f"{'trials':>7s}{'fold jobs':>10s}{'cvtune/job':>12s}{'optuna/job':>12s}{'ratio':>7s}{'ledger written':>16s}"
           f"{'per job':>9s}{'final':>9s}{'snapshots':>10s}{'ledger s':>9s}{'resume':>9s}{'RSS cvtune':>11s}"
           f"{'RSS optuna':>11s}{'job files':>10s}{'load':>6s}")
+    usage = []
     per_job = {}
     for trials in sizes:
         c, o = rows[(trials, "cvtune")], rows[(trials, "optuna")]
@@ -178,6 +208,16 @@ def main() -> None:
               f"{c['bytes'] / c['jobs'] / 1000:7.2f}kB{c['size'] / 1e6:7.2f}MB{c['snapshots']:10d}{c['save_s']:8.2f}s"
               f"{c['resume_s'] * 1000:7.0f}ms{c['rss_mb']:9.0f}MB{o['rss_mb']:9.0f}MB{c['job_files']:10d}"
               f"{c['load']:6.1f}")
+        usage.append(f"{trials:7d}{c['faults'] / c['jobs']:12.0f}{o['faults'] / o['jobs']:12.0f}"
+                     f"{c['child_cpu'] / c['jobs'] * 1000:12.2f}ms{o['child_cpu'] / o['jobs'] * 1000:12.2f}ms"
+                     f"{c['worker_faults'] / c['jobs']:14.0f}{c['worker_cpu'] / c['jobs'] * 1000:14.2f}ms"
+                     f"{c['driver_cpu'] / c['jobs'] * 1000:14.2f}ms")
+    print()
+    print("per fold job: minor page faults and CPU of the job process (cvtune: the worker's forked child; Optuna: "
+          "its forked child); cvtune's workers' own faults and CPU (fork, supervision), and its driving process's CPU")
+    print(f"{'trials':>7s}{'faults cvt':>12s}{'faults opt':>12s}{'child CPU cvt':>14s}{'child CPU opt':>14s}"
+          f"{'worker faults':>14s}{'worker CPU':>14s}{'driver CPU':>16s}")
+    print("\n".join(usage))
     first, last = sizes[0], sizes[-1]
     growth = per_job[last][0] / per_job[first][0]
     vs = per_job[last][0] / per_job[last][1]

@@ -83,10 +83,27 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, default=str) + "\n"
 
 
+def _temp_sibling(directory: str, prefix: str) -> tuple[int, str]:
+    """A new temporary file in ``directory``, named after this process and thread.
+
+    Not ``tempfile.mkstemp``: in a freshly forked job child its first call seeds a new
+    ``random.Random`` from 2.5 kB of ``os.urandom`` and runs through ``tempfile``'s code, which copies
+    pages of the worker (copy-on-write faults are most of a trivial job's cost). A pid + thread id
+    name is unique among live writers; a leftover of a dead process with the same pid falls back
+    to mkstemp.
+    """
+    import threading
+
+    tmp = os.path.join(directory, f"{prefix}{os.getpid()}-{threading.get_ident()}")
+    try:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
+    except FileExistsError:
+        return tempfile.mkstemp(dir=directory, prefix=prefix)
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write ``obj`` to ``path`` atomically (temporary sibling, then rename)."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    fd, tmp = _temp_sibling(os.path.dirname(path), f".tmp-{os.path.basename(path)}-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(_json(obj))
@@ -117,7 +134,7 @@ def write_final(job_dir: str, desc: dict[str, Any]) -> bool:
     orchestrator noticing the end.
     """
     try:
-        fd, tmp = tempfile.mkstemp(dir=job_dir, prefix=".final-")
+        fd, tmp = _temp_sibling(job_dir, ".final-")
     except FileNotFoundError:
         return False
     try:
@@ -287,6 +304,8 @@ def worker_main(config: dict[str, Any], fd: int) -> None:
     import psutil  # process create times; imported once here so job children do not pay for it
 
     own_create_time = psutil.Process().create_time()
+    global _BOOT_TIME
+    _BOOT_TIME = psutil.boot_time()
     preload_s = time.monotonic() - t0
     # Move everything imported so far out of the collector's reach: a child's GC then never
     # touches (and so never copies) the pages holding the preloaded modules' objects.
@@ -373,6 +392,7 @@ def _run_job(conn: Any, payload: dict[str, Any], index: int, own_create_time: fl
             re.compile(definition["Regex"])
         except (re.error, KeyError, TypeError):
             pass
+    payload["env_bytes"] = _encoded_environ(payload["env"])  # the job's, ready for the child to switch to
     _flush_std()  # or the child would inherit (and write to its log) our buffered output
     started = time.monotonic()
     pid = os.fork()
@@ -495,12 +515,61 @@ def _supervise(
 # --------------------------------------------------------------------------------------------
 
 
+def _encoded_environ(env: dict[str, str]) -> dict[bytes, bytes] | None:
+    """``env`` as ``os.environ`` stores it (``os.environ._data``), or ``None`` where it is not that."""
+    data = getattr(os.environ, "_data", None)
+    if not isinstance(data, dict) or not all(isinstance(k, bytes) for k in data):
+        return None
+    return {os.fsencode(k): os.fsencode(v) for k, v in env.items()}  # os.environ's own encoding on POSIX
+
+
+def _set_environ(env: dict[str, str], encoded: dict[bytes, bytes] | None = None) -> None:
+    """Make ``env`` the whole process environment.
+
+    ``os.environ.clear()`` pops one variable at a time through the generic ``MutableMapping``
+    code (each pop lists the remaining keys); in a job child that Python-level work also copies
+    pages of the worker. With ``encoded`` (:func:`_encoded_environ`, built by the worker before
+    the fork) only the variables that differ go through ``unsetenv``/``putenv``.
+    """
+    data = getattr(os.environ, "_data", None)
+    if encoded is None or not isinstance(data, dict):
+        os.environ.clear()
+        os.environ.update(env)
+        return
+    for key in data:
+        if key not in encoded:
+            os.unsetenv(key)
+    for key, value in encoded.items():
+        if data.get(key) != value:
+            os.putenv(key, value)
+    data.clear()
+    data.update(encoded)
+
+
+#: psutil.boot_time(), read once by the worker (see _create_time)
+_BOOT_TIME: float | None = None
+
+
+def _create_time(pid: int) -> float:
+    """``psutil.Process(pid).create_time()``, the way psutil computes it on Linux (the start time in
+    clock ticks after boot, plus the boot time) with the boot time the worker read once: constructing
+    a ``psutil.Process`` in every job child runs through psutil's code and copies its pages."""
+    if _BOOT_TIME is not None:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+            return ticks / os.sysconf("SC_CLK_TCK") + _BOOT_TIME
+        except (OSError, IndexError, ValueError):
+            pass
+    import psutil
+
+    return psutil.Process(pid).create_time()
+
+
 def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create_time: float) -> int:
     """Run one job in this freshly forked process; returns the process exit code."""
     import faulthandler
     import io
-
-    import psutil
 
     # Own session and process group: stop/kill reach everything the script spawns, and the job
     # survives the orchestrator's process group being killed (as a SageMaker job survives Airflow).
@@ -543,7 +612,7 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     state = {
         "status": JobStatus.IN_PROGRESS,
         "pid": me,
-        "create_time": psutil.Process(me).create_time(),
+        "create_time": _create_time(me),
         "start_time": start,
         "worker_pid": os.getppid(),
         "worker_create_time": worker_create_time,
@@ -576,8 +645,7 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
         return _EXIT_FAILED
 
     worker_env = dict(os.environ)  # the worker's, for the model upload after the script
-    os.environ.clear()
-    os.environ.update(payload["env"])
+    _set_environ(payload["env"], payload.get("env_bytes"))
     os.chdir(job_dir)
     entry_point = payload["entry_point"]
     sys.argv = list(payload["argv"])
@@ -592,8 +660,7 @@ def _child_main(payload: dict[str, Any], conn_fd: int, index: int, worker_create
     artifacts = payload["output_uri"] or model_dir
     if status == JobStatus.COMPLETED and payload["output_uri"]:
         try:
-            os.environ.clear()
-            os.environ.update(worker_env)
+            _set_environ(worker_env)
             store.upload_dir(model_dir, payload["output_uri"])
         except Exception as exc:
             traceback.print_exc()
