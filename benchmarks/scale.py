@@ -14,7 +14,13 @@ cvtune / Optuna, so peak RSS is that run's. Printed per size:
 * resume time: ``CVTuner.resume(ledger)`` (one ledger load, config, manifest) plus the replay of
   every trial into the sampler, which is what a resumed task or a deferred poke does first;
 * peak RSS of the driving process;
-* the same evaluations through Optuna with a fork per fold.
+* the same evaluations through Optuna with a fork per fold;
+* where the CPU goes, per fold job: minor page faults and CPU of the job process (cvtune: the
+  worker's forked child, from the worker's /proc/<pid>/stat; Optuna: its forked child), the
+  workers' own, and the driving process's CPU.
+
+The job directories go to the temporary directory (``TMPDIR``): creating files there is part of
+what is measured.
 
 Targets (issue 14): per-fold-job time at 2,000 trials <= 1.2x that at 50, and <= 1.5x Optuna's.
 """

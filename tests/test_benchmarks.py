@@ -118,6 +118,9 @@ def test_scale_quick():
     assert [int(r[0]) for r in rows] == [10, 30]
     figures(rf"^per-fold-job time at 30 trials / at 10: ({NUMBER})", out)
     figures(rf"^cvtune / Optuna-with-fork at 30 trials: ({NUMBER})", out)
+    # faults and CPU per fold job: job process (cvtune, Optuna), cvtune's workers, its driver
+    usage = figures(rf"^\s+(\d+)\s+(\d+)\s+(\d+)\s+({NUMBER})ms\s+({NUMBER})ms\s+(\d+)\s+({NUMBER})ms\s+({NUMBER})ms$", out)
+    assert [int(r[0]) for r in usage] == [10, 30] and all(int(r[1]) > 0 and int(r[2]) > 0 for r in usage)
 
 
 @pytest.mark.slow
