@@ -181,6 +181,37 @@ def test_resume_after_crash_launches_nothing_twice(tmp_path):
     assert summary["trials"] == {"Completed": 8}
 
 
+def test_a_resumed_driver_replays_the_sampler_only_when_it_asks_or_tells(tmp_path, monkeypatch):
+    # a deferred poke that finds every job still running must not rebuild the sampler's history
+    from cvtune.proposers import OptunaProposer
+
+    observed: list = []
+    real_observe = OptunaProposer.observe
+    monkeypatch.setattr(OptunaProposer, "observe", lambda self, *a, **k: (observed.append(a), real_observe(self, *a, **k)))
+    jobs: dict = {}
+    first = ScriptedBackend(score, capacity=3, jobs=jobs)
+    first.crash_after_waits = 7
+    with pytest.raises(KeyboardInterrupt):
+        tuner(tmp_path, first).run()
+    done_before = sum(t["state"] == "Completed" for t in RunLedger.load(
+        str(tmp_path / "art" / "runs" / "run1" / "ledger.json")).trials)
+    assert done_before
+
+    second = ScriptedBackend(score, capacity=3, jobs=jobs)
+    poke = tuner(tmp_path, second)
+    inflight = poke.start()
+    assert inflight and not any(d.done for d in map(second.describe, inflight))
+    assert observed == []  # nothing asked, nothing told: no replay
+    while inflight:  # the jobs end: the first trial told makes the sampler see the whole run first
+        inflight = poke.advance(second.wait(inflight, 0))
+    summary = poke.finish()
+    assert summary["trials"] == {"Completed": 8}
+    study = poke.proposer.study
+    assert len(study.trials) == 8 and sorted(t.number for t in study.trials) == list(range(8))
+    ledger = RunLedger.load(summary["ledger"])
+    assert sorted(t.value for t in study.trials) == sorted(t["mean"] for t in ledger.trials)
+
+
 def test_crash_between_ledger_write_and_submit(tmp_path):
     """A job recorded as Launching but never created is launched once on resume."""
     backend = ScriptedBackend(score, capacity=3)

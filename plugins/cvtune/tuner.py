@@ -145,22 +145,40 @@ class CVTuner:
             seed = warmstart.sampler_seed(seed, warm_start)
         seed = seed if restored == 0 else (seed * 1_000_003 + restored) % 2**31
         self.stopper = make_stopper(config.strategy, config.early_stopping, len(manifest["folds"]))
-        self.proposer = proposer or make_proposer(
+        self._proposer = proposer or make_proposer(
             config.space, config.strategy, config.objective.direction, seed, config.max_parallel_trials
         )
+        # the run's own trials, fed to the sampler when it is first needed (see ``proposer``)
+        self._unreplayed: list[tuple[dict[str, Any], float | None, str, list[float]]] = []
         if warm_start is not None and proposer is None:
             from cvtune import warmstart
 
             seen = warmstart.history(warm_start, config.space)
             for params, value, state, intermediate in seen:
-                self.proposer.observe(params, value, state, intermediate)
-            self.proposer = warmstart.WarmStartProposer(
-                self.proposer, warmstart.first_candidates(warm_start, config.space), tried=[h[0] for h in seen]
+                self._proposer.observe(params, value, state, intermediate)
+            self._proposer = warmstart.WarmStartProposer(
+                self._proposer, warmstart.first_candidates(warm_start, config.space), tried=[h[0] for h in seen]
             )
             log.info(
                 "warm start (%s) from %d parent run(s): %s", warm_start.type, len(warm_start.parents),
                 ", ".join(p.run_id for p in warm_start.parents),
             )
+
+    @property
+    def proposer(self) -> Any:
+        """The sampler, with every trial of the run observed.
+
+        A resumed driver replays the ledger's trials into it only here, on first use: a deferred
+        poke or a sensor step that finds no job ended asks nothing, so it does not pay for
+        rebuilding the sampler's history (Optuna adds every trial to its study), which grows with
+        the run (issue 14: "The deferred path rebuilds nothing per poke that grows with the run
+        beyond the sampler's own needs").
+        """
+        if self._unreplayed:
+            pending, self._unreplayed = self._unreplayed, []
+            for params, value, state, intermediate in pending:
+                self._proposer.observe(params, value, state, intermediate)
+        return self._proposer
 
     @classmethod
     def resume(
@@ -461,7 +479,7 @@ class CVTuner:
         """Rebuild in-memory state from the ledger and re-attach to jobs of an earlier attempt."""
         for trial in self.ledger.trials:
             value = trial["mean"] if trial["state"] == TrialState.COMPLETED else None
-            self.proposer.observe(trial["params"], value, trial["state"], L.running_means(trial["fold_scores"]))
+            self._unreplayed.append((trial["params"], value, trial["state"], L.running_means(trial["fold_scores"])))
             if trial["state"] in TRIAL_DONE:
                 continue
             for job in trial["fold_jobs"]:
