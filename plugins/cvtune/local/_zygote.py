@@ -387,6 +387,9 @@ def _run_job(conn: Any, payload: dict[str, Any], index: int, own_create_time: fl
         # Stopped while queued or in the pipe: never start it.
         return not _send(conn, _ended(name, job_dir))
     _precompile(payload["entry_point"])
+    _preload(payload)
+    if os.path.exists(os.path.join(job_dir, FINAL)):
+        return not _send(conn, _ended(name, job_dir))  # stopped while its files were preloaded
     for definition in (payload.get("spec") or {}).get("metric_definitions") or ():
         try:  # compiled here once, the job child finds it in re's cache (it inherits the worker's memory)
             re.compile(definition["Regex"])
@@ -713,6 +716,79 @@ def _precompile(entry_point: str) -> None:
         _CODE_CACHE[entry_point] = (key, compile(source, entry_point, "exec", dont_inherit=True))
     except Exception:  # a syntax error: the job child's run_path reports it in the job's log
         pass
+
+
+# The optional hook a training script may define (docs/training-script.md): the worker imports the
+# script once per version (as a module, not as __main__) and calls it before forking each job.
+PRELOAD_HOOK = "cvtune_preload"
+# entry point -> ((size, mtime_ns, inode), hook or None)
+_HOOKS: dict[str, tuple[tuple[int, int, int], Any]] = {}
+
+
+def _defines_hook(code: Any) -> bool:
+    """Whether the compiled script defines ``PRELOAD_HOOK`` at its top level. Only such a script
+    is imported by the worker: defining the hook declares that importing the file trains nothing
+    (its job runs under ``if __name__ == "__main__":``); any other script is only ever run as
+    ``__main__`` in a job child."""
+    import types
+
+    return any(isinstance(c, types.CodeType) and c.co_name == PRELOAD_HOOK for c in code.co_consts)
+
+
+def _preload_hook(entry_point: str) -> Any | None:
+    """The script's ``cvtune_preload`` from a module the worker imported once per file version."""
+    key = _file_key(entry_point)
+    cached = _HOOKS.get(entry_point)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    hook = None
+    code = _compiled(entry_point)
+    if key is not None and code is not None and _defines_hook(code):
+        import types
+
+        module = types.ModuleType("__cvtune_preload__")
+        module.__file__ = entry_point
+        folder = os.path.dirname(entry_point)
+        sys.path.insert(0, folder)  # its own imports resolve as they do in a job (`python train.py`)
+        sys.modules[module.__name__] = module  # dataclasses, pickle and typing look their module up
+        try:
+            exec(code, module.__dict__)
+            hook = getattr(module, PRELOAD_HOOK, None)
+            hook = hook if callable(hook) else None
+        except BaseException:  # a script that cannot be imported still runs as a job, which reports it
+            print(f"cvtune worker: importing {entry_point} for {PRELOAD_HOOK} failed; its jobs run without it",
+                  file=sys.stderr)
+            traceback.print_exc()
+            _flush_std()
+        finally:
+            try:
+                sys.path.remove(folder)
+            except ValueError:
+                pass
+    _HOOKS[entry_point] = (key, hook) if key is not None else ((0, 0, 0), None)
+    return hook
+
+
+def _preload(payload: dict[str, Any]) -> None:
+    """Let the script prepare in the worker what its job child then inherits (parsed channel files):
+    ``cvtune_preload({channel: the job's channel directory})``. An error here is the worker's
+    (logged to its log); the job still runs and reads its channels itself."""
+    data = os.path.join(payload["job_dir"], "input", "data")
+    try:  # the local channels, linked when the backend laid the job out (remote ones come later)
+        directories = {ch: os.path.join(data, ch) for ch in sorted(os.listdir(data))}
+    except OSError:
+        return
+    if not directories:
+        return
+    hook = _preload_hook(payload["entry_point"])
+    if hook is None:
+        return
+    try:
+        hook(directories)
+    except BaseException:
+        print(f"cvtune worker: {PRELOAD_HOOK} of {payload['entry_point']} failed", file=sys.stderr)
+        traceback.print_exc()
+    _flush_std()
 
 
 def _compiled(entry_point: str) -> Any | None:
