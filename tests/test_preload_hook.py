@@ -62,9 +62,10 @@ def run_jobs(backend: LocalBackend, *jobs: JobSpec) -> dict:
     return done
 
 
-@pytest.fixture
-def fold(tmp_path):
-    """A breast-cancer fold as CSV files (train, validation)."""
+@pytest.fixture(params=["csv", "parquet"])
+def fold(tmp_path, request):
+    """A breast-cancer fold (train, validation) as CSV or Parquet files: a Parquet file read in the
+    worker must not leave a forked job child with a broken thread pool."""
     from sklearn.datasets import load_breast_cancer
 
     frame = load_breast_cancer(as_frame=True).frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
@@ -73,7 +74,10 @@ def fold(tmp_path):
     for name, part in (("train", frame.iloc[:450]), ("validation", frame.iloc[450:])):
         d = tmp_path / "fold" / name
         d.mkdir(parents=True)
-        part.to_csv(d / "data.csv", index=False)
+        if request.param == "csv":
+            part.to_csv(d / "data.csv", index=False)
+        else:
+            part.to_parquet(d / "data.parquet", index=False)
         dirs[name] = str(d)
     return dirs
 
@@ -203,19 +207,19 @@ def test_train_py_jobs_read_their_fold_from_the_worker_memo_with_identical_score
 
 def test_memo_is_keyed_by_the_file_as_it_is_now_and_bounded_in_bytes(ts, fold, tmp_path):
     ts.cvtune_preload({"train": fold["train"], "validation": fold["validation"]})
-    path = os.path.join(fold["train"], "data.csv")
+    path = os.path.join(fold["train"], os.listdir(fold["train"])[0])
     hit = ts._preloaded(path)
     assert hit is not None
-    pd.testing.assert_frame_equal(hit[0], pd.read_csv(path))
+    pd.testing.assert_frame_equal(hit[0], ts._read_file(path)[0])
     # a job's channel is a symlink to the fold file: the same memo entry
-    link = tmp_path / "job" / "data.csv"
+    link = tmp_path / "job" / os.path.basename(path)
     link.parent.mkdir()
     link.symlink_to(path)
     assert ts._preloaded(str(link)) is not None
     # a rewritten file is read again, never served stale
-    frame = pd.read_csv(path)
+    frame = ts._read_file(path)[0]
     frame.iloc[0, 0] = 12345.0
-    frame.to_csv(path, index=False)
+    frame.to_csv(path, index=False) if path.endswith(".csv") else frame.to_parquet(path, index=False)
     assert ts._preloaded(path) is None
 
     memo = sys.modules[MEMO]
@@ -224,4 +228,4 @@ def test_memo_is_keyed_by_the_file_as_it_is_now_and_bounded_in_bytes(ts, fold, t
     ts.cvtune_preload({"train": fold["train"]})
     assert memo.bytes <= ts.PRELOAD_MAX_BYTES and len(memo.frames) == 1
     assert ts._preloaded(path) is not None  # the most recent one stayed
-    assert ts._preloaded(os.path.join(fold["validation"], "data.csv")) is None  # the older one left
+    assert ts._preloaded(os.path.join(fold["validation"], os.listdir(fold["validation"])[0])) is None  # the older one left

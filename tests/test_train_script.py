@@ -764,3 +764,34 @@ def test_fit_pipeline_fast_imputer_is_identical_to_a_plain_fit(ts, with_nan):
     unseen.iloc[::5, 1] = np.nan  # missing values at predict time are imputed the same way
     assert np.array_equal(fast.predict_proba(unseen), plain.predict_proba(unseen))
     assert list(fast.named_steps["preprocess"].feature_names_in_) == columns
+
+
+@pytest.mark.parametrize(
+    "model, task, nan_at_predict, skipped",
+    [
+        ("xgboost", "classification", False, True),  # median imputer alone, no NaN: returns its input
+        ("xgboost", "classification", True, False),  # a NaN to impute: through the pipeline
+        ("random_forest", "regression", False, True),
+        ("ridge", "regression", False, False),  # the scaler changes every value
+    ],
+)
+def test_predict_scores_skips_the_preprocessing_only_when_it_changes_nothing(ts, monkeypatch, model, task, nan_at_predict, skipped):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(300, 5)), columns=[f"f{i}" for i in range(5)])
+    y = (frame["f0"] + rng.normal(size=300) > 0).astype(int).to_numpy()
+    if task == "regression":
+        y = frame["f1"].to_numpy() * 3 + rng.normal(size=300)
+    params = {"n_estimators": 10} if model != "ridge" else {}
+    pipeline = ts.fit_pipeline(ts.build_pipeline(model, task, list(frame.columns), [], params, 0, 1), frame, y, model)
+    rows = frame.iloc[:80].copy()
+    if nan_at_predict:
+        rows.iloc[::3, 1] = np.nan
+    proba = task == "classification"
+    expected = pipeline.predict_proba(rows) if proba else pipeline.predict(rows)
+    preprocess = pipeline.named_steps["preprocess"]
+    calls: list[int] = []
+    transform = preprocess.transform
+    monkeypatch.setattr(preprocess, "transform", lambda x: calls.append(1) or transform(x))
+    got = ts.predict_scores(pipeline, rows, model, proba=proba)
+    assert np.array_equal(got, expected)  # identical predictions, whichever way
+    assert calls == ([] if skipped else [1])

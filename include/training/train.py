@@ -802,8 +802,32 @@ def fit_pipeline(pipeline: Pipeline, features: pd.DataFrame, y: np.ndarray, mode
     preprocess.fit(features.iloc[:1])
     imputer = preprocess.named_transformers_["num"].named_steps["impute"]
     imputer.statistics_ = np.median(values, axis=0)
-    pipeline.named_steps["model"].fit(preprocess.transform(features), y)
+    # What preprocess.transform(features) returns here: the median imputer leaves a fold without
+    # NaN as it is (the same float64 values), so the model gets the same array without the
+    # ColumnTransformer's per-call validation.
+    pipeline.named_steps["model"].fit(values, y)
     return pipeline
+
+
+def _plain_numeric(pipeline: Pipeline, model: str) -> bool:
+    """Whether the fitted preprocessing is the median imputer alone (every feature numeric, no
+    scaler): then, on rows without NaN, it returns its input unchanged."""
+    if model in LINEAR_MODELS:
+        return False
+    preprocess = pipeline.named_steps["preprocess"]
+    return [name for name, _, _ in preprocess.transformers] == ["num"]
+
+
+def predict_scores(pipeline: Pipeline, features: pd.DataFrame, model: str, proba: bool) -> np.ndarray:
+    """``pipeline.predict_proba(features)`` (or ``predict``), skipping the preprocessing when it
+    would return the rows unchanged (plain numeric features without NaN): identical predictions,
+    without the ColumnTransformer's validation on every channel."""
+    if _plain_numeric(pipeline, model) and len(features):
+        values = features.to_numpy(dtype="float64")
+        if not np.isnan(values).any():
+            estimator = pipeline.named_steps["model"]
+            return estimator.predict_proba(values) if proba else estimator.predict(values)
+    return pipeline.predict_proba(features) if proba else pipeline.predict(features)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1078,7 +1102,7 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
                 )
             if not known.any():
                 continue
-            proba = pipeline.predict_proba(features_frame[known])
+            proba = predict_scores(pipeline, features_frame[known], model, proba=True)
             lap("predict")
             values = classification_metrics(codes[known], proba, len(classes))
         else:
@@ -1088,7 +1112,7 @@ def train(settings: dict[str, Any], env: dict[str, Any]) -> dict[str, dict[str, 
                 _warn(f"channel {channel!r}: {int((~ok).sum())} row(s) have a non-numeric target; skipped")
             if not ok.any():
                 continue
-            predicted = pipeline.predict(features_frame[ok])
+            predicted = predict_scores(pipeline, features_frame[ok], model, proba=False)
             lap("predict")
             values = regression_metrics(y_values[ok], predicted)
         values = {k: v for k, v in values.items() if math.isfinite(v)}
