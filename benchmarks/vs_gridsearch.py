@@ -219,6 +219,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3, quick 2)")
     parser.add_argument("--rows", type=int, default=None, help="default 20000, quick 5000")
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--queue-ahead", type=int, default=0,
+                        help="the local backend's queue_ahead (default 0, its default): jobs queued beyond the "
+                             "2 slots, so a freed worker starts the next job before the tuner recorded the last")
     args = parser.parse_args()
     reps = args.reps or (2 if args.quick else 3)
     rows = args.rows or (5000 if args.quick else 20000)
@@ -259,7 +262,9 @@ def main() -> None:
               "as GridSearchCV's return_train_score=False")
 
         saves = time_ledger_saves()
-        backend = LocalBackend(os.path.join(work, "jobs"), max_parallel_jobs=2, job_cleanup="keep")  # breakdown reads metadata.json
+        backend = LocalBackend(os.path.join(work, "jobs"), max_parallel_jobs=2, job_cleanup="keep",  # breakdown reads metadata.json
+                               queue_ahead=args.queue_ahead)
+        print(f"local backend: max_parallel_jobs 2, queue_ahead {args.queue_ahead}")
         try:
             t = time.perf_counter()
             backend.prestart(wait=True)
