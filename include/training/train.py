@@ -579,7 +579,10 @@ def _warm_up() -> None:
     dataframe-library discovery), the metric functions, joblib's pickler. On tiny inputs, and never
     xgboost: an OpenMP runtime started in the worker can hang a forked child."""
     frame = pd.read_csv(io.StringIO("a,b,c,y\n1.0,,x,0\n2.0,3.0,y,1\n3.0,1.0,x,1\n"))
-    x, y = frame.drop(columns=["y"]), frame["y"].to_numpy()
+    frame = frame[list(frame.columns)].reset_index(drop=True)
+    labelled, target = _split_target(frame, "warm-up", "y", ["a", "b", "c"])
+    _label_codes(target, [0, 1], np.unique(_integer_labels(target)))
+    x, y = labelled[["a", "b", "c"]], frame["y"].to_numpy()
     for numeric, categorical in ((["a", "b"], ["c"]), (["a", "b"], [])):
         features = prepare_features(x, numeric, categorical)
         pipeline = build_pipeline("ridge", "regression", numeric, categorical, {}, 0, 1)
