@@ -516,8 +516,9 @@ def _read_file(path: str) -> tuple[pd.DataFrame, list[str]]:
 # Warm-worker preload (cvtune's local backend; see docs/training-script.md)
 # ---------------------------------------------------------------------------------------------
 
-# Parsed files kept by a warm worker, at most this many bytes (pandas' deep memory usage), least
-# recently used first out. A fold of 16,000 rows x 31 float columns is about 4 MB.
+# Parsed files kept by a warm worker, at most this many bytes (pandas' deep memory usage) and at
+# most 1/8 of the machine's memory (every worker keeps its own), least recently used first out. A
+# fold of 16,000 rows x 31 float columns is about 4 MB.
 PRELOAD_MAX_BYTES = 512 * 2**20
 # The memo lives in sys.modules, not in this file's globals: the worker calls cvtune_preload on an
 # imported copy of this file, and the job child runs the file again as __main__ with fresh
@@ -608,6 +609,10 @@ def cvtune_preload(channels: dict[str, str]) -> None:
         except Exception:  # noqa: BLE001 - an optimisation only; the job runs the same code
             pass
     limit = PRELOAD_MAX_BYTES
+    try:
+        limit = min(limit, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8)
+    except (AttributeError, ValueError, OSError):  # no sysconf figure: the fixed bound alone
+        pass
     for directory in channels.values():
         if not directory or not os.path.isdir(directory):
             continue
