@@ -117,7 +117,7 @@ def test_old_single_document_ledgers_load_and_unknown_versions_fail_clearly(tmp_
     uri.write_text(json.dumps({**old, "version": 9}))
     with pytest.raises(ConfigError) as err:
         RunLedger.load(str(uri))
-    assert str(uri) in str(err.value) and "version 9" in str(err.value) and "reads version 1 or 2" in str(err.value)
+    assert str(uri) in str(err.value) and "version 9" in str(err.value) and "reads version 1, 2 or 3" in str(err.value)
     uri.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):  # the message names the file, too
         RunLedger.load(str(uri))
@@ -170,7 +170,7 @@ def test_journal_on_s3_writes_one_object_per_record(s3_server, monkeypatch):
     assert ledger.snapshots_written == 3  # the creation, the lease, one after 5 records
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="cvtune-journal", Prefix="art/runs/r/")["Contents"]]
     segment = ledger.data["journal"]["segment"]
-    assert sum(segment in k for k in keys) == 2 and len(keys) == 3  # 2 records; the old segment is gone
+    assert sum(segment in k for k in keys) == 2 and len(keys) == 4  # 2 records, lease.json; the old segment is gone
 
 
 def test_a_copy_without_the_lease_cannot_snapshot_over_the_holders_appends(tmp_path):

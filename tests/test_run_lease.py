@@ -18,7 +18,9 @@ import time
 
 import pytest
 
+from cvtune import lease as lease_
 from cvtune.errors import LeaseHeldError, LedgerConflictError
+from cvtune.lease import new_owner
 from cvtune.ledger import RunLedger
 from cvtune.local.registry import LocalModelRegistry
 from cvtune.store import ArtifactStore, PreconditionFailed
@@ -191,7 +193,8 @@ def test_a_stalled_driver_loses_its_expired_lease_and_writes_nothing_more(root, 
     assert "taking over the lease" in err and "expired" in err
     _, first_rest = first.communicate(timeout=60)
     assert first.returncode == 3, first_rest
-    assert "was written by another driver" in first_rest and "without overwriting" in first_rest
+    # its heartbeat, renewed before any write once the lease is past half its time, was refused
+    assert "was taken over by another driver" in first_rest and "stops without writing the ledger" in first_rest
     ledger = ledger_of(root)
     assert ledger.status == "Completed" and ledger.counts() == {"Completed": 6}
     assert_every_score_is_its_own_trials(ledger, tmp_path / "jobs")
@@ -215,6 +218,109 @@ def test_saves_are_conditional_and_heartbeats_ride_on_them(tmp_path):
     summary = a.run()
     assert summary["trials"] == {"Completed": 8} and RunLedger.load(a.uri).data["lease"] is None
     assert RunLedger.load(a.uri).data["updated"] >= beat
+
+
+# -- the lease object: heartbeats, fencing, old ledgers ----------------------------------------------
+CONFIG = {"objective": {"metric": "m", "type": "Maximize"}, "entry_point": "train.py"}
+
+
+def new_run(root: str, run_id: str) -> tuple[str, RunLedger]:
+    uri = store.join(root, "runs", run_id, "ledger.json")
+    return uri, RunLedger.create(uri, run_id=run_id, config=CONFIG, config_fingerprint="c",
+                                 manifest={"folds": [{}, {}, {}]})
+
+
+def add_trial(ledger: RunLedger, x: int) -> None:
+    trial = ledger.new_trial({"x": x}, {"x": x})
+    for job in trial["fold_jobs"]:
+        job.update(state="Completed", objective=0.5, metrics={"m": 0.5}, start_time=1.0, end_time=2.0)
+    trial.update(state="Completed", mean=0.5, std=0.0, fold_scores=[0.5] * 3)
+
+
+@pytest.mark.timeout(300)
+def test_heartbeats_rewrite_only_the_small_lease_object(root):
+    """A heartbeat writes lease.json (a few hundred bytes) and never the snapshot: its size does not
+    grow with the run, while the snapshot grows with every trial."""
+    uri, ledger = new_run(root, "hb")
+    ledger.acquire(new_owner("hb"), ttl_s=1e-6)  # every save finds the lease past half its time: it renews first
+    beats = {}
+    for i in range(300):
+        add_trial(ledger, i)
+        before = len(ledger.lease_writes)
+        ledger.save()
+        assert len(ledger.lease_writes) == before + 1
+        beats[i] = ledger.lease_writes[-1]
+    snapshot_token, snapshots, written = ledger.token, ledger.snapshots_written, ledger.bytes_written
+    ledger.save()  # nothing changed: the heartbeat alone
+    assert ledger.snapshots_written == snapshots and store.read_versioned(uri)[1] == snapshot_token
+    assert ledger.bytes_written - written == ledger.lease_writes[-1] < 512
+    snapshot_size = len(store.read_bytes(uri))
+    assert snapshot_size > 100 * beats[299], snapshot_size  # what a heartbeat used to rewrite
+    assert abs(beats[299] - beats[0]) <= 8, (beats[0], beats[299])  # float digits of the clock, not the run
+    lease_doc = json.loads(store.read_bytes(store.join(root, "runs", "hb", "lease.json")))
+    assert lease_doc["holder"]["label"] == "hb" and lease_doc["generation"] == 1
+    assert "lease" not in json.loads(store.read_bytes(uri))  # the snapshot no longer carries it
+
+
+@pytest.mark.timeout(180)
+def test_a_driver_whose_lease_was_taken_over_writes_nothing_that_is_read(root, monkeypatch):
+    uri, a = new_run(root, "fence")
+    a.acquire(new_owner("A"), ttl_s=60)
+    add_trial(a, 0)
+    a.save()  # an append
+    lease_.abandon(a.owner)  # A's driver stopped (an exception left its run): B takes over at once
+    b = RunLedger.load(uri)
+    b.acquire(new_owner("B"), ttl_s=60)
+    assert b.data["lease_takeovers"][-1]["reason"] == "its driver in this process stopped"
+    assert [t["params"]["x"] for t in b.trials] == [0]  # A's appends before the takeover are B's
+    # A's copy still thinks its lease fresh: its append lands in a segment no snapshot names any more
+    add_trial(a, 1)
+    a.save()
+    assert [t["params"]["x"] for t in RunLedger.load(uri).trials] == [0]
+    with pytest.raises(LedgerConflictError, match="written by another driver"):
+        a.snapshot()  # and a snapshot is refused: B's fencing snapshot moved the ledger's version
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 45)  # past half the lease: A renews before writing
+    add_trial(a, 2)
+    with pytest.raises(LedgerConflictError, match=r"taken over by another driver \(now driven by .*\(B\)"):
+        a.save()
+    add_trial(b, 9)
+    b.save()  # B renews (its own lease) and appends
+    monkeypatch.setattr(time, "time", lambda: real_time() + 200)  # B stalls past its lease: C takes over
+    c = RunLedger.load(uri)
+    c.acquire(new_owner("C"), ttl_s=60)
+    assert "expired" in c.data["lease_takeovers"][-1]["reason"]
+    add_trial(b, 10)
+    with pytest.raises(LedgerConflictError, match="taken over by another driver"):
+        b.save()
+    loaded = RunLedger.load(uri)
+    assert [t["params"]["x"] for t in loaded.trials] == [0, 9] and loaded.data["lease"]["label"] == "C"
+    assert json.loads(store.read_bytes(store.join(root, "runs", "fence", "lease.json")))["generation"] == 3
+
+
+def test_a_version_2_ledger_keeps_the_lease_it_carries_until_it_moves_to_lease_json(tmp_path):
+    uri, ledger = new_run(str(tmp_path), "old")
+    add_trial(ledger, 0)
+    ledger.save()
+    document = json.loads(open(uri).read())
+    legacy = {**new_owner("an older cvtune"), "acquired": time.time(), "heartbeat": time.time(),
+              "expires": time.time() + 100}
+    with open(uri, "w") as f:  # what cvtune wrote before the lease had its own object
+        json.dump({**document, "version": 2, "lease": legacy}, f)
+    assert not os.path.exists(os.path.join(os.path.dirname(uri), "lease.json"))
+    loaded = RunLedger.load(uri)
+    assert loaded.data["lease"] == legacy
+    with pytest.raises(LeaseHeldError, match=r"\(an older cvtune\)"):  # its holder lives: honoured
+        loaded.acquire(new_owner("new"))
+    with open(uri, "w") as f:
+        json.dump({**document, "version": 2, "lease": {**legacy, "expires": time.time() - 1}}, f)
+    taker = RunLedger.load(uri)
+    taker.acquire(new_owner("new"))
+    assert "expired" in taker.data["lease_takeovers"][-1]["reason"]
+    on_disk = json.loads(open(uri).read())
+    assert on_disk["version"] == 3 and "lease" not in on_disk and len(on_disk["trials"]) == 1
+    assert json.loads(open(os.path.join(os.path.dirname(uri), "lease.json")).read())["holder"]["label"] == "new"
+    assert RunLedger.load(uri).data["lease"]["label"] == "new"
 
 
 # -- the registry's version claim ------------------------------------------------------------------

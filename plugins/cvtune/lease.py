@@ -1,14 +1,16 @@
-"""Who drives a run: the lease recorded in its ledger.
+"""Who drives a run: the lease recorded next to its ledger (``lease.json``, see cvtune.ledger).
 
-A run has one driver at a time. The driver names itself in the ledger (host, pid, a random id)
-with a heartbeat and an expiry, and every ledger write is conditional on the version it read
-(:func:`cvtune.store.write_bytes` with ``if_match``), so two drivers can never both write: the
-second one's write fails and it stops (:class:`~cvtune.errors.LedgerConflictError`).
+A run has one driver at a time. The driver names itself in the lease (host, pid, a random id)
+with a heartbeat and an expiry, and every write of the lease and of the ledger's snapshot is
+conditional on the version it read (:func:`cvtune.store.write_bytes` with ``if_match``), so two
+drivers can never both write: the second one's write fails and it stops
+(:class:`~cvtune.errors.LedgerConflictError`).
 
 A lease is taken over only from a holder that cannot write any more: one on this host whose
 process is gone (or whose pid now belongs to another process), or one whose lease expired (a host
-we cannot look into). Heartbeats ride on the ledger saves the run makes anyway; a driver idle for
-half the lease's time saves once to renew it (:meth:`cvtune.ledger.RunLedger.lease_due`).
+we cannot look into). A driver renews its lease (rewriting only ``lease.json``) before any write
+once it is past half the lease's time, and a driver idle that long renews it from its wait loop
+(:meth:`cvtune.ledger.RunLedger.lease_due`).
 """
 
 from __future__ import annotations

@@ -27,12 +27,28 @@ what a reader sees is always a state the driver saved. Ledgers written before th
 bare ``ledger.json``, version 1) load as they are and are rewritten as a snapshot on their next
 save.
 
-The single-driver lease (:mod:`cvtune.lease`) lives in the snapshot: every snapshot is a
-conditional write over the version this driver read or last wrote (``if_match``; the first one
-``if_none_match``), and taking, renewing (at half the lease's time) or giving up the lease always
-writes a snapshot. Appends are not conditional: another driver that takes the run over writes a
-snapshot naming a new segment, so the appends of the driver that lost it are never read, and
-that driver learns it at its next snapshot (:class:`~cvtune.errors.LedgerConflictError`).
+The single-driver lease (:mod:`cvtune.lease`) is its own small object next to the snapshot,
+``lease.json`` (the holder, its heartbeat and expiry, a generation counted up at every
+acquisition), so a heartbeat rewrites a few hundred bytes, not the run:
+
+* **taking** the lease is a conditional write of ``lease.json`` over the version judged vacant
+  (``if_match``; ``if_none_match`` when there is none), then a **fencing snapshot**: the ledger is
+  read again and written whole, conditionally, naming a fresh segment. From then on nothing a
+  previous holder appends is read (its segment is no longer the snapshot's), and its own next
+  snapshot fails (the ledger's version moved);
+* **renewing** (the heartbeat, at half the lease's time) is a conditional write of ``lease.json``
+  over the version this driver last wrote; it fails once another driver took the lease over;
+* every write of the holder, append or snapshot, is **fenced** by the lease: when the lease is past
+  half its time the driver renews it first, so a driver that stalled long enough to be taken over
+  (the lease expired) learns it before it writes anything
+  (:class:`~cvtune.errors.LedgerConflictError`), and within half its time nobody can take it over;
+* **giving up** the lease, at the end of a run, writes the final snapshot and then ``lease.json``
+  without a holder.
+
+Every snapshot stays a conditional write over the version this copy read or last wrote. Ledgers
+of version 2 or earlier carry the lease inside ``ledger.json``: they load, their lease is honoured
+(a live holder is not taken over) and moves to ``lease.json`` at the first acquisition; the
+snapshot then written is version 3, which earlier cvtune versions refuse to drive.
 """
 
 from __future__ import annotations
@@ -51,8 +67,11 @@ from cvtune.store import ArtifactStore, PreconditionFailed, default_store
 
 log = logging.getLogger("cvtune.ledger")
 
-LEDGER_VERSION = 2  # 2: snapshot + journal; 1 (a bare document) still loads
-READABLE_VERSIONS = (1, 2)
+LEDGER_VERSION = 3  # 3: the lease in lease.json; 2: snapshot + journal; 1 (a bare document) still loads
+READABLE_VERSIONS = (1, 2, 3)
+LEASE_FILE = "lease.json"  # next to ledger.json
+# keys of the in-memory document that are not the snapshot's: the lease is read from lease.json
+_NOT_STORED = frozenset({"lease"})
 # a snapshot is due once the tail holds this share of the snapshot's bytes (and at least the floor)
 SNAPSHOT_RATIO = 1.0
 MIN_TAIL_BYTES = 64 * 1024
@@ -187,8 +206,8 @@ def parse_ledger(uri: str, raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise damaged(f"expected a JSON object, got {type(data).__name__}")
     if data.get("version") not in READABLE_VERSIONS:
-        raise damaged(f"ledger version {data.get('version')!r}, this cvtune reads version "
-                      f"{' or '.join(map(str, READABLE_VERSIONS))}")
+        readable = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" or {READABLE_VERSIONS[-1]}"
+        raise damaged(f"ledger version {data.get('version')!r}, this cvtune reads version {readable}")
 
     def check(obj: dict[str, Any], fields: tuple, where: str) -> None:
         for key, types, nullable in fields:
@@ -260,6 +279,9 @@ class RunLedger:
         self.lease_ttl_s = lease_.LEASE_TTL_S
         self.bytes_written = 0  # by this object's saves: what benchmarks/scale.py reports
         self.snapshots_written = 0
+        self.lease_writes: list[int] = []  # bytes of each lease.json write (taking, heartbeats, giving up)
+        self.lease_token: str | None = None  # lease.json's version as this copy read or last wrote it
+        self.lease_generation = 0
         self._tail_bytes = 0
         self._tail_records = 0
         self._snapshot_bytes = 0
@@ -301,12 +323,13 @@ class RunLedger:
         ledger._replay_tail()
         ledger._snapshot_bytes = len(raw)
         ledger._mark_stored()
+        ledger._read_lease()
         return ledger
 
     def _adopt(self, other: RunLedger) -> None:
         """Take over another copy's state and journal position (a fresh load of the same run)."""
         for key in ("data", "token", "_seq", "_tail_bytes", "_tail_records", "_snapshot_bytes", "_stored_top",
-                    "_stored_trials", "_open"):
+                    "_stored_trials", "_open", "lease_token", "lease_generation"):
             setattr(self, key, getattr(other, key))
 
     # -- storage ---------------------------------------------------------------------------
@@ -316,8 +339,49 @@ class RunLedger:
     def _segment_uri(self, name: str) -> str:
         return self.store.join(self._run_dir(), name)
 
+    def _lease_uri(self) -> str:
+        return self.store.join(self._run_dir(), LEASE_FILE)
+
+    def _read_lease(self) -> dict[str, Any] | None:
+        """Read ``lease.json`` (its holder into ``data["lease"]``, its version into ``lease_token``);
+        without one (a ledger of version 2 or earlier, or a run created by nobody holding it), the
+        lease the snapshot carries, if any, stands. Returns the holder."""
+        try:
+            raw, token = self.store.read_versioned(self._lease_uri())
+        except FileNotFoundError:
+            self.lease_token = None
+            return self.data.get("lease")
+        try:
+            doc = json.loads(raw)
+            holder = doc["holder"]
+            if holder is not None and not isinstance(holder.get("expires"), _NUMBER):
+                raise ValueError("holder without expires")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"lease {self._lease_uri()}", f"not a cvtune lease ({exc})",
+                              "delete it if no process drives the run (the next driver writes a new one)") from None
+        self.lease_token = token
+        self.lease_generation = int(doc.get("generation", 0))
+        self.data["lease"] = holder
+        return holder
+
+    def _write_lease(self, holder: dict[str, Any] | None) -> None:
+        """Write ``lease.json`` over the version this copy holds (or only if absent);
+        :class:`~cvtune.store.PreconditionFailed` when another driver wrote it since."""
+        generation = self.lease_generation + (1 if holder is not None and holder.get("id") != (
+            self.data.get("lease") or {}).get("id") else 0)
+        body = (_dumps({"run_id": self.data.get("run_id"), "generation": generation, "holder": holder}) + "\n").encode()
+        if self.lease_token is None:
+            token = self.store.write_bytes(self._lease_uri(), body, if_none_match=True)
+        else:
+            token = self.store.write_bytes(self._lease_uri(), body, if_match=self.lease_token)
+        self.lease_token, self.lease_generation = token, generation
+        self.data["lease"] = holder
+        self.lease_writes.append(len(body))
+        self.bytes_written += len(body)
+
     def _mark_stored(self) -> None:
-        self._stored_top = {k: (v if k == "inherited" else _dumps(v)) for k, v in self.data.items() if k != "trials"}
+        self._stored_top = {k: (v if k == "inherited" else _dumps(v)) for k, v in self.data.items()
+                            if k != "trials" and k not in _NOT_STORED}
         self._stored_trials = len(self.trials)
         self._open = {t["number"]: _encode_trial(t) for t in self.trials if not _frozen(t)}
 
@@ -399,7 +463,7 @@ class RunLedger:
         changed: dict[str, Any] = {}
         encoded: dict[str, Any] = {}
         for key, value in self.data.items():
-            if key == "trials":
+            if key == "trials" or key in _NOT_STORED:
                 continue
             enc = value if key == "inherited" else _dumps(value)
             encoded[key] = enc
@@ -447,20 +511,16 @@ class RunLedger:
             return True
         return self._tail_bytes >= max(MIN_TAIL_BYTES, SNAPSHOT_RATIO * self._snapshot_bytes)
 
-    def _lease_changed(self) -> bool:
-        """Whether the lease this copy holds (or gave up) differs from the stored snapshot's."""
-        stored = json.loads((self._stored_top or {}).get("lease") or "null")
-        held = self.data.get("lease")
-        return (self.owner or {}).get("id") != (stored or {}).get("id") or (held is None) != (stored is None)
-
     def save(self, *, create: bool = False, release: bool = False) -> None:
         """Persist what changed: one journal record, or a snapshot when one is due (see the
-        module docstring: a run's end, a long tail, the lease taken, renewed or given up)."""
+        module docstring: a run's end, a long tail, the lease taken or given up). The holder's
+        writes are fenced by its lease: past half its time, it is renewed first."""
         self.data["updated"] = time.time()
+        if not create:
+            self._fence()
         # only the lease holder appends (its records are numbered in one sequence); any other
         # copy writes a snapshot, which is conditional and checks the journal (see snapshot())
-        if (create or release or self.token is None or self.owner is None or self._snapshot_due()
-                or self._lease_changed() or self.lease_due()):
+        if create or release or self.token is None or self.owner is None or self._snapshot_due():
             self.snapshot(create=create, release=release)
             return
         record = self._changes()
@@ -496,11 +556,6 @@ class RunLedger:
         old = (self.data.get("journal") or {}).get("segment")
         self.data["updated"] = now
         self.data["version"] = LEDGER_VERSION
-        if release:  # the lease ends with this write (held until it succeeds)
-            self.data["lease"] = None
-        elif self.owner is not None:
-            self.data["lease"] = {**self.owner, "acquired": (self.data.get("lease") or {}).get("acquired", now),
-                                  "heartbeat": now, "expires": now + self.lease_ttl_s}
         journal = self.data.get("journal")
         if not create and self.owner is None and journal and self._foreign_records(journal):
             # the lease holder appended since this copy was read: its snapshot would drop them
@@ -509,14 +564,12 @@ class RunLedger:
                 f"read it ({self._current_holder()}); this driver stops without overwriting it"
             )
         self.data["journal"] = {"seq": self._seq, "segment": f"journal/{self._seq:012d}-{uuid.uuid4().hex[:8]}.jsonl"}
-        body = (_dumps(self.data) + "\n").encode("utf-8")
+        body = (_dumps({k: v for k, v in self.data.items() if k not in _NOT_STORED}) + "\n").encode("utf-8")
         try:
             if create or self.token is None:
                 self.token = self.store.write_bytes(self.uri, body, if_none_match=True)
             else:
                 self.token = self.store.write_bytes(self.uri, body, if_match=self.token)
-            if release:
-                self.owner = None
         except PreconditionFailed:
             if journal is None:
                 self.data.pop("journal", None)
@@ -533,6 +586,17 @@ class RunLedger:
         self._tail_bytes = 0
         self._tail_records = 0
         self._mark_stored()
+        if create and self.owner is not None:  # a new run: its creator takes the lease
+            try:
+                self._write_lease(self._holder(now))
+            except PreconditionFailed:  # a lease.json is there already: judged by acquire()
+                self.owner = None
+                raise LedgerConflictError(
+                    f"run {self.data.get('run_id')}: {self._lease_uri()} names a driver already "
+                    f"({self._current_holder()})"
+                ) from None
+        elif release and self.owner is not None:
+            self._give_up_lease()
         if old:
             try:
                 self.store.remove(self._segment_uri(old))
@@ -541,15 +605,21 @@ class RunLedger:
 
     def _current_holder(self) -> str:
         try:
-            current = json.loads(self.store.read_bytes(self.uri))
+            held = json.loads(self.store.read_bytes(self._lease_uri())).get("holder")
+        except FileNotFoundError:  # a ledger of version 2 or earlier: the lease is in the snapshot
+            try:
+                current = json.loads(self.store.read_bytes(self.uri))
+                held = current.get("lease") if isinstance(current, dict) else None
+            except Exception:  # noqa: BLE001 - only for the message
+                return "its lease holder is unknown"
         except Exception:  # noqa: BLE001 - only for the message
             return "its lease holder is unknown"
-        held = current.get("lease") if isinstance(current, dict) else None
         return f"now driven by {lease_.describe(held)}" if held else "it holds no lease now"
 
     # -- the lease -------------------------------------------------------------------------
     def acquire(self, owner: dict[str, Any], ttl_s: float | None = None) -> None:
-        """Take the run's lease for ``owner`` (:func:`cvtune.lease.new_owner`) with a conditional save.
+        """Take the run's lease for ``owner`` (:func:`cvtune.lease.new_owner`): a conditional write
+        of ``lease.json``, then the fencing snapshot (module docstring).
 
         Raises :class:`~cvtune.errors.LeaseHeldError` naming the holder while another live process
         holds it; takes it over (and logs that) from a dead or expired holder.
@@ -557,7 +627,7 @@ class RunLedger:
         if ttl_s is not None:
             self.lease_ttl_s = ttl_s
         for _ in range(5):
-            held = self.data.get("lease")
+            held = self._read_lease()  # lease.json's holder; without one, the lease a version-2 snapshot carries
             reason = lease_.vacancy(held, owner)
             if reason is None:
                 raise LeaseHeldError(
@@ -565,27 +635,87 @@ class RunLedger:
                     f"or stop it (its lease is taken over once the process is gone or the lease expired)",
                     holder=held,
                 )
+            now = time.time()
+            try:
+                self._write_lease(self._holder(now, held if (held or {}).get("id") == owner["id"] else None, owner))
+            except PreconditionFailed:  # another driver got in between: judge its lease afresh
+                self._reload()
+                continue
             if reason:
                 log.warning("run %s: taking over the lease of %s: %s", self.run_id, lease_.describe(held or {}), reason)
-                self.data.setdefault("lease_takeovers", []).append(
-                    {"from": held, "to": owner["id"], "reason": reason, "at": time.time()}
-                )
             self.owner = owner
-            try:
-                self.save()
-                return
-            except LedgerConflictError:  # another driver got in between: judge its lease afresh
-                self.owner = None
-                self._adopt(RunLedger.load(self.uri, self.store))
+            mine = self.data["lease"]
+            for _ in range(5):
+                # the fencing snapshot, over the ledger read after the lease was ours: whatever the
+                # previous holder appended before it lost the lease is in it
+                self._reload()
+                if (self.data.get("lease") or {}).get("id") != mine["id"]:  # taken from us already
+                    self.owner = None
+                    break
+                if reason:
+                    self.data.setdefault("lease_takeovers", []).append(
+                        {"from": held, "to": owner["id"], "reason": reason, "at": now}
+                    )
+                try:
+                    self.snapshot()
+                    return
+                except LedgerConflictError:  # the previous holder snapshotted meanwhile: read it again
+                    continue
+            else:
+                raise LeaseHeldError(f"run {self.run_id}: could not write {self.uri} after taking its lease "
+                                     "(it keeps changing)")
         raise LeaseHeldError(f"run {self.run_id}: could not take the lease of {self.uri} (it keeps changing)")
 
+    def _reload(self) -> None:
+        """Read the run afresh, keeping what the caller set on this copy before taking the lease
+        (the tuner records the code fingerprint and budget changes)."""
+        kept: dict[str, Any] = {k: self.data[k] for k in ("code_sha256", "config") if k in self.data}
+        self._adopt(RunLedger.load(self.uri, self.store))
+        self.data.update(kept)
+
+    def _holder(self, now: float, previous: dict[str, Any] | None = None,
+                owner: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The lease record of ``owner`` (this copy's) as of ``now``, valid for ``lease_ttl_s``."""
+        owner = owner if owner is not None else self.owner
+        assert owner is not None
+        return {**owner, "acquired": (previous or {}).get("acquired", now), "heartbeat": now,
+                "expires": now + self.lease_ttl_s}
+
+    def _fence(self) -> None:
+        """Before the holder writes: renew its lease when it is past half its time. Raises
+        :class:`~cvtune.errors.LedgerConflictError` if another driver took it over meanwhile."""
+        if self.owner is not None and self.lease_due():
+            self.renew_lease()
+
+    def renew_lease(self) -> None:
+        """The heartbeat: rewrite ``lease.json`` (a few hundred bytes), conditionally."""
+        if self.owner is None:
+            return
+        now = time.time()  # before the write: the lease this write grants is never longer than claimed
+        try:
+            self._write_lease(self._holder(now, self.data.get("lease")))
+        except PreconditionFailed:
+            holder = self._current_holder()
+            self.owner = None
+            raise LedgerConflictError(
+                f"run {self.data.get('run_id')}: the lease {self._lease_uri()} was taken over by another driver "
+                f"({holder}); this driver stops without writing the ledger {self.uri} again"
+            ) from None
+
+    def _give_up_lease(self) -> None:
+        try:
+            self._write_lease(None)
+        except PreconditionFailed:  # taken over after our last write: nothing of ours to give up
+            pass
+        self.owner = None
+
     def release_lease(self) -> None:
-        """Give the lease up (the run is finished or handed over) with a conditional save."""
+        """Give the lease up (the run is finished or handed over): the final snapshot, then the lease."""
         if self.owner is not None:
             self.save(release=True)
 
     def lease_due(self) -> bool:
-        """Whether the held lease is past half its time since the last save (time to renew it)."""
+        """Whether the held lease is past half its time since it was last written (time to renew it)."""
         held = self.data.get("lease") or {}
         return self.owner is not None and time.time() >= float(held.get("expires", 0)) - self.lease_ttl_s / 2
 
