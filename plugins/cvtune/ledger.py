@@ -32,10 +32,13 @@ The single-driver lease (:mod:`cvtune.lease`) is its own small object next to th
 acquisition), so a heartbeat rewrites a few hundred bytes, not the run:
 
 * **taking** the lease is a conditional write of ``lease.json`` over the version judged vacant
-  (``if_match``; ``if_none_match`` when there is none), then a **fencing snapshot**: the ledger is
-  read again and written whole, conditionally, naming a fresh segment. From then on nothing a
-  previous holder appends is read (its segment is no longer the snapshot's), and its own next
-  snapshot fails (the ledger's version moved);
+  (``if_match``; ``if_none_match`` when there is none). Taking it *over* (from a holder gone or
+  expired) is followed by a **fencing snapshot**: the ledger is read again and written whole,
+  conditionally, naming a fresh segment. From then on nothing the previous holder appends is read
+  (its segment is no longer the snapshot's), and its own next snapshot fails (the ledger's version
+  moved). A lease that was free (given up after the run's last snapshot) needs no fence: if the
+  snapshot is still the version this copy read, its journal simply goes on (a deferred operator's
+  poke then writes only ``lease.json``);
 * **renewing** (the heartbeat, at half the lease's time) is a conditional write of ``lease.json``
   over the version this driver last wrote; it fails once another driver took the lease over;
 * every write of the holder, append or snapshot, is **fenced** by the lease: when the lease is past
@@ -619,7 +622,7 @@ class RunLedger:
     # -- the lease -------------------------------------------------------------------------
     def acquire(self, owner: dict[str, Any], ttl_s: float | None = None) -> None:
         """Take the run's lease for ``owner`` (:func:`cvtune.lease.new_owner`): a conditional write
-        of ``lease.json``, then the fencing snapshot (module docstring).
+        of ``lease.json`` and, taking it over, the fencing snapshot (module docstring).
 
         Raises :class:`~cvtune.errors.LeaseHeldError` naming the holder while another live process
         holds it; takes it over (and logs that) from a dead or expired holder.
@@ -645,13 +648,18 @@ class RunLedger:
                 log.warning("run %s: taking over the lease of %s: %s", self.run_id, lease_.describe(held or {}), reason)
             self.owner = owner
             mine = self.data["lease"]
+            if not reason and int(self.data.get("version", 0)) >= LEDGER_VERSION and self._snapshot_unchanged():
+                # the lease was free (given up after the run's last snapshot) or already ours, and the
+                # snapshot is still the one this copy read: its journal goes on, no snapshot needed
+                return
+            stale = bool(reason)  # a holder that lost its lease may have appended since this copy was read
             for _ in range(5):
-                # the fencing snapshot, over the ledger read after the lease was ours: whatever the
-                # previous holder appended before it lost the lease is in it
-                self._reload()
-                if (self.data.get("lease") or {}).get("id") != mine["id"]:  # taken from us already
-                    self.owner = None
-                    break
+                # the fencing snapshot (a fresh segment; version 3, which earlier cvtune does not drive)
+                if stale:
+                    self._reload()
+                    if (self.data.get("lease") or {}).get("id") != mine["id"]:  # taken from us already
+                        self.owner = None
+                        break
                 if reason:
                     self.data.setdefault("lease_takeovers", []).append(
                         {"from": held, "to": owner["id"], "reason": reason, "at": now}
@@ -660,11 +668,17 @@ class RunLedger:
                     self.snapshot()
                     return
                 except LedgerConflictError:  # the previous holder snapshotted meanwhile: read it again
-                    continue
+                    stale = True
             else:
                 raise LeaseHeldError(f"run {self.run_id}: could not write {self.uri} after taking its lease "
                                      "(it keeps changing)")
         raise LeaseHeldError(f"run {self.run_id}: could not take the lease of {self.uri} (it keeps changing)")
+
+    def _snapshot_unchanged(self) -> bool:
+        try:
+            return self.store.version_token(self.uri) == self.token
+        except FileNotFoundError:
+            return False
 
     def _reload(self) -> None:
         """Read the run afresh, keeping what the caller set on this copy before taking the lease
