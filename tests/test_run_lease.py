@@ -298,6 +298,39 @@ def test_a_driver_whose_lease_was_taken_over_writes_nothing_that_is_read(root, m
     assert json.loads(store.read_bytes(store.join(root, "runs", "fence", "lease.json")))["generation"] == 3
 
 
+@pytest.mark.timeout(180)
+def test_handing_a_run_over_writes_the_change_and_the_lease_not_the_run(root):
+    """A deferring operator gives its lease up and the next poke takes it: neither rewrites the run."""
+    uri, a = new_run(root, "handover")
+    a.acquire(new_owner("A"))
+    for i in range(40):
+        add_trial(a, i)
+        a.save()
+    token, run_bytes = store.read_versioned(uri)[1], len(json.dumps(a.data))
+    a.data["deferred_since"] = time.time()
+    before = a.bytes_written
+    a.release_lease()
+    assert a.owner is None and store.read_versioned(uri)[1] == token  # no snapshot
+    assert a.bytes_written - before < 1024 < run_bytes / 30
+    b = RunLedger.load(uri)
+    assert b.data["lease"] is None and b.data["deferred_since"] == a.data["deferred_since"]
+    b.acquire(new_owner("B"))
+    assert b.snapshots_written == 0 and b.bytes_written == b.lease_writes[0] < 512
+    assert store.read_versioned(uri)[1] == token and "lease_takeovers" not in b.data
+    add_trial(b, 40)
+    b.save()  # goes on with the same journal
+    assert [t["params"]["x"] for t in RunLedger.load(uri).trials] == list(range(41))
+    # a copy read before the last change, taking the free lease after it, reads the run again
+    c_stale = RunLedger.load(uri)
+    add_trial(b, 41)
+    b.release_lease()
+    c_stale.acquire(new_owner("C"))
+    assert len(c_stale.trials) == 42 and c_stale.snapshots_written == 1  # read again, then a fresh segment
+    add_trial(c_stale, 42)
+    c_stale.save()
+    assert [t["params"]["x"] for t in RunLedger.load(uri).trials] == list(range(43))
+
+
 def test_a_version_2_ledger_keeps_the_lease_it_carries_until_it_moves_to_lease_json(tmp_path):
     uri, ledger = new_run(str(tmp_path), "old")
     add_trial(ledger, 0)

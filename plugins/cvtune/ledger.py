@@ -45,8 +45,9 @@ acquisition), so a heartbeat rewrites a few hundred bytes, not the run:
   half its time the driver renews it first, so a driver that stalled long enough to be taken over
   (the lease expired) learns it before it writes anything
   (:class:`~cvtune.errors.LedgerConflictError`), and within half its time nobody can take it over;
-* **giving up** the lease, at the end of a run, writes the final snapshot and then ``lease.json``
-  without a holder.
+* **giving up** the lease (a run's end, a deferring operator, a sensor between pokes) writes what
+  changed (at a run's end, the final snapshot) and then ``lease.json`` without a holder; the next
+  driver takes the free lease and goes on with the same journal.
 
 Every snapshot stays a conditional write over the version this copy read or last wrote. Ledgers
 of version 2 or earlier carry the lease inside ``ledger.json``: they load, their lease is honoured
@@ -266,6 +267,10 @@ def _frozen(trial: dict[str, Any]) -> bool:
     """A trial nothing will change any more: ended, and every fold job ended."""
     return trial["state"] in TRIAL_DONE and all(j["state"] in FOLD_DONE or j["state"] == FoldState.PENDING
                                                 for j in trial["fold_jobs"])
+
+
+class _Retake(Exception):
+    """The lease just taken was taken by another driver before the fencing snapshot: judge afresh."""
 
 
 class RunLedger:
@@ -516,19 +521,25 @@ class RunLedger:
 
     def save(self, *, create: bool = False, release: bool = False) -> None:
         """Persist what changed: one journal record, or a snapshot when one is due (see the
-        module docstring: a run's end, a long tail, the lease taken or given up). The holder's
-        writes are fenced by its lease: past half its time, it is renewed first."""
+        module docstring: a run's end, a long tail, a lease taken over); ``release`` then gives
+        the lease up. The holder's writes are fenced by its lease: past half its time, it is
+        renewed first."""
         self.data["updated"] = time.time()
         if not create:
             self._fence()
         # only the lease holder appends (its records are numbered in one sequence); any other
         # copy writes a snapshot, which is conditional and checks the journal (see snapshot())
-        if create or release or self.token is None or self.owner is None or self._snapshot_due():
+        if create or self.token is None or self.owner is None or self._snapshot_due():
             self.snapshot(create=create, release=release)
             return
+        self._append(clocks=release)  # handing over: the next driver reads the clocks too
+        if release:
+            self._give_up_lease()
+
+    def _append(self, *, clocks: bool) -> None:
         record = self._changes()
         encoded, trial_json = self._pending
-        if set(record) == {"set"} and set(record["set"]) <= {"updated", "elapsed_s"}:
+        if not record or (not clocks and set(record) == {"set"} and set(record["set"]) <= {"updated", "elapsed_s"}):
             return  # nothing but the clocks
         self._seq += 1
         record = {"seq": self._seq, **record}
@@ -647,36 +658,54 @@ class RunLedger:
             if reason:
                 log.warning("run %s: taking over the lease of %s: %s", self.run_id, lease_.describe(held or {}), reason)
             self.owner = owner
-            mine = self.data["lease"]
-            if not reason and int(self.data.get("version", 0)) >= LEDGER_VERSION and self._snapshot_unchanged():
-                # the lease was free (given up after the run's last snapshot) or already ours, and the
-                # snapshot is still the one this copy read: its journal goes on, no snapshot needed
+            try:
+                self._fence_after_acquire(owner, held, reason, now)
                 return
-            stale = bool(reason)  # a holder that lost its lease may have appended since this copy was read
-            for _ in range(5):
-                # the fencing snapshot (a fresh segment; version 3, which earlier cvtune does not drive)
-                if stale:
-                    self._reload()
-                    if (self.data.get("lease") or {}).get("id") != mine["id"]:  # taken from us already
-                        self.owner = None
-                        break
-                if reason:
-                    self.data.setdefault("lease_takeovers", []).append(
-                        {"from": held, "to": owner["id"], "reason": reason, "at": now}
-                    )
-                try:
-                    self.snapshot()
-                    return
-                except LedgerConflictError:  # the previous holder snapshotted meanwhile: read it again
-                    stale = True
-            else:
-                raise LeaseHeldError(f"run {self.run_id}: could not write {self.uri} after taking its lease "
-                                     "(it keeps changing)")
+            except LeaseHeldError:
+                raise
+            except _Retake:
+                continue
+            except BaseException:
+                # the lease is ours but this driver stops before driving: a later one in this process
+                # may take it over at once (another process judges by our pid)
+                lease_.abandon(owner)
+                raise
         raise LeaseHeldError(f"run {self.run_id}: could not take the lease of {self.uri} (it keeps changing)")
 
-    def _snapshot_unchanged(self) -> bool:
+    def _fence_after_acquire(self, owner: dict[str, Any], held: dict[str, Any] | None, reason: str, now: float) -> None:
+        """After ``lease.json`` became ``owner``'s: go on with the journal as read, or fence it with a
+        snapshot (module docstring). Raises :class:`_Retake` when the lease was taken from us meanwhile."""
+        mine = self.data["lease"]
+        if not reason and int(self.data.get("version", 0)) >= LEDGER_VERSION and self._as_read():
+            # the lease was free (given up after its holder's last write) or already ours, and the
+            # run is still as this copy read it: its journal goes on, no snapshot needed
+            return
+        for _ in range(5):
+            # the fencing snapshot (a fresh segment; version 3, which earlier cvtune does not drive),
+            # over the run read again: a holder that lost its lease, or one that gave it up after
+            # this copy was read, may have written since
+            self._reload()
+            if (self.data.get("lease") or {}).get("id") != mine["id"]:  # taken from us already
+                self.owner = None
+                raise _Retake
+            if reason:
+                self.data.setdefault("lease_takeovers", []).append(
+                    {"from": held, "to": owner["id"], "reason": reason, "at": now}
+                )
+            try:
+                self.snapshot()
+                return
+            except LedgerConflictError:  # the previous holder snapshotted meanwhile: read it again
+                continue
+        raise LeaseHeldError(f"run {self.run_id}: could not write {self.uri} after taking its lease "
+                             "(it keeps changing)")
+
+    def _as_read(self) -> bool:
+        """Whether the snapshot and its journal are still exactly what this copy read."""
+        journal = self.data.get("journal")
         try:
-            return self.store.version_token(self.uri) == self.token
+            return (journal is not None and self.store.version_token(self.uri) == self.token
+                    and not self._foreign_records(journal))
         except FileNotFoundError:
             return False
 
