@@ -200,7 +200,7 @@ def test_a_stalled_driver_loses_its_expired_lease_and_writes_nothing_more(root, 
     assert_every_score_is_its_own_trials(ledger, tmp_path / "jobs")
 
 
-def test_saves_are_conditional_and_heartbeats_ride_on_them(tmp_path):
+def test_saves_are_conditional_and_a_stale_copy_is_told_who_drives(tmp_path):
     from cvtune.tuner import CVTuner
     from tests.test_tuner import MANIFEST, ScriptedBackend, make_config, score
 
