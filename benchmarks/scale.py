@@ -11,8 +11,11 @@ cvtune / Optuna, so peak RSS is that run's. Printed per size:
 
 * per-fold-job time: the run's wall time / fold jobs;
 * ledger bytes written (snapshots + journal records) and the ledger's final size;
-* resume time: ``CVTuner.resume(ledger)`` (one ledger load, config, manifest) plus the replay of
-  every trial into the sampler, which is what a resumed task or a deferred poke does first;
+* poke time: ``CVTuner.resume(ledger)`` (the ledger's snapshot and tail, config, manifest), what a
+  deferred poke or sensor step pays before describing the jobs in flight when none has ended (the
+  sampler is rebuilt only when the driver asks or tells);
+* resume time: the same plus the replay of every trial into the sampler, which a resumed driver
+  pays once it asks its next trial;
 * peak RSS of the driving process;
 * the same evaluations through Optuna with a fork per fold;
 * where the CPU goes, per fold job: minor page faults and CPU of the job process (cvtune: the
@@ -112,6 +115,7 @@ def run_cvtune(trials: int, folds: int, work: str) -> dict:
         L.RunLedger.save, L.RunLedger.snapshot = original_save, original_snapshot
         t = time.perf_counter()
         resumed = CVTuner.resume(tuner.uri, backend)
+        poke_s = time.perf_counter() - t
         for trial in resumed.ledger.trials:  # what start() replays into the sampler
             resumed.proposer.observe(trial["params"], trial["mean"], trial["state"], L.running_means(trial["fold_scores"]))
         resume_s = time.perf_counter() - t
@@ -119,7 +123,7 @@ def run_cvtune(trials: int, folds: int, work: str) -> dict:
     job_files = sum(len(files) for _, _, files in os.walk(os.path.join(work, "jobs")))
     assert summary["trials"] == {"Completed": trials}, summary["trials"]
     return {"wall": wall, "jobs": summary["fold_jobs"], "bytes": written, "snapshots": snapshots,
-            "size": os.path.getsize(tuner.uri), "save_s": save_s[0], "resume_s": resume_s, "job_files": job_files,
+            "size": os.path.getsize(tuner.uri), "save_s": save_s[0], "poke_s": poke_s, "resume_s": resume_s, "job_files": job_files,
             "faults": faults, "child_cpu": child_cpu, "worker_faults": worker_faults, "worker_cpu": worker_cpu,
             "driver_cpu": driver_cpu}
 
@@ -202,7 +206,7 @@ def main() -> None:
             rows[(trials, side)] = {**json.loads(out.stdout.strip().splitlines()[-1]), "load": load}
     print()
     print(f"{'trials':>7s}{'fold jobs':>10s}{'cvtune/job':>12s}{'optuna/job':>12s}{'ratio':>7s}{'ledger written':>16s}"
-          f"{'per job':>9s}{'final':>9s}{'snapshots':>10s}{'ledger s':>9s}{'resume':>9s}{'RSS cvtune':>11s}"
+          f"{'per job':>9s}{'final':>9s}{'snapshots':>10s}{'ledger s':>9s}{'poke':>9s}{'resume':>9s}{'RSS cvtune':>11s}"
           f"{'RSS optuna':>11s}{'job files':>10s}{'load':>6s}")
     usage = []
     per_job = {}
@@ -212,7 +216,7 @@ def main() -> None:
         per_job[trials] = (cj, oj)
         print(f"{trials:7d}{c['jobs']:10d}{cj:10.1f}ms{oj:10.1f}ms{cj / oj:7.2f}{c['bytes'] / 1e6:14.2f}MB"
               f"{c['bytes'] / c['jobs'] / 1000:7.2f}kB{c['size'] / 1e6:7.2f}MB{c['snapshots']:10d}{c['save_s']:8.2f}s"
-              f"{c['resume_s'] * 1000:7.0f}ms{c['rss_mb']:9.0f}MB{o['rss_mb']:9.0f}MB{c['job_files']:10d}"
+              f"{c['poke_s'] * 1000:7.0f}ms{c['resume_s'] * 1000:7.0f}ms{c['rss_mb']:9.0f}MB{o['rss_mb']:9.0f}MB{c['job_files']:10d}"
               f"{c['load']:6.1f}")
         usage.append(f"{trials:7d}{c['faults'] / c['jobs']:12.0f}{o['faults'] / o['jobs']:12.0f}"
                      f"{c['child_cpu'] / c['jobs'] * 1000:12.2f}ms{o['child_cpu'] / o['jobs'] * 1000:12.2f}ms"
