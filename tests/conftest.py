@@ -34,6 +34,26 @@ def airflow_db() -> str:
 
 
 @pytest.fixture
+def make_backend(tmp_path):
+    """``make(**kwargs)``: a local warm pool under ``tmp_path/jobs`` (no preload, one worker unless
+    told), closed after the test."""
+    from cvtune.local.backend import LocalBackend
+
+    made: list[LocalBackend] = []
+
+    def make(**kwargs) -> LocalBackend:
+        kwargs.setdefault("preload", ())
+        kwargs.setdefault("max_parallel_jobs", 1)
+        backend = LocalBackend(str(tmp_path / "jobs"), **kwargs)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture
 def cvtune_conn(tmp_path, monkeypatch):
     """A ``cvtune_default`` connection (local backend, 2 workers) with its own artifact root."""
     root = tmp_path / "artifacts"

@@ -28,22 +28,6 @@ pytestmark = pytest.mark.timeout(60)
 WAIT_S = 30.0
 
 
-@pytest.fixture
-def make_backend(tmp_path):
-    made: list[LocalBackend] = []
-
-    def make(**kwargs) -> LocalBackend:
-        kwargs.setdefault("preload", ())
-        kwargs.setdefault("max_parallel_jobs", 1)
-        backend = LocalBackend(str(tmp_path / "jobs"), **kwargs)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
-
-
 def script(tmp_path, body: str, name: str = "train.py") -> str:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))

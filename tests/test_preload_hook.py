@@ -23,28 +23,13 @@ import pytest
 from cvtune.backends.base import JobSpec
 from cvtune.local.backend import LocalBackend
 from cvtune.states import JobStatus
+from tests.test_local_backend import wait_done
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "include" / "training" / "train.py"
 MEMO = "_cvtune_train_preload"
-
-
-@pytest.fixture
-def make_backend(tmp_path):
-    made: list[LocalBackend] = []
-
-    def make(**kwargs) -> LocalBackend:
-        kwargs.setdefault("preload", ())
-        kwargs.setdefault("max_parallel_jobs", 1)
-        backend = LocalBackend(str(tmp_path / "jobs"), **kwargs)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
 
 
 def write(path: Path, body: str) -> str:
@@ -55,11 +40,7 @@ def write(path: Path, body: str) -> str:
 def run_jobs(backend: LocalBackend, *jobs: JobSpec) -> dict:
     for job in jobs:
         backend.submit(job)
-    done: dict = {}
-    while len(done) < len(jobs):
-        for d in backend.wait([j.name for j in jobs if j.name not in done], 60):
-            done[d.name] = d
-    return done
+    return wait_done(backend, *(j.name for j in jobs), timeout=110)  # within the module's 120 s timeout
 
 
 @pytest.fixture(params=["csv", "parquet"])
