@@ -773,15 +773,15 @@ def _preload(payload: dict[str, Any]) -> None:
     """Let the script prepare in the worker what its job child then inherits (parsed channel files):
     ``cvtune_preload({channel: the job's channel directory})``. An error here is the worker's
     (logged to its log); the job still runs and reads its channels itself."""
+    hook = _preload_hook(payload["entry_point"])  # cached per file version: no listing for scripts without one
+    if hook is None:
+        return
     data = os.path.join(payload["job_dir"], "input", "data")
     try:  # the local channels, linked when the backend laid the job out (remote ones come later)
         directories = {ch: os.path.join(data, ch) for ch in sorted(os.listdir(data))}
     except OSError:
         return
     if not directories:
-        return
-    hook = _preload_hook(payload["entry_point"])
-    if hook is None:
         return
     try:
         hook(directories)
