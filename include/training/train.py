@@ -789,6 +789,15 @@ def build_pipeline(
     )
 
 
+def _plain_numeric(pipeline: Pipeline, model: str) -> bool:
+    """Whether the preprocessing is the median imputer alone (every feature numeric, no
+    scaler): then, on rows without NaN, it returns its input unchanged."""
+    if model in LINEAR_MODELS:
+        return False
+    preprocess = pipeline.named_steps["preprocess"]
+    return [name for name, _, _ in preprocess.transformers] == ["num"]
+
+
 def fit_pipeline(pipeline: Pipeline, features: pd.DataFrame, y: np.ndarray, model: str) -> Pipeline:
     """``pipeline.fit(features, y)``, with the median imputer's medians taken by ``np.median``
     when every feature is numeric and the train fold has no missing value.
@@ -800,10 +809,9 @@ def fit_pipeline(pipeline: Pipeline, features: pd.DataFrame, y: np.ndarray, mode
     fold's medians), so predictions, metrics and the saved model are identical; any other
     case (categories, NaN, linear models with their scaler) fits the usual way.
     """
-    preprocess = pipeline.named_steps["preprocess"]
-    numeric_only = [name for name, _, _ in preprocess.transformers] == ["num"]
-    if model in LINEAR_MODELS or not numeric_only or len(features) < 2:
+    if not _plain_numeric(pipeline, model) or len(features) < 2:
         return pipeline.fit(features, y)
+    preprocess = pipeline.named_steps["preprocess"]
     values = features.to_numpy(dtype="float64")
     if np.isnan(values).any():
         return pipeline.fit(features, y)
@@ -815,15 +823,6 @@ def fit_pipeline(pipeline: Pipeline, features: pd.DataFrame, y: np.ndarray, mode
     # ColumnTransformer's per-call validation.
     pipeline.named_steps["model"].fit(values, y)
     return pipeline
-
-
-def _plain_numeric(pipeline: Pipeline, model: str) -> bool:
-    """Whether the fitted preprocessing is the median imputer alone (every feature numeric, no
-    scaler): then, on rows without NaN, it returns its input unchanged."""
-    if model in LINEAR_MODELS:
-        return False
-    preprocess = pipeline.named_steps["preprocess"]
-    return [name for name, _, _ in preprocess.transformers] == ["num"]
 
 
 def predict_scores(pipeline: Pipeline, features: pd.DataFrame, model: str, proba: bool) -> np.ndarray:
